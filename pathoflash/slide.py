@@ -1,0 +1,329 @@
+"""A whole-slide image: OpenSlide underneath, numpy RGB out, mpp parsed once.
+
+``Slide`` keeps openslide-python's small surface (``level_count``, ``level_dimensions``,
+``level_downsamples``, ``read_region(level-0 location, level, size)``) but returns ``(h, w, 3)`` uint8
+arrays composited onto white, carries a typed ``mpp``, and survives OpenSlide's latched errors by reopening
+its handle and retrying once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import (
+    MissingMppError,
+    SlideNotFoundError,
+    SlideReadError,
+    TileReadError,
+    UnsupportedSlideError,
+)
+from .resample import box_reduce, resample
+
+log = logging.getLogger(__name__)
+
+#: File endings of formats OpenSlide 4 reads (lower case, with the dot).
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".czi",
+)  # fmt: skip
+
+_MPP_RANGE = (0.01, 100.0)  # µm/px; anything outside is a metadata error, not a microscope
+
+
+@dataclass(frozen=True, slots=True)
+class SlideInfo:
+    """What ``pathoflash info`` reports: the slide's geometry and metadata, parsed once."""
+
+    path: str
+    format: str
+    dimensions: tuple[int, int]
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: tuple[float, float] | None
+    mpp_source: str
+    objective_power: float | None
+    associated_images: tuple[str, ...]
+    file_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "dimensions": list(self.dimensions),
+            "level_count": len(self.level_dimensions),
+            "level_dimensions": [list(d) for d in self.level_dimensions],
+            "level_downsamples": list(self.level_downsamples),
+            "mpp": None if self.mpp is None else list(self.mpp),
+            "mpp_source": self.mpp_source,
+            "objective_power": self.objective_power,
+            "associated_images": list(self.associated_images),
+            "file_size": self.file_size,
+        }
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise SlideNotFoundError("no such file", path=path)
+    if path.is_dir():
+        raise SlideNotFoundError(
+            "is a directory, not a slide file (MIRAX/VMS: pass the .mrxs/.vms file)", path=path
+        )
+    if path.stat().st_size == 0:
+        raise SlideReadError("file is empty (0 bytes)", path=path)
+    if not os.access(path, os.R_OK):
+        raise SlideReadError("permission denied", path=path)
+
+
+def _open_handle(path: Path) -> Any:
+    import openslide
+
+    try:
+        return openslide.OpenSlide(str(path))
+    except openslide.OpenSlideUnsupportedFormatError:
+        suffix = path.suffix.lower()
+        hint = (
+            f"'{suffix}' is not a slide format OpenSlide reads"
+            if suffix and suffix not in SLIDE_SUFFIXES
+            else "not a whole-slide image OpenSlide can read (wrong format or not a slide)"
+        )
+        raise UnsupportedSlideError(hint, path=path) from None
+    except openslide.OpenSlideError as exc:
+        raise SlideReadError(f"corrupt or truncated slide ({exc})", path=path) from None
+    except OSError as exc:  # e.g. the C library failing to read a truncated file
+        raise SlideReadError(f"cannot read slide ({exc.strerror or exc})", path=path) from None
+
+
+def _float_property(props: Mapping[str, str], key: str) -> float | None:
+    try:
+        value = float(props[key])
+    except (KeyError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _mpp_from_properties(props: Mapping[str, str]) -> tuple[tuple[float, float] | None, str]:
+    mx, my = _float_property(props, "openslide.mpp-x"), _float_property(props, "openslide.mpp-y")
+    if mx is not None or my is not None:
+        mx = mx if mx is not None else my
+        my = my if my is not None else mx
+        assert mx is not None and my is not None
+        return (mx, my), "openslide"
+    # Generic TIFFs: resolution tags in pixels per centimetre (3) or inch (2).
+    unit = props.get("tiff.ResolutionUnit", "").lower()
+    per_unit_um = {"centimeter": 1e4, "3": 1e4, "inch": 25400.0, "2": 25400.0}.get(unit)
+    rx, ry = _float_property(props, "tiff.XResolution"), _float_property(props, "tiff.YResolution")
+    if per_unit_um is not None and rx is not None:
+        ry = ry if ry is not None else rx
+        mpp = (per_unit_um / rx, per_unit_um / ry)
+        if all(_MPP_RANGE[0] <= m <= _MPP_RANGE[1] for m in mpp):
+            return mpp, "tiff-resolution"
+    return None, "missing"
+
+
+def _validate_mpp(mpp: float | tuple[float, float], path: Path) -> tuple[float, float]:
+    pair = (float(mpp), float(mpp)) if isinstance(mpp, int | float) else (float(mpp[0]), float(mpp[1]))
+    for m in pair:
+        if not (math.isfinite(m) and _MPP_RANGE[0] <= m <= _MPP_RANGE[1]):
+            raise MissingMppError(
+                f"mpp {m} µm/px is out of range {_MPP_RANGE}; pass --slide-mpp with the scan resolution",
+                path=path,
+            )
+    return pair
+
+
+class Slide:
+    """An open whole-slide image. Thread-safe for reads; use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str], *, mpp: float | tuple[float, float] | None = None):
+        self.path = Path(path)
+        _check_path(self.path)
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._handle = _open_handle(self.path)
+        props = dict(self._handle.properties)
+        self.properties: Mapping[str, str] = props
+        self.format: str = props.get("openslide.vendor", "unknown")
+        self.level_count: int = int(self._handle.level_count)
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            (int(w), int(h)) for w, h in self._handle.level_dimensions
+        )
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in self._handle.level_downsamples)
+        self.dimensions: tuple[int, int] = self.level_dimensions[0]
+        self.associated_images: tuple[str, ...] = tuple(sorted(self._handle.associated_images.keys()))
+        self.objective_power = _float_property(props, "openslide.objective-power")
+        if self.dimensions[0] <= 0 or self.dimensions[1] <= 0:
+            raise SlideReadError("slide has no pixels", path=self.path)
+        stat = self.path.stat()
+        self.file_size, self.file_mtime = stat.st_size, stat.st_mtime
+        if mpp is not None:
+            self._mpp: tuple[float, float] | None = _validate_mpp(mpp, self.path)
+            self.mpp_source = "override"
+        else:
+            found, self.mpp_source = _mpp_from_properties(props)
+            self._mpp = None if found is None else _validate_mpp(found, self.path)
+
+    # -- metadata -------------------------------------------------------------------------------------
+    @property
+    def mpp(self) -> tuple[float, float]:
+        """Microns per pixel at level 0, ``(x, y)``. Raises :class:`MissingMppError` when unknown."""
+        if self._mpp is None:
+            raise MissingMppError(
+                "slide has no microns-per-pixel metadata; pass --slide-mpp (Python: mpp=) with the scan "
+                "resolution, e.g. --slide-mpp 0.25 for a 40× scan",
+                path=self.path,
+            )
+        return self._mpp
+
+    @property
+    def has_mpp(self) -> bool:
+        return self._mpp is not None
+
+    def info(self) -> SlideInfo:
+        return SlideInfo(
+            path=str(self.path),
+            format=self.format,
+            dimensions=self.dimensions,
+            level_dimensions=self.level_dimensions,
+            level_downsamples=self.level_downsamples,
+            mpp=self._mpp,
+            mpp_source=self.mpp_source,
+            objective_power=self.objective_power,
+            associated_images=self.associated_images,
+            file_size=self.file_size,
+        )
+
+    def best_level_for_mpp(self, mpp: float) -> int:
+        """The coarsest level whose resolution is at least as fine as ``mpp`` (level 0 if none is)."""
+        base = min(self.mpp)
+        best = 0
+        for level, downsample in enumerate(self.level_downsamples):
+            if base * downsample <= mpp * (1 + 1e-3):
+                best = level
+        return best
+
+    # -- pixels ---------------------------------------------------------------------------------------
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read ``size = (w, h)`` pixels of ``level`` at level-0 ``location = (x, y)``.
+
+        Returns ``(h, w, 3)`` uint8 RGB; transparent pixels (outside the scanned area) become white.
+        A failed read reopens the OpenSlide handle (its errors latch) and retries once; a second failure
+        raises :class:`TileReadError`.
+        """
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} out of range 0..{self.level_count - 1}")
+        width, height = int(size[0]), int(size[1])
+        if width <= 0 or height <= 0:
+            raise ValueError(f"region size must be positive, got {size}")
+        x, y = int(location[0]), int(location[1])
+        for attempt in (0, 1):
+            handle, generation = self._handle, self._generation
+            try:
+                rgba = np.asarray(handle.read_region((x, y), level, (width, height)))
+                return _rgba_to_rgb_on_white(rgba)
+            except Exception as exc:  # OpenSlideError, or OSError from a closed/latched handle
+                if attempt == 1:
+                    raise TileReadError(
+                        f"unreadable region at level {level} x={x} y={y} size={width}x{height}: {exc}",
+                        path=self.path,
+                    ) from exc
+                log.warning("%s: read failed at x=%d y=%d (%s); reopening", self.path, x, y, exc)
+                self._reopen(generation)
+        raise AssertionError("unreachable")
+
+    def _reopen(self, seen_generation: int) -> None:
+        with self._lock:
+            if self._generation != seen_generation:
+                return  # another thread already reopened
+            old = self._handle
+            self._handle = _open_handle(self.path)
+            self._generation += 1
+        try:
+            old.close()
+        except Exception as exc:  # closing a latched handle can fail; it is gone either way
+            log.debug("closing latched handle failed: %s", exc)
+
+    def read_at_mpp(
+        self, location: tuple[int, int], size: tuple[int, int], mpp: float
+    ) -> np.ndarray:
+        """Read ``size = (w, h)`` pixels at resolution ``mpp`` whose top-left is level-0 ``location``.
+
+        Reads from the coarsest level at least as fine as ``mpp`` and resamples with anti-aliasing.
+        Areas beyond the slide come back white.
+        """
+        level = self.best_level_for_mpp(mpp)
+        downsample = self.level_downsamples[level]
+        sx, sy = (mpp / (self.mpp[0] * downsample), mpp / (self.mpp[1] * downsample))
+        src_w = max(1, round(size[0] * sx))
+        src_h = max(1, round(size[1] * sy))
+        region = self.read_region(location, level, (src_w, src_h))
+        return resample(region, size)
+
+    def thumbnail_at_mpp(self, mpp: float, *, chunk: int = 4096) -> np.ndarray:
+        """The whole slide at a coarse resolution ``mpp``, read in chunks so memory stays bounded."""
+        level = self.best_level_for_mpp(mpp)
+        downsample = self.level_downsamples[level]
+        factor = mpp / (min(self.mpp) * downsample)
+        lw, lh = self.level_dimensions[level]
+        out_w, out_h = max(1, math.floor(lw / factor)), max(1, math.floor(lh / factor))
+        k = max(1, math.floor(factor))
+        if factor < 1.5 or lw * lh <= chunk * chunk:
+            region = self.read_region((0, 0), level, (lw, lh))
+            return resample(region, (out_w, out_h))
+        # Box-reduce by the integer part chunk by chunk, then resample the small remainder.
+        step = (chunk // k) * k
+        rows = []
+        for y in range(0, (lh // k) * k, step):
+            row = []
+            h = min(step, (lh // k) * k - y)
+            for x in range(0, (lw // k) * k, step):
+                w = min(step, (lw // k) * k - x)
+                region = self.read_region(
+                    (round(x * downsample), round(y * downsample)), level, (w, h)
+                )
+                row.append(box_reduce(region, k, k))
+            rows.append(np.concatenate(row, axis=1))
+        reduced = np.concatenate(rows, axis=0)
+        return resample(reduced, (out_w, out_h))
+
+    def associated_image(self, name: str) -> np.ndarray:
+        return _rgba_to_rgb_on_white(np.asarray(self._handle.associated_images[name]))
+
+    # -- lifetime -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Slide({str(self.path)!r}, {self.format}, {self.dimensions[0]}x{self.dimensions[1]}, mpp={self._mpp})"
+
+
+def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
+    rgb = rgba[..., :3]
+    alpha = rgba[..., 3]
+    if alpha.min(initial=255) == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha[..., None].astype(np.uint16)
+    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def open_slide(path: str | os.PathLike[str] | Slide, *, mpp: float | tuple[float, float] | None = None) -> Slide:
+    """Open a whole-slide image. ``mpp`` overrides missing or wrong resolution metadata (µm/px)."""
+    if isinstance(path, Slide):
+        if mpp is None:
+            return path
+        path = path.path
+    return Slide(path, mpp=mpp)
