@@ -1,0 +1,5 @@
+"""``python -m pathoflash`` runs the CLI."""
+
+from pathoflash.cli import main
+
+main()
