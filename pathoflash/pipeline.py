@@ -1,0 +1,273 @@
+"""One slide, end to end: tiles → Zarr → model → heatmap → exports. No Dask here.
+
+Decoding and the model overlap: the tiler writes tiles row by row into the store on its own threads while
+the model reads regions from the store right behind it (:mod:`pathoflash.row_gate`), so every tile is decoded
+from the slide exactly once. A rerun with another model reads the finished store and never the slide.
+Every output is written under a temporary name and renamed; ``done.json`` is written last, so a slide is
+either finished with all its outputs or resumed next time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PathoflashError
+from .inputs import SlideInput
+from .options import RunOptions
+from .row_gate import TileRowGate
+
+log = logging.getLogger(__name__)
+
+#: ``progress(stage, done, total)`` with stage ``"tiles"`` or ``"regions"``.
+Progress = Callable[[str, int, int], None]
+
+DONE_FILE = "done.json"
+OUTPUT_FILES = ("heatmap.png", "heatmap.geojson", "heatmap.tif", "viewer.html", "summary.json")
+
+
+@dataclass(slots=True)
+class SlideResult:
+    """What run.json records for one slide."""
+
+    slide_id: str
+    path: str
+    status: str  # ok | failed | skipped
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    tiles: int = 0
+    unreadable_tiles: int = 0
+    outputs: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.slide_id,
+            "path": self.path,
+            "status": self.status,
+            "error": self.error,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "tiles": self.tiles,
+            "unreadable_tiles": self.unreadable_tiles,
+            "outputs": self.outputs,
+            "summary": self.summary,
+        }
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+
+
+def _done_key(item: SlideInput, options: RunOptions, model_id: str) -> dict[str, Any]:
+    return {
+        "source": _fingerprint(item.path),
+        "model_id": model_id,
+        "mpp": options.mpp,
+        "tile_size": options.tile_size,
+        "threshold": options.threshold,
+        "slide_mpp": item.slide_mpp,
+    }
+
+
+def is_finished(item: SlideInput, slide_dir: Path, options: RunOptions, model_id: str) -> bool:
+    """True when ``slide_dir`` holds every output of this exact slide, model and options."""
+    done = slide_dir / DONE_FILE
+    if not done.is_file() or not item.path.is_file():
+        return False
+    try:
+        recorded = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if recorded.get("key") != _done_key(item, options, model_id):
+        return False
+    return all((slide_dir / name).is_file() for name in OUTPUT_FILES)
+
+
+def process_slide(
+    item: SlideInput,
+    out: str | os.PathLike[str],
+    options: RunOptions,
+    *,
+    model: Any = None,
+    progress: Progress | None = None,
+) -> SlideResult:
+    """Run one slide to all its outputs under ``out/<slide id>/``; never raises for a bad slide.
+
+    ``model`` is a loaded :class:`pathoflash.model.checkpoint.Model` (loaded from ``options.model`` when
+    omitted). Errors become ``status="failed"`` with a one-line message; a finished slide is ``skipped``.
+    """
+    slide_dir = Path(out) / item.slide_id
+    result = SlideResult(item.slide_id, str(item.path), "failed")
+    started = time.perf_counter()
+    try:
+        if model is None:
+            from .model.checkpoint import load_model
+
+            model = load_model(options.model)
+        if is_finished(item, slide_dir, options, model.model_id):
+            result.status = "skipped"
+            result.outputs = {name: str(slide_dir / name) for name in OUTPUT_FILES}
+            summary_path = slide_dir / "summary.json"
+            result.summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            return result
+        slide_dir.mkdir(parents=True, exist_ok=True)
+        _run(item, slide_dir, options, model, progress, result)
+        result.status = "ok"
+    except PathoflashError as exc:
+        result.error = str(exc)
+        log.error("%s", exc)
+    except Exception as exc:  # one bad slide must never stop a batch: record it, with its type
+        result.error = f"{item.path}: {type(exc).__name__}: {exc}"
+        log.exception("slide %s failed", item.path)
+    finally:
+        result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _run(
+    item: SlideInput,
+    slide_dir: Path,
+    options: RunOptions,
+    model: Any,
+    progress: Progress | None,
+    result: SlideResult,
+) -> None:
+    from .inference import infer_heatmap
+    from .slide import open_slide
+    from .store import TileStore
+    from .tiling import plan_grid, tile_slide
+
+    timings = result.timings
+    store_path = slide_dir / "tiles.zarr"
+    region = options.region or model.region_size
+    with open_slide(item.path, mpp=item.slide_mpp) as slide:
+        t0 = time.perf_counter()
+        grid = plan_grid(slide, mpp=options.mpp, tile_size=options.tile_size)
+        timings["tissue"] = time.perf_counter() - t0
+        pending = TileStore.pending_tiles(store_path, slide, grid)
+        gate = TileRowGate(grid.rows, pending)
+        tiler_error: list[BaseException] = []
+        tile_times: dict[str, float] = {}
+
+        def tile() -> None:
+            t = time.perf_counter()
+            try:
+                tile_slide(
+                    slide,
+                    store_path,
+                    grid=grid,
+                    workers=options.workers,
+                    strict=options.strict,
+                    progress=None if progress is None else lambda d, n: progress("tiles", d, n),
+                    on_tile=lambda row, col, _tile: gate.tile_done(row, col),
+                )
+            except BaseException as exc:
+                tiler_error.append(exc)
+                gate.finish(exc)
+                return
+            finally:
+                tile_times["tile"] = time.perf_counter() - t
+            gate.finish()
+
+        tiler = threading.Thread(target=tile, name=f"tiler-{item.slide_id}", daemon=True)
+        tiler.start()
+        try:
+            store = TileStore.open(store_path, writable=False, wait=True)
+            t1 = time.perf_counter()
+            source = _GatedSource(store, gate, grid.tile_size)
+            probabilities = infer_heatmap(
+                model,
+                source,
+                width=grid.width,
+                height=grid.height,
+                region=region,
+                margin=options.margin,
+                batch_size=options.batch_size,
+                device=options.device,
+                skip=lambda x, y, w, h: not grid.has_tissue(x, y, w, h),
+                progress=None if progress is None else lambda d, n: progress("regions", d, n),
+            )
+            timings["infer"] = time.perf_counter() - t1
+        finally:
+            tiler.join()
+        timings.update(tile_times)
+        if tiler_error:
+            raise tiler_error[0]
+        store = TileStore.open(store_path)
+        result.tiles = len(grid.tissue_tiles)
+        result.unreadable_tiles = len(store.unreadable_tiles)
+
+        t2 = time.perf_counter()
+        heatmap = _make_heatmap(probabilities, slide, store, model, options)
+        store.write_heatmap(probabilities, heatmap.mpp, model_id=model.model_id)
+        result.outputs = _export(heatmap, slide, slide_dir, options, result.unreadable_tiles)
+        result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
+        timings["export"] = time.perf_counter() - t2
+        write_json_atomic(
+            slide_dir / DONE_FILE,
+            {"key": _done_key(item, options, model.model_id), "finished": time.time()},
+        )
+
+
+class _GatedSource:
+    """A region source over the store that waits for the tile rows it covers."""
+
+    def __init__(self, store: Any, gate: TileRowGate, tile_size: int) -> None:
+        self._store, self._gate, self._tile = store, gate, tile_size
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        self._gate.wait_rows(y // self._tile, (y + h - 1) // self._tile)
+        return self._store.read_region(x, y, w, h)
+
+
+def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any, options: RunOptions) -> Any:
+    from .heatmap import Heatmap
+
+    tissue = store.tissue_mask
+    return Heatmap(
+        probabilities=probabilities,
+        mpp=options.mpp * model.patch_size,
+        slide_dimensions=slide.dimensions,
+        slide_mpp=slide.mpp,
+        tissue_mask=tissue.mask,
+        tissue_mask_mpp=tissue.mpp,
+        model_id=model.model_id,
+    )
+
+
+def _export(heatmap: Any, slide: Any, slide_dir: Path, options: RunOptions, unreadable: int) -> dict[str, str]:
+    png_mpp = heatmap.png_mpp()
+    viewer_mpp = heatmap.viewer_mpp()
+    outputs = {
+        "heatmap.png": heatmap.to_png(slide_dir / "heatmap.png", slide.thumbnail_at_mpp(png_mpp), thumbnail_mpp=png_mpp),
+        "heatmap.geojson": heatmap.to_geojson(
+            slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
+        ),
+        "heatmap.tif": heatmap.to_tiff(slide_dir / "heatmap.tif"),
+        "viewer.html": heatmap.to_html(
+            slide_dir / "viewer.html",
+            slide.thumbnail_at_mpp(viewer_mpp),
+            thumbnail_mpp=viewer_mpp,
+            threshold=options.threshold,
+            title=slide.path.name,
+        ),
+    }
+    heatmap.to_summary(slide_dir / "summary.json", threshold=options.threshold, unreadable_tiles=unreadable)
+    outputs["summary.json"] = slide_dir / "summary.json"
+    return {name: str(path) for name, path in outputs.items()}
