@@ -1,0 +1,933 @@
+"""Exact, memory-linear attention (FlashAttention-2 style) in Triton: forward and backward.
+
+Layout of this file, top to bottom: private ``@triton.jit`` kernels → autotune configurations →
+launchers → :class:`_FlashAttentionFunction` (``torch.autograd.Function``) → public :func:`flash_attention`.
+
+The forward keeps one block of queries on chip and streams key/value blocks past it with an online softmax
+in base 2 (``exp2``, with ``log2(e)`` folded into the scale). The backward recomputes the probabilities from
+the saved log-sum-exp: one kernel walks every query block for a stationary key/value block (dK, dV), another
+walks every key/value block for a stationary query block (dQ), after a preprocess computing
+``delta = rowsum(dO ∘ O)``. Nothing assumes causal structure, and nothing of size N × N is ever stored.
+
+Sequence lengths need not be multiples of the block sizes: only the last key block (and the last query
+block) is masked. Head dims that are not powers of two are padded inside the kernel with masked loads (or
+with the zero fill of tensor descriptors); the tensors themselves are never copied or padded.
+
+On Hopper and newer (compute capability ≥ 9) blocks are moved by tensor descriptors (TMA) when the strides
+allow it; otherwise, and on Ampere, plain pointer loads that Triton pipelines with ``cp.async``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from pathoflash.errors import PathoflashError
+
+log = logging.getLogger(__name__)
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+MAX_HEAD_DIM = 128
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class AttentionInputError(PathoflashError, ValueError):
+    """The tensors handed to :func:`flash_attention` have the wrong shape, dtype or device."""
+
+
+class AttentionBackendError(PathoflashError, RuntimeError):
+    """The kernel cannot run where the tensors live (CPU tensors without the Triton interpreter)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Triton kernels
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_tile(
+    desc,
+    base,
+    row0,
+    n_rows,
+    stride_row,
+    stride_col,
+    BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    MASK_ROWS: tl.constexpr,
+):
+    """Rows ``row0 .. row0 + BLOCK`` of one (N, HEAD_DIM) head, zero beyond N and beyond HEAD_DIM."""
+    if USE_TMA:
+        tile = desc.load([row0, 0])
+    else:
+        rows = row0 + tl.arange(0, BLOCK)
+        cols = tl.arange(0, HEAD_PAD)
+        ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+        if MASK_ROWS:
+            if HEAD_PAD != HEAD_DIM:
+                tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
+            else:
+                tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+        else:
+            if HEAD_PAD != HEAD_DIM:
+                tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
+            else:
+                tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _store_tile(
+    desc,
+    base,
+    tile,
+    row0,
+    n_rows,
+    stride_row,
+    stride_col,
+    BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+):
+    """Write the valid rows and columns of a (BLOCK, HEAD_PAD) tile back to one (N, HEAD_DIM) head."""
+    if USE_TMA:
+        desc.store([row0, 0], tile)
+    else:
+        rows = row0 + tl.arange(0, BLOCK)
+        cols = tl.arange(0, HEAD_PAD)
+        ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+        tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
+
+
+@triton.jit
+def _head_desc(base, n_rows, stride_row, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr):
+    """A TMA descriptor over one (n_rows, HEAD_DIM) head; the box is padded to HEAD_PAD with zeros."""
+    return tl.make_tensor_descriptor(
+        base, shape=[n_rows, HEAD_DIM], strides=[stride_row, 1], block_shape=[BLOCK, HEAD_PAD]
+    )
+
+
+@triton.jit
+def _fwd_step(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_desc,
+    v_desc,
+    k_base,
+    v_base,
+    start_n,
+    N_KV,
+    stride_kn,
+    stride_kd,
+    stride_vn,
+    stride_vd,
+    qk_scale,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    MASK_KV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e)."""
+    k = _load_tile(
+        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
+    )
+    qk = tl.dot(q, k.T, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+    if MASK_KV:
+        s = qk * qk_scale
+        valid = (start_n + tl.arange(0, BLOCK_N)) < N_KV
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    v = _load_tile(
+        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
+    )
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit(do_not_specialize=["N_Q", "N_KV", "N_BUCKET"])
+def _attn_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    LSE,
+    stride_qb,
+    stride_qh,
+    stride_qn,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_ob,
+    stride_oh,
+    stride_on,
+    stride_od,
+    H,
+    N_Q,
+    N_KV,
+    N_BUCKET,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    # N_BUCKET only keys the autotuner (sequence lengths bucketed to powers of two).
+    n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
+    pid_m = tl.program_id(0) % n_blocks
+    pid_bh = tl.program_id(0) // n_blocks
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    o_base = Out + b * stride_ob + h * stride_oh
+    start_m = pid_m * BLOCK_M
+
+    if USE_TMA:
+        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        o_desc = _head_desc(o_base, N_Q, stride_on, BLOCK_M, HEAD_DIM, HEAD_PAD)
+    else:
+        q_desc = q_base
+        k_desc = k_base
+        v_desc = v_base
+        o_desc = o_base
+
+    q = _load_tile(
+        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True
+    )
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
+
+    n_full = (N_KV // BLOCK_N) * BLOCK_N
+    if WARP_SPECIALIZE:
+        for start_n in tl.range(0, n_full, BLOCK_N, warp_specialize=True):
+            acc, l_i, m_i = _fwd_step(
+                acc, l_i, m_i, q, k_desc, v_desc, k_base, v_base, start_n, N_KV,
+                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
+                BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+            )  # fmt: skip
+    else:
+        for start_n in range(0, n_full, BLOCK_N):
+            acc, l_i, m_i = _fwd_step(
+                acc, l_i, m_i, q, k_desc, v_desc, k_base, v_base, start_n, N_KV,
+                stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
+                BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+            )  # fmt: skip
+    if n_full < N_KV:
+        acc, l_i, m_i = _fwd_step(
+            acc, l_i, m_i, q, k_desc, v_desc, k_base, v_base, n_full, N_KV,
+            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
+            BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True, DOT_PRECISION,
+        )  # fmt: skip
+
+    acc = acc / l_i[:, None]
+    _store_tile(
+        o_desc, o_base, acc.to(Out.dtype.element_ty), start_m, N_Q, stride_on, stride_od,
+        BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA,
+    )  # fmt: skip
+    rows = start_m + tl.arange(0, BLOCK_M)
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log
+    tl.store(LSE + pid_bh.to(tl.int64) * N_Q + rows, lse, mask=rows < N_Q)
+
+
+@triton.jit(do_not_specialize=["N_Q"])
+def _attn_bwd_preprocess_kernel(
+    Out,
+    DO,
+    DLSE,
+    DELTA,
+    stride_ob,
+    stride_oh,
+    stride_on,
+    stride_od,
+    stride_dob,
+    stride_doh,
+    stride_don,
+    stride_dod,
+    H,
+    N_Q,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    HAS_DLSE: tl.constexpr,
+):
+    """delta = rowsum(dO ∘ O) − dLSE (the gradient of the log-sum-exp output enters here)."""
+    n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
+    pid_m = tl.program_id(0) % n_blocks
+    pid_bh = tl.program_id(0) // n_blocks
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, HEAD_PAD)
+    mask = (rows[:, None] < N_Q) & (cols[None, :] < HEAD_DIM)
+    o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + cols[None, :] * stride_od
+    do_ptrs = DO + b * stride_dob + h * stride_doh + rows[:, None] * stride_don + cols[None, :] * stride_dod
+    o = tl.load(o_ptrs, mask=mask, other=0.0)
+    do = tl.load(do_ptrs, mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    offs = pid_bh.to(tl.int64) * N_Q + rows
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + offs, mask=rows < N_Q, other=0.0)
+    tl.store(DELTA + offs, delta, mask=rows < N_Q)
+
+
+@triton.jit
+def _dkdv_step(
+    dk,
+    dv,
+    k,
+    v,
+    q_desc,
+    do_desc,
+    q_base,
+    do_base,
+    lse_base,
+    delta_base,
+    start_m,
+    N_Q,
+    stride_qn,
+    stride_qd,
+    stride_don,
+    stride_dod,
+    qk_scale,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    MASK_Q: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Add one query block's contribution to dK and dV of a stationary key/value block."""
+    q = _load_tile(
+        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_Q
+    )
+    rows = start_m + tl.arange(0, BLOCK_M)
+    if MASK_Q:
+        # Rows past N get lse = +inf, so their probabilities are exactly zero.
+        lse2 = tl.load(lse_base + rows, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
+        delta = tl.load(delta_base + rows, mask=rows < N_Q, other=0.0)
+    else:
+        lse2 = tl.load(lse_base + rows) * 1.4426950408889634
+        delta = tl.load(delta_base + rows)
+    qk_t = tl.dot(k, q.T, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+    p_t = tl.math.exp2(qk_t * qk_scale - lse2[None, :])
+    do = _load_tile(
+        do_desc, do_base, start_m, N_Q, stride_don, stride_dod, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_Q
+    )
+    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+    dp_t = tl.dot(v, do.T, input_precision=DOT_PRECISION)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit(do_not_specialize=["N_Q", "N_KV", "N_BUCKET"])
+def _attn_bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    stride_qb,
+    stride_qh,
+    stride_qn,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_dob,
+    stride_doh,
+    stride_don,
+    stride_dod,
+    stride_dkb,
+    stride_dkh,
+    stride_dkn,
+    stride_dkd,
+    stride_dvb,
+    stride_dvh,
+    stride_dvn,
+    stride_dvd,
+    H,
+    N_Q,
+    N_KV,
+    N_BUCKET,
+    qk_scale,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    n_blocks = tl.cdiv(N_KV, BLOCK_N)  # 1-D grid, key blocks of one head adjacent
+    pid_n = tl.program_id(0) % n_blocks
+    pid_bh = tl.program_id(0) // n_blocks
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    do_base = DO + b * stride_dob + h * stride_doh
+    dk_base = DK + b * stride_dkb + h * stride_dkh
+    dv_base = DV + b * stride_dvb + h * stride_dvh
+    lse_base = LSE + pid_bh.to(tl.int64) * N_Q
+    delta_base = DELTA + pid_bh.to(tl.int64) * N_Q
+    start_n = pid_n * BLOCK_N
+
+    if USE_TMA:
+        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        do_desc = _head_desc(do_base, N_Q, stride_don, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        dk_desc = _head_desc(dk_base, N_KV, stride_dkn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        dv_desc = _head_desc(dv_base, N_KV, stride_dvn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+    else:
+        q_desc = q_base
+        do_desc = do_base
+        k_desc = k_base
+        v_desc = v_base
+        dk_desc = dk_base
+        dv_desc = dv_base
+
+    k = _load_tile(
+        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True
+    )
+    v = _load_tile(
+        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True
+    )
+    dk = tl.zeros([BLOCK_N, HEAD_PAD], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_PAD], dtype=tl.float32)
+
+    m_full = (N_Q // BLOCK_M) * BLOCK_M
+    for start_m in range(0, m_full, BLOCK_M):
+        dk, dv = _dkdv_step(
+            dk, dv, k, v, q_desc, do_desc, q_base, do_base, lse_base, delta_base, start_m, N_Q,
+            stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
+            BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+        )  # fmt: skip
+    if m_full < N_Q:
+        dk, dv = _dkdv_step(
+            dk, dv, k, v, q_desc, do_desc, q_base, do_base, lse_base, delta_base, m_full, N_Q,
+            stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
+            BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True, DOT_PRECISION,
+        )  # fmt: skip
+
+    dk = dk * sm_scale
+    _store_tile(
+        dk_desc, dk_base, dk.to(DK.dtype.element_ty), start_n, N_KV, stride_dkn, stride_dkd,
+        BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA,
+    )  # fmt: skip
+    _store_tile(
+        dv_desc, dv_base, dv.to(DV.dtype.element_ty), start_n, N_KV, stride_dvn, stride_dvd,
+        BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA,
+    )  # fmt: skip
+
+
+@triton.jit
+def _dq_step(
+    dq,
+    q,
+    do,
+    lse2,
+    delta,
+    k_desc,
+    v_desc,
+    k_base,
+    v_base,
+    start_n,
+    N_KV,
+    stride_kn,
+    stride_kd,
+    stride_vn,
+    stride_vd,
+    qk_scale,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    MASK_KV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Add one key/value block's contribution to dQ of a stationary query block."""
+    k = _load_tile(
+        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
+    )
+    v = _load_tile(
+        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
+    )
+    qk = tl.dot(q, k.T, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+    p = tl.math.exp2(qk * qk_scale - lse2[:, None])
+    if MASK_KV:
+        valid = (start_n + tl.arange(0, BLOCK_N)) < N_KV
+        p = tl.where(valid[None, :], p, 0.0)
+    dp = tl.dot(do, v.T, input_precision=DOT_PRECISION)
+    ds = p * (dp - delta[:, None])
+    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.jit(do_not_specialize=["N_Q", "N_KV", "N_BUCKET"])
+def _attn_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    stride_qb,
+    stride_qh,
+    stride_qn,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_dob,
+    stride_doh,
+    stride_don,
+    stride_dod,
+    stride_dqb,
+    stride_dqh,
+    stride_dqn,
+    stride_dqd,
+    H,
+    N_Q,
+    N_KV,
+    N_BUCKET,
+    qk_scale,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
+    pid_m = tl.program_id(0) % n_blocks
+    pid_bh = tl.program_id(0) // n_blocks
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    do_base = DO + b * stride_dob + h * stride_doh
+    dq_base = DQ + b * stride_dqb + h * stride_dqh
+    start_m = pid_m * BLOCK_M
+
+    if USE_TMA:
+        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        do_desc = _head_desc(do_base, N_Q, stride_don, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        dq_desc = _head_desc(dq_base, N_Q, stride_dqn, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+    else:
+        q_desc = q_base
+        do_desc = do_base
+        dq_desc = dq_base
+        k_desc = k_base
+        v_desc = v_base
+
+    q = _load_tile(
+        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True
+    )
+    do = _load_tile(
+        do_desc, do_base, start_m, N_Q, stride_don, stride_dod, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True
+    )
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs = pid_bh.to(tl.int64) * N_Q + rows
+    lse2 = tl.load(LSE + offs, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
+    delta = tl.load(DELTA + offs, mask=rows < N_Q, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
+
+    n_full = (N_KV // BLOCK_N) * BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        dq = _dq_step(
+            dq, q, do, lse2, delta, k_desc, v_desc, k_base, v_base, start_n, N_KV,
+            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
+            BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+        )  # fmt: skip
+    if n_full < N_KV:
+        dq = _dq_step(
+            dq, q, do, lse2, delta, k_desc, v_desc, k_base, v_base, n_full, N_KV,
+            stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
+            BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True, DOT_PRECISION,
+        )  # fmt: skip
+
+    dq = dq * sm_scale
+    _store_tile(
+        dq_desc, dq_base, dq.to(DQ.dtype.element_ty), start_m, N_Q, stride_dqn, stride_dqd,
+        BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configurations and autotuning
+# ----------------------------------------------------------------------------------------------------------
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). BLOCK_M is always the query block, BLOCK_N the key/value block.
+# Lists are per (Hopper or newer?, padded head dim ≤ 64?) and are what the autotuner chooses from.
+_FWD_TABLE: dict[tuple[bool, bool], list[tuple[int, int, int, int]]] = {
+    (True, True): [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 4, 2), (64, 64, 4, 3)],
+    (True, False): [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3)],
+    (False, True): [(128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4)],
+    (False, False): [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+}
+_DKDV_TABLE: dict[tuple[bool, bool], list[tuple[int, int, int, int]]] = {
+    (True, True): [(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 4, 3), (64, 64, 4, 3)],
+    (True, False): [(64, 128, 8, 2), (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
+    (False, True): [(32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
+    (False, False): [(32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 3)],
+}
+_DQ_TABLE: dict[tuple[bool, bool], list[tuple[int, int, int, int]]] = {
+    (True, True): [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 3), (64, 64, 4, 3)],
+    (True, False): [(128, 64, 8, 2), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+    (False, True): [(128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+    (False, False): [(128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3)],
+}
+
+# Under the interpreter every program runs in Python: small blocks keep several blocks (and a masked tail)
+# in play at the short test lengths, and there is nothing to tune.
+_INTERPRETER_BLOCK = 32
+_PREPROCESS_BLOCK = 64
+
+
+def _configs(table: dict[tuple[bool, bool], list[tuple[int, int, int, int]]]) -> list[triton.Config]:
+    seen: set[tuple[int, int, int, int]] = set()
+    configs = []
+    for entries in table.values():
+        for entry in entries:
+            if entry not in seen:
+                seen.add(entry)
+                bm, bn, warps, stages = entry
+                configs.append(
+                    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+                )
+    return configs
+
+
+def _pruner(table: dict[tuple[bool, bool], list[tuple[int, int, int, int]]]) -> Any:
+    def prune(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
+        args = {**named_args, **kwargs}
+        q = args["Q"]
+        hopper = torch.cuda.get_device_capability(q.device)[0] >= 9
+        wanted = table[(hopper, int(args["HEAD_PAD"]) <= 64)]
+        kept = [
+            c
+            for c in configs
+            if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted
+            and (not c.kwargs.get("WARP_SPECIALIZE", False) or hopper)
+        ]
+        return kept or configs[:1]
+
+    return prune
+
+
+_TUNE_KEY = ["N_BUCKET", "HEAD_PAD", "USE_TMA"]
+
+_attn_fwd_tuned = triton.autotune(
+    configs=[
+        triton.Config({**c.kwargs, "WARP_SPECIALIZE": False}, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in _configs(_FWD_TABLE)
+    ],
+    key=_TUNE_KEY,
+    prune_configs_by={"early_config_prune": _pruner(_FWD_TABLE)},
+)(_attn_fwd_kernel)
+_attn_bwd_dkdv_tuned = triton.autotune(
+    configs=_configs(_DKDV_TABLE),
+    key=_TUNE_KEY,
+    prune_configs_by={"early_config_prune": _pruner(_DKDV_TABLE)},
+)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq_tuned = triton.autotune(
+    configs=_configs(_DQ_TABLE), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner(_DQ_TABLE)}
+)(_attn_bwd_dq_kernel)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------------
+
+_INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
+_tma_override: bool | None = None  # tests and benchmarks force one path; None = choose by capability
+
+
+def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
+def _tma_compatible(t: torch.Tensor) -> bool:
+    """Whether every (b, h) slice of a (B, H, N, D) tensor can be described for the TMA engine."""
+    size = t.element_size()
+    if t.stride(3) != 1 or t.data_ptr() % 16 or (t.shape[3] * size) % 16:
+        return False
+    if t.stride(2) <= 0 or (t.stride(2) * size) % 16:
+        return False
+    return all((t.stride(i) * size) % 16 == 0 for i in (0, 1) if t.shape[i] > 1)
+
+
+def _use_tma(tensors: tuple[torch.Tensor, ...]) -> bool:
+    if _tma_override is not None:
+        return _tma_override
+    if _INTERPRETED or not hasattr(tl, "make_tensor_descriptor"):
+        return False
+    q = tensors[0]
+    if q.dtype == torch.float32 or torch.cuda.get_device_capability(q.device)[0] < 9:
+        return False
+    return all(_tma_compatible(t) for t in tensors)
+
+
+def _head_pad(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs get true float32 products ("ieee"), not TF32: exact attention is the contract.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, heads, n_q, head_dim = q.shape
+    n_kv = k.shape[2]
+    # Output stored (B, N, H, D) and returned as a (B, H, N, D) view: the usual transpose back to
+    # (B, N, H·D) after attention is then free.
+    o = torch.empty((batch, n_q, heads, head_dim), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
+    lse = torch.empty((batch, heads, n_q), device=q.device, dtype=torch.float32)
+    use_tma = _use_tma((q, k, v, o))
+    args = (
+        q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        heads, n_q, n_kv, triton.next_power_of_2(max(n_q, n_kv)), scale * LOG2E,
+    )  # fmt: skip
+    meta: dict[str, Any] = {
+        "HEAD_DIM": head_dim,
+        "HEAD_PAD": _head_pad(head_dim),
+        "USE_TMA": use_tma,
+        "DOT_PRECISION": _dot_precision(q.dtype),
+    }
+    log.debug("flash_attention forward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
+    if use_tma:
+        triton.set_allocator(_tma_allocator)
+    if _INTERPRETED:
+        block = _INTERPRETER_BLOCK
+        grid = (triton.cdiv(n_q, block) * batch * heads,)
+        _attn_fwd_kernel[grid](*args, **meta, BLOCK_M=block, BLOCK_N=block, WARP_SPECIALIZE=False)
+    else:
+        _attn_fwd_tuned[lambda m: (triton.cdiv(n_q, m["BLOCK_M"]) * batch * heads,)](*args, **meta)
+    return o, lse
+
+
+def _backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    do: torch.Tensor,
+    dlse: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, heads, n_q, head_dim = q.shape
+    n_kv = k.shape[2]
+    head_pad = _head_pad(head_dim)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    use_tma = _use_tma((q, k, v, dq, dk, dv))
+    if use_tma and _tma_override is None and not _tma_compatible(do):
+        do = do.contiguous()  # e.g. an expanded gradient with zero strides
+        use_tma = _tma_compatible(do)
+
+    delta = torch.empty_like(lse)
+    if dlse is not None:
+        dlse = dlse.to(torch.float32).contiguous()
+    pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
+    _attn_bwd_preprocess_kernel[pre_grid](
+        o, do, delta if dlse is None else dlse, delta, *o.stride(), *do.stride(), heads, n_q,
+        HEAD_DIM=head_dim, HEAD_PAD=head_pad, BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
+    )  # fmt: skip
+
+    common = (heads, n_q, n_kv, triton.next_power_of_2(max(n_q, n_kv)), scale * LOG2E, scale)
+    meta: dict[str, Any] = {
+        "HEAD_DIM": head_dim,
+        "HEAD_PAD": head_pad,
+        "USE_TMA": use_tma,
+        "DOT_PRECISION": _dot_precision(q.dtype),
+    }
+    dkdv_args = (
+        q, k, v, do, lse, delta, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+        *dk.stride(), *dv.stride(), *common,
+    )  # fmt: skip
+    dq_args = (
+        q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *common,
+    )  # fmt: skip
+    log.debug("flash_attention backward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
+    if use_tma:
+        triton.set_allocator(_tma_allocator)
+    bh = batch * heads
+    if _INTERPRETED:
+        block = _INTERPRETER_BLOCK
+        _attn_bwd_dkdv_kernel[(triton.cdiv(n_kv, block) * bh,)](
+            *dkdv_args, **meta, BLOCK_M=block, BLOCK_N=block
+        )
+        _attn_bwd_dq_kernel[(triton.cdiv(n_q, block) * bh,)](*dq_args, **meta, BLOCK_M=block, BLOCK_N=block)
+    else:
+        _attn_bwd_dkdv_tuned[lambda m: (triton.cdiv(n_kv, m["BLOCK_N"]) * bh,)](*dkdv_args, **meta)
+        _attn_bwd_dq_tuned[lambda m: (triton.cdiv(n_q, m["BLOCK_M"]) * bh,)](*dq_args, **meta)
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Autograd and the public function
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _FlashAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        o, lse = _forward(q, k, v, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.scale = scale
+        ctx.set_materialize_grads(False)
+        return o, lse
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, do: torch.Tensor | None, dlse: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        q, k, v, o, lse = ctx.saved_tensors
+        if do is None:
+            do = torch.zeros_like(o)
+        dq, dk, dv = _backward(q, k, v, o, lse, do, dlse, ctx.scale)
+        return dq, dk, dv, None
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise AttentionInputError(f"{name} must be a 4-D tensor shaped (B, H, N, D), got {_describe(t)}")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise AttentionInputError(f"{name} has dtype {t.dtype}; use float16, bfloat16 or float32")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise AttentionInputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise AttentionInputError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise AttentionInputError(
+            f"shapes do not fit: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; "
+            "expected q (B, H, N, D) and k, v (B, H, N_kv, D)"
+        )
+    batch, heads, n_q, head_dim = q.shape
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise AttentionInputError(f"head dim {head_dim} is not supported; use 1 to {MAX_HEAD_DIM}")
+    if batch < 1 or heads < 1 or n_q < 1 or k.shape[2] < 1:
+        raise AttentionInputError(
+            f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}; every size must be ≥ 1"
+        )
+    if _INTERPRETED:
+        if q.dtype == torch.bfloat16:
+            raise AttentionBackendError(
+                "bfloat16 is not supported under the Triton interpreter (its tl.dot multiplies bfloat16 bit "
+                "patterns, triton-lang/triton#11584); use float16 or float32 on CPU"
+            )
+    elif q.device.type == "cpu":
+        raise AttentionBackendError(
+            "flash_attention got CPU tensors: the Triton kernel runs on CPU only under the Triton interpreter "
+            "(set TRITON_INTERPRET=1 before pathoflash.kernels is first imported); otherwise move the tensors "
+            "to a CUDA device or use the 'sdpa' or 'eager' attention backend"
+        )
+    elif q.device.type != "cuda":
+        raise AttentionBackendError(
+            f"flash_attention runs on CUDA devices (or on CPU under the Triton interpreter), not on {q.device}"
+        )
+
+
+def _describe(t: object) -> str:
+    return f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Exact non-causal attention, ``softmax(q kᵀ · scale) v``, in memory linear in the sequence length.
+
+    Args:
+        q: queries, ``(B, H, N, D)``; any strides (a view of a fused qkv projection such as
+            ``qkv.view(B, N, 3, H, D).permute(2, 0, 3, 1, 4)[0]`` is read in place, never copied).
+        k: keys, ``(B, H, N_kv, D)``; usually ``N_kv == N``.
+        v: values, ``(B, H, N_kv, D)``.
+        scale: multiplies the scores; ``None`` means ``1 / sqrt(D)``. Must be finite and ≥ 0.
+        return_lse: also return the natural log-sum-exp of the scaled scores, ``(B, H, N)`` float32.
+
+    Returns:
+        ``o`` of shape ``(B, H, N, D)`` in the input dtype (a view of a ``(B, N, H, D)``-contiguous buffer,
+        so ``o.transpose(1, 2).reshape(B, N, H * D)`` costs nothing), or ``(o, lse)``. Both are
+        differentiable; the backward gives dq, dk, dv in the input dtype.
+
+    Any N ≥ 1 and head dims 1 to 128 (32, 48, 64, 80, 96, 128 are the tuned ones) work. float16 and
+    bfloat16 run on the tensor cores with float32 accumulation and a float32 softmax. float32 inputs are
+    computed in true float32 (``input_precision="ieee"``, not TF32): exact but several times slower,
+    meant for CPU tests and references. CUDA tensors run compiled; CPU tensors only under the Triton
+    interpreter (``TRITON_INTERPRET=1`` set before this module is imported), which does not support bfloat16.
+
+    Raises:
+        AttentionInputError: wrong rank, shapes, dtype, scale, or tensors on different devices.
+        AttentionBackendError: CPU tensors without the Triton interpreter, or a non-CUDA device.
+    """
+    _check_inputs(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)
+    if not math.isfinite(scale) or scale < 0:
+        raise AttentionInputError(f"scale must be finite and ≥ 0, got {scale}")
+    o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
+    return (o, lse) if return_lse else o
