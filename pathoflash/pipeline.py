@@ -148,81 +148,95 @@ def _run(
     progress: Progress | None,
     result: SlideResult,
 ) -> None:
-    from .inference import infer_heatmap
     from .slide import open_slide
+
+    with open_slide(item.path, mpp=item.slide_mpp) as slide:
+        heatmap, store = compute_heatmap(
+            slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
+        )
+        result.tiles = len(store.grid.tissue_tiles)
+        result.unreadable_tiles = len(store.unreadable_tiles)
+        t0 = time.perf_counter()
+        result.outputs = _export(heatmap, slide, slide_dir, options, result.unreadable_tiles)
+        result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
+        result.timings["export"] = time.perf_counter() - t0
+    write_json_atomic(
+        slide_dir / DONE_FILE, {"key": _done_key(item, options, model.model_id), "finished": time.time()}
+    )
+
+
+def compute_heatmap(
+    slide: Any,
+    store_path: Path,
+    model: Any,
+    options: RunOptions,
+    *,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[Any, Any]:
+    """Tile ``slide`` into the store at ``store_path`` while the model reads regions behind the tiler.
+
+    Returns the :class:`~pathoflash.heatmap.Heatmap` and the finished :class:`~pathoflash.store.TileStore`
+    (which also holds the heatmap array). Tiles already in the store are not decoded again.
+    """
+    from .inference import infer_heatmap
     from .store import TileStore
     from .tiling import plan_grid, tile_slide
 
-    timings = result.timings
-    store_path = slide_dir / "tiles.zarr"
+    timings = {} if timings is None else timings
     region = options.region or model.region_size
-    with open_slide(item.path, mpp=item.slide_mpp) as slide:
-        t0 = time.perf_counter()
-        grid = plan_grid(slide, mpp=options.mpp, tile_size=options.tile_size)
-        timings["tissue"] = time.perf_counter() - t0
-        pending = TileStore.pending_tiles(store_path, slide, grid)
-        gate = TileRowGate(grid.rows, pending)
-        tiler_error: list[BaseException] = []
-        tile_times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    grid = plan_grid(slide, mpp=options.mpp, tile_size=options.tile_size)
+    timings["tissue"] = time.perf_counter() - t0
+    gate = TileRowGate(grid.rows, TileStore.pending_tiles(store_path, slide, grid))
+    tiler_error: list[BaseException] = []
 
-        def tile() -> None:
-            t = time.perf_counter()
-            try:
-                tile_slide(
-                    slide,
-                    store_path,
-                    grid=grid,
-                    workers=options.workers,
-                    strict=options.strict,
-                    progress=None if progress is None else lambda d, n: progress("tiles", d, n),
-                    on_tile=lambda row, col, _tile: gate.tile_done(row, col),
-                )
-            except BaseException as exc:
-                tiler_error.append(exc)
-                gate.finish(exc)
-                return
-            finally:
-                tile_times["tile"] = time.perf_counter() - t
-            gate.finish()
-
-        tiler = threading.Thread(target=tile, name=f"tiler-{item.slide_id}", daemon=True)
-        tiler.start()
+    def tile() -> None:
+        t = time.perf_counter()
         try:
-            store = TileStore.open(store_path, writable=False, wait=True)
-            t1 = time.perf_counter()
-            source = _GatedSource(store, gate, grid.tile_size)
-            probabilities = infer_heatmap(
-                model,
-                source,
-                width=grid.width,
-                height=grid.height,
-                region=region,
-                margin=options.margin,
-                batch_size=options.batch_size,
-                device=options.device,
-                skip=lambda x, y, w, h: not grid.has_tissue(x, y, w, h),
-                progress=None if progress is None else lambda d, n: progress("regions", d, n),
+            tile_slide(
+                slide,
+                store_path,
+                grid=grid,
+                workers=options.workers,
+                strict=options.strict,
+                progress=None if progress is None else lambda d, n: progress("tiles", d, n),
+                on_tile=lambda row, col, _tile: gate.tile_done(row, col),
             )
-            timings["infer"] = time.perf_counter() - t1
+        except BaseException as exc:
+            tiler_error.append(exc)
+            gate.finish(exc)
+        else:
+            gate.finish()
         finally:
-            tiler.join()
-        timings.update(tile_times)
-        if tiler_error:
-            raise tiler_error[0]
-        store = TileStore.open(store_path)
-        result.tiles = len(grid.tissue_tiles)
-        result.unreadable_tiles = len(store.unreadable_tiles)
+            timings["tile"] = time.perf_counter() - t
 
-        t2 = time.perf_counter()
-        heatmap = _make_heatmap(probabilities, slide, store, model, options)
-        store.write_heatmap(probabilities, heatmap.mpp, model_id=model.model_id)
-        result.outputs = _export(heatmap, slide, slide_dir, options, result.unreadable_tiles)
-        result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
-        timings["export"] = time.perf_counter() - t2
-        write_json_atomic(
-            slide_dir / DONE_FILE,
-            {"key": _done_key(item, options, model.model_id), "finished": time.time()},
+    tiler = threading.Thread(target=tile, name="tiler", daemon=True)
+    tiler.start()
+    try:
+        store = TileStore.open(store_path, wait=True)
+        t1 = time.perf_counter()
+        probabilities = infer_heatmap(
+            model,
+            _GatedSource(store, gate, grid.tile_size),
+            width=grid.width,
+            height=grid.height,
+            region=region,
+            margin=options.margin,
+            batch_size=options.batch_size,
+            device=options.device,
+            skip=lambda x, y, w, h: not grid.has_tissue(x, y, w, h),
+            progress=None if progress is None else lambda d, n: progress("regions", d, n),
         )
+        timings["infer"] = time.perf_counter() - t1
+    finally:
+        tiler.join()
+    if tiler_error:
+        raise tiler_error[0]
+    store = TileStore.open(store_path)
+    heatmap = _make_heatmap(probabilities, slide, store, model, options)
+    store.write_heatmap(probabilities, heatmap.mpp, model_id=model.model_id)
+    return heatmap, store
 
 
 class _GatedSource:
