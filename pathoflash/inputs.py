@@ -44,7 +44,7 @@ def _read_manifest(path: Path, default_mpp: float | None) -> list[SlideInput]:
             raise ConfigError("manifest needs a 'path' column (optional: slide_mpp, id)", path=path)
         items = []
         for line_no, raw in enumerate(reader, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
             if not row.get("path"):
                 raise ConfigError(f"line {line_no}: empty path", path=path)
             slide_path = Path(row["path"]).expanduser()
@@ -84,7 +84,7 @@ def collect_slides(
             found = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in suffixes and not _inside_mirax_data(p)
+                if p.is_file() and p.suffix.lower() in suffixes and not _inside_mirax_data(p, path)
             )
             items.extend(SlideInput(p, _safe_id(p.stem), slide_mpp) for p in found)
         else:
@@ -92,9 +92,10 @@ def collect_slides(
     return _unique_ids(items)
 
 
-def _inside_mirax_data(path: Path) -> bool:
+def _inside_mirax_data(path: Path, root: Path) -> bool:
     # MIRAX keeps its data files (.dat, Slidedat.ini …) in a folder named after the .mrxs file.
-    return any(parent.with_suffix(".mrxs").is_file() for parent in path.parents)
+    parents = path.relative_to(root).parents
+    return any((root / parent).with_suffix(".mrxs").is_file() for parent in parents if parent.name)
 
 
 def _unique_ids(items: list[SlideInput]) -> list[SlideInput]:
