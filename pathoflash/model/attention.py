@@ -2,7 +2,8 @@
 
 ``backend`` is one of:
 
-- ``"triton"``: PathoFlash's flash-attention kernel (``pathoflash.kernels.flash_attention``), CUDA only;
+- ``"triton"``: PathoFlash's flash-attention kernel (``pathoflash.kernels.flash_attention``); CUDA, or CPU under
+  ``TRITON_INTERPRET=1`` (slow, for tests);
 - ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention`` (cuDNN / flash / memory-efficient / math,
   whichever PyTorch picks);
 - ``"eager"``: the plain softmax(QKᵀ·scale)·V reference, kept for parity tests;
@@ -45,8 +46,6 @@ def attend(
     """softmax(q·kᵀ·scale)·v for (B, H, N, D) tensors with the given (concrete or ``auto``) backend."""
     chosen = resolve_backend(backend, q.device)
     if chosen == "triton":
-        if q.device.type != "cuda":
-            raise ConfigError("the triton attention backend needs CUDA tensors; use backend='sdpa' on CPU")
         from pathoflash.kernels import flash_attention
 
         out: torch.Tensor = flash_attention(q, k, v, scale=scale)

@@ -180,6 +180,20 @@ def _mlp_layout(state: Mapping[str, torch.Tensor]) -> tuple[str, int]:
     raise CheckpointError(f"mlp.fc1 gives {hidden} features but mlp.fc2 takes {into_fc2}: unknown MLP layout")
 
 
+def materialize(state: Mapping[str, torch.Tensor], *, copy: bool) -> StateDict:
+    """Tensors ready to become a module's parameters (``load_state_dict(assign=True)``): float32 for floating
+    point, contiguous, on the CPU; copied when ``copy`` (the caller keeps the originals) or converted."""
+    out = {}
+    for key, tensor in state.items():
+        value = tensor.detach().to("cpu")
+        if value.is_floating_point() and value.dtype != torch.float32:
+            value = value.float()
+        elif copy:
+            value = value.clone()
+        out[key] = value.contiguous()
+    return out
+
+
 def check_keys(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
     """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, if any."""
     expected = model.state_dict()
@@ -229,15 +243,24 @@ def load_encoder(
         else:
             config = infer_config(state, arch)
             what = arch if arch is not None else "the ViT inferred from its shapes"
-        model = VisionTransformer(config, backend=backend)
+        with torch.device("meta"):  # no time spent on random weights that are overwritten next
+            model = VisionTransformer(config, backend=backend)
         check_keys(model, state, what=what)
     except CheckpointError as exc:
         if path is not None and exc.path is None:
             raise CheckpointError(exc.message, path=path) from exc
         raise
-    model.load_state_dict(state, strict=True)
+    owned = not isinstance(checkpoint, Mapping)
+    model.load_state_dict(materialize(state, copy=not owned), strict=True, assign=True)
     _log.info("loaded ViT %s", dataclasses.asdict(config))
     return model.eval()
 
 
-__all__ = ["CLASSIFIER_PREFIXES", "check_keys", "infer_config", "load_encoder", "read_state_dict"]
+__all__ = [
+    "CLASSIFIER_PREFIXES",
+    "check_keys",
+    "infer_config",
+    "load_encoder",
+    "materialize",
+    "read_state_dict",
+]
