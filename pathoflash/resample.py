@@ -32,7 +32,7 @@ def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     out = resize(
         image,
-        (out_h, out_w) + image.shape[2:],
+        (out_h, out_w, *image.shape[2:]),
         order=1,
         anti_aliasing=fy > 1 or fx > 1,
         preserve_range=True,
@@ -48,3 +48,46 @@ def box_reduce(image: np.ndarray, ky: int, kx: int) -> np.ndarray:
     blocks = image.reshape(h // ky, ky, w // kx, kx, *image.shape[2:])
     summed = blocks.sum(axis=(1, 3), dtype=np.uint32)
     return ((summed + (ky * kx) // 2) // (ky * kx)).astype(np.uint8)
+
+
+def resample_window(
+    window: np.ndarray,
+    *,
+    origin: tuple[float, float],
+    factor: tuple[float, float],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Resample part of a larger image to a coarser (or finer) pixel grid, seam-free across tiles.
+
+    ``window`` is an ``(h, w, c)`` uint8 cut-out of a source image. Output pixel ``(i, j)`` covers the source
+    interval ``origin + (j, i) * factor`` to ``origin + (j + 1, i + 1) * factor`` (``origin = (x, y)`` is
+    measured in window pixels, ``factor = (fx, fy)`` source pixels per output pixel). Because the mapping
+    is exact (no rounding of the window's position), adjacent tiles cut from the same source line up.
+    Reductions are anti-aliased with a Gaussian of sigma ``(factor - 1) / 2`` (scikit-image's choice)
+    before linear interpolation; the window should extend ``~2·factor`` pixels beyond the area it covers.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    out_w, out_h = size
+    image = window.astype(np.float32)
+    for axis, f in ((0, factor[1]), (1, factor[0])):
+        sigma = (f - 1.0) / 2.0
+        if sigma > 0.05:
+            image = gaussian_filter1d(image, sigma, axis=axis, mode="nearest", truncate=3.0)
+    ys = _linear_taps(origin[1], factor[1], out_h, image.shape[0])
+    xs = _linear_taps(origin[0], factor[0], out_w, image.shape[1])
+    rows = image[ys[0]] * ys[2][:, None, None] + image[ys[1]] * (1.0 - ys[2])[:, None, None]
+    out = rows[:, xs[0]] * xs[2][None, :, None] + rows[:, xs[1]] * (1.0 - xs[2])[None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _linear_taps(
+    origin: float, factor: float, count: int, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of linear interpolation at the centres of ``count`` output pixels."""
+    centres = origin + (np.arange(count, dtype=np.float64) + 0.5) * factor - 0.5
+    lo = np.floor(centres)
+    weight_hi = (centres - lo).astype(np.float32)
+    lo_idx = np.clip(lo.astype(np.int64), 0, limit - 1)
+    hi_idx = np.clip(lo_idx + 1, 0, limit - 1)
+    return lo_idx, hi_idx, 1.0 - weight_hi

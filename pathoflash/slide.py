@@ -8,6 +8,7 @@ its handle and retrying once.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -70,12 +71,21 @@ class SlideInfo:
 
 
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise SlideNotFoundError("no such file", path=path)
+    try:
+        path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            cause = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+            raise SlideNotFoundError(cause, path=path) from None
+        if exc.errno == errno.ENOENT:
+            raise SlideNotFoundError("no such file", path=path) from None
+        raise SlideReadError(f"cannot access file ({exc.strerror or exc})", path=path) from None
     if path.is_dir():
         raise SlideNotFoundError(
             "is a directory, not a slide file (MIRAX/VMS: pass the .mrxs/.vms file)", path=path
         )
+    if not path.is_file():
+        raise UnsupportedSlideError("not a regular file (device, pipe or socket)", path=path)
     if path.stat().st_size == 0:
         raise SlideReadError("file is empty (0 bytes)", path=path)
     if not os.access(path, os.R_OK):
@@ -163,6 +173,7 @@ class Slide:
             raise SlideReadError("slide has no pixels", path=self.path)
         stat = self.path.stat()
         self.file_size, self.file_mtime = stat.st_size, stat.st_mtime
+        self.file_mtime_ns: int = stat.st_mtime_ns
         if mpp is not None:
             self._mpp: tuple[float, float] | None = _validate_mpp(mpp, self.path)
             self.mpp_source = "override"
@@ -250,9 +261,7 @@ class Slide:
         except Exception as exc:  # closing a latched handle can fail; it is gone either way
             log.debug("closing latched handle failed: %s", exc)
 
-    def read_at_mpp(
-        self, location: tuple[int, int], size: tuple[int, int], mpp: float
-    ) -> np.ndarray:
+    def read_at_mpp(self, location: tuple[int, int], size: tuple[int, int], mpp: float) -> np.ndarray:
         """Read ``size = (w, h)`` pixels at resolution ``mpp`` whose top-left is level-0 ``location``.
 
         Reads from the coarsest level at least as fine as ``mpp`` and resamples with anti-aliasing.
@@ -266,32 +275,32 @@ class Slide:
         region = self.read_region(location, level, (src_w, src_h))
         return resample(region, size)
 
-    def thumbnail_at_mpp(self, mpp: float, *, chunk: int = 4096) -> np.ndarray:
-        """The whole slide at a coarse resolution ``mpp``, read in chunks so memory stays bounded."""
+    def thumbnail_at_mpp(self, mpp: float, *, chunk: int = 2048) -> np.ndarray:
+        """The whole slide at a coarse resolution ``mpp``, read in chunks so memory stays bounded.
+
+        Reads the coarsest level at least as fine as ``mpp``, averages whole blocks of pixels chunk by
+        chunk (exact, fast), then resamples the small remainder with anti-aliasing.
+        """
         level = self.best_level_for_mpp(mpp)
         downsample = self.level_downsamples[level]
         factor = mpp / (min(self.mpp) * downsample)
         lw, lh = self.level_dimensions[level]
         out_w, out_h = max(1, math.floor(lw / factor)), max(1, math.floor(lh / factor))
-        k = max(1, math.floor(factor))
-        if factor < 1.5 or lw * lh <= chunk * chunk:
-            region = self.read_region((0, 0), level, (lw, lh))
-            return resample(region, (out_w, out_h))
-        # Box-reduce by the integer part chunk by chunk, then resample the small remainder.
-        step = (chunk // k) * k
+        k = max(1, min(math.floor(factor), lw, lh))
+        if k == 1:
+            return resample(self.read_region((0, 0), level, (lw, lh)), (out_w, out_h))
+        step = max(1, chunk // k) * k
+        full_w, full_h = (lw // k) * k, (lh // k) * k
         rows = []
-        for y in range(0, (lh // k) * k, step):
+        for y in range(0, full_h, step):
+            h = min(step, full_h - y)
             row = []
-            h = min(step, (lh // k) * k - y)
-            for x in range(0, (lw // k) * k, step):
-                w = min(step, (lw // k) * k - x)
-                region = self.read_region(
-                    (round(x * downsample), round(y * downsample)), level, (w, h)
-                )
+            for x in range(0, full_w, step):
+                w = min(step, full_w - x)
+                region = self.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
                 row.append(box_reduce(region, k, k))
             rows.append(np.concatenate(row, axis=1))
-        reduced = np.concatenate(rows, axis=0)
-        return resample(reduced, (out_w, out_h))
+        return resample(np.concatenate(rows, axis=0), (out_w, out_h))
 
     def associated_image(self, name: str) -> np.ndarray:
         return _rgba_to_rgb_on_white(np.asarray(self._handle.associated_images[name]))
@@ -320,7 +329,9 @@ def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def open_slide(path: str | os.PathLike[str] | Slide, *, mpp: float | tuple[float, float] | None = None) -> Slide:
+def open_slide(
+    path: str | os.PathLike[str] | Slide, *, mpp: float | tuple[float, float] | None = None
+) -> Slide:
     """Open a whole-slide image. ``mpp`` overrides missing or wrong resolution metadata (µm/px)."""
     if isinstance(path, Slide):
         if mpp is None:

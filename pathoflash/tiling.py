@@ -1,0 +1,427 @@
+"""The tile grid at a target resolution, reading tiles from a slide, and ``tile_slide``.
+
+A grid covers the whole slide at ``mpp`` µm/px with square tiles of ``tile_size`` px, row-major. Tiles are
+read from the coarsest pyramid level at least as fine as the target and reduced with anti-aliasing. When
+the target is within :data:`SNAP_TOLERANCE` of what a level gives with a whole-number reduction (a 0.499
+µm/px scan read at 0.5; a 0.2525 µm/px scan at 1.0), the grid takes that resolution instead (no needless
+interpolation) and records it honestly as its ``mpp``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, StoreError, TileReadError
+from .resample import box_reduce, resample_window
+from .slide import Slide, open_slide
+from .tissue import TissueMask, detect_tissue
+
+if TYPE_CHECKING:
+    from .store import SourceInfo, TileStore
+
+log = logging.getLogger(__name__)
+
+#: Relative difference below which two resolutions count as equal (and a reduction as whole-number).
+SNAP_TOLERANCE = 0.02
+#: A tile is kept when at least this fraction of it (on the slide) is tissue.
+MIN_TISSUE_FRACTION = 0.02
+TILE_SIZE_RANGE = (32, 4096)
+
+
+@dataclass(frozen=True, slots=True)
+class TileGrid:
+    """Square tiles over a whole slide at ``mpp`` µm/px; tile ``(row, col)`` starts at pixel
+    ``(col · tile_size, row · tile_size)`` of a ``width × height`` image.
+
+    ``scale`` is level-0 pixels per grid pixel ``(x, y)``: grid pixel ``(x, y)`` starts at level-0 pixel
+    ``(x · scale[0], y · scale[1])``. Tiles are read from pyramid ``level``, ``level_scale`` of its pixels
+    per grid pixel; ``integer_reduction`` tells whether that is a whole number (box mean, no interpolation).
+    ``tissue_tiles`` lists the tiles to process, sorted row-major.
+    """
+
+    mpp: float
+    tile_size: int
+    width: int
+    height: int
+    rows: int
+    cols: int
+    scale: tuple[float, float]
+    level: int
+    level_scale: tuple[float, float]
+    integer_reduction: bool
+    requested_mpp: float
+    tissue_tiles: tuple[tuple[int, int], ...]
+
+    @property
+    def tile_count(self) -> int:
+        return self.rows * self.cols
+
+    def tile_origin(self, row: int, col: int) -> tuple[int, int]:
+        """Top-left pixel ``(x, y)`` of a tile, in grid pixels."""
+        return col * self.tile_size, row * self.tile_size
+
+    def to_level0(self, x: float, y: float) -> tuple[float, float]:
+        """A grid-pixel position in level-0 pixels."""
+        return x * self.scale[0], y * self.scale[1]
+
+    def tile_bounds_level0(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` of a tile in level-0 pixels (may reach beyond the slide at the edges)."""
+        x, y = self.tile_origin(row, col)
+        t = self.tile_size
+        return (x * self.scale[0], y * self.scale[1], (x + t) * self.scale[0], (y + t) * self.scale[1])
+
+    def with_tissue_tiles(self, tiles: Iterable[tuple[int, int]]) -> TileGrid:
+        from dataclasses import replace
+
+        return replace(self, tissue_tiles=tuple(sorted({(int(r), int(c)) for r, c in tiles})))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``tissue_tiles`` as runs ``[row, first_col, last_col + 1]`` to stay small."""
+        return {
+            "mpp": self.mpp,
+            "tile_size": self.tile_size,
+            "width": self.width,
+            "height": self.height,
+            "rows": self.rows,
+            "cols": self.cols,
+            "scale": list(self.scale),
+            "level": self.level,
+            "level_scale": list(self.level_scale),
+            "integer_reduction": self.integer_reduction,
+            "requested_mpp": self.requested_mpp,
+            "tissue_tile_count": len(self.tissue_tiles),
+            "tissue_tiles": _runs(self.tissue_tiles),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TileGrid:
+        tiles = tuple(
+            (int(r), c) for r, start, stop in data["tissue_tiles"] for c in range(int(start), int(stop))
+        )
+        return cls(
+            mpp=float(data["mpp"]),
+            tile_size=int(data["tile_size"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            rows=int(data["rows"]),
+            cols=int(data["cols"]),
+            scale=(float(data["scale"][0]), float(data["scale"][1])),
+            level=int(data["level"]),
+            level_scale=(float(data["level_scale"][0]), float(data["level_scale"][1])),
+            integer_reduction=bool(data["integer_reduction"]),
+            requested_mpp=float(data["requested_mpp"]),
+            tissue_tiles=tiles,
+        )
+
+
+def _runs(tiles: Iterable[tuple[int, int]]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for r, c in sorted(tiles):
+        if runs and runs[-1][0] == r and runs[-1][2] == c:
+            runs[-1][2] = c + 1
+        else:
+            runs.append([r, c, c + 1])
+    return runs
+
+
+def _check_options(mpp: float, tile_size: int) -> None:
+    if not (isinstance(mpp, int | float) and math.isfinite(mpp) and 0.01 <= mpp <= 100):
+        raise ConfigError(f"--mpp {mpp} is not a resolution in µm/px (expected 0.01–100, e.g. 0.5)")
+    lo, hi = TILE_SIZE_RANGE
+    if not (isinstance(tile_size, int) and lo <= tile_size <= hi and tile_size % 16 == 0):
+        raise ConfigError(f"--tile-size {tile_size} must be a multiple of 16 between {lo} and {hi}")
+
+
+def _snap(factor: float) -> tuple[float, bool]:
+    """A reduction factor, made whole when within tolerance of a whole number ≥ 1."""
+    whole = round(factor)
+    if whole >= 1 and abs(factor - whole) <= SNAP_TOLERANCE * factor:
+        return float(whole), True
+    return factor, False
+
+
+def plan_grid(
+    slide: Slide,
+    *,
+    mpp: float = 0.5,
+    tile_size: int = 256,
+    tissue: TissueMask | None = None,
+    min_tissue: float = MIN_TISSUE_FRACTION,
+) -> TileGrid:
+    """The tile grid of ``slide`` at ``mpp`` µm/px, keeping tiles with ≥ ``min_tissue`` tissue.
+
+    ``tissue`` defaults to :func:`detect_tissue`. Pass ``min_tissue=0`` and a mask of ones to keep every tile.
+    """
+    _check_options(mpp, tile_size)
+    slide_mpp = slide.mpp
+    # Coarsest level at least as fine as the target (within tolerance) on both axes.
+    level = 0
+    for n, downsample in enumerate(slide.level_downsamples):
+        if all(m * downsample <= mpp * (1 + SNAP_TOLERANCE) for m in slide_mpp):
+            level = n
+    downsample = slide.level_downsamples[level]
+    snapped = [_snap(mpp / (m * downsample)) for m in slide_mpp]
+    integer = all(ok for _, ok in snapped) and snapped[0][0] == snapped[1][0]
+    if integer:
+        level_scale = (snapped[0][0], snapped[1][0])
+    else:
+        level_scale = (mpp / (slide_mpp[0] * downsample), mpp / (slide_mpp[1] * downsample))
+    scale = (level_scale[0] * downsample, level_scale[1] * downsample)
+    effective = (scale[0] * slide_mpp[0] + scale[1] * slide_mpp[1]) / 2
+    if effective < mpp * (1 - SNAP_TOLERANCE) or level_scale[0] < 1 - SNAP_TOLERANCE:
+        log.warning(
+            "%s: target %.4g µm/px is finer than the scan (%.4g µm/px); tiles are upsampled",
+            slide.path, mpp, slide_mpp[0],
+        )  # fmt: skip
+    if abs(effective - mpp) > 1e-9 * mpp:
+        log.info(
+            "%s: reading at %.4g µm/px (within %.0f%% of %.4g)",
+            slide.path,
+            effective,
+            100 * SNAP_TOLERANCE,
+            mpp,
+        )
+    w0, h0 = slide.dimensions
+    width = max(1, math.ceil(w0 / scale[0] - 1e-6))
+    height = max(1, math.ceil(h0 / scale[1] - 1e-6))
+    rows, cols = -(-height // tile_size), -(-width // tile_size)
+    if tissue is None:
+        tissue = detect_tissue(slide)
+    rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    fractions = tissue.fractions(
+        cc.ravel() * tile_size, rr.ravel() * tile_size, tile_size, tile_size, effective
+    ).reshape(rows, cols)
+    tiles = tuple((int(r), int(c)) for r, c in np.argwhere(fractions >= min_tissue))
+    return TileGrid(
+        mpp=effective,
+        tile_size=tile_size,
+        width=width,
+        height=height,
+        rows=rows,
+        cols=cols,
+        scale=scale,
+        level=level,
+        level_scale=level_scale,
+        integer_reduction=integer,
+        requested_mpp=float(mpp),
+        tissue_tiles=tiles,
+    )
+
+
+def read_grid_region(slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: int) -> np.ndarray:
+    """Pixels ``[y, y + h) × [x, x + w)`` of the grid's image, read from the slide: ``(h, w, 3)`` uint8.
+
+    Areas beyond the slide are white. Adjacent reads line up exactly (no seams between tiles).
+    """
+    level = grid.level
+    downsample = slide.level_downsamples[level]
+    fx, fy = grid.level_scale
+    if grid.integer_reduction:
+        kx, ky = round(fx), round(fy)
+        lx, ly = x * kx, y * ky
+        region = slide.read_region((round(lx * downsample), round(ly * downsample)), level, (w * kx, h * ky))
+        return box_reduce(region, ky, kx)
+    # Non-integer factor: read a window with a margin for the anti-aliasing filter, then resample exactly.
+    sx0, sy0 = x * fx, y * fy
+    mx, my = math.ceil(2 * max(fx, 1.0)) + 1, math.ceil(2 * max(fy, 1.0)) + 1
+    ix0, iy0 = math.floor(sx0) - mx, math.floor(sy0) - my
+    ix1, iy1 = math.ceil(sx0 + w * fx) + mx, math.ceil(sy0 + h * fy) + my
+    window = slide.read_region(
+        (round(ix0 * downsample), round(iy0 * downsample)), level, (ix1 - ix0, iy1 - iy0)
+    )
+    return resample_window(window, origin=(sx0 - ix0, sy0 - iy0), factor=(fx, fy), size=(w, h))
+
+
+def read_tile(slide: Slide, grid: TileGrid, row: int, col: int) -> np.ndarray:
+    """Tile ``(row, col)`` of ``grid`` read from ``slide``: ``(T, T, 3)`` uint8, white beyond the slide."""
+    x, y = grid.tile_origin(row, col)
+    return read_grid_region(slide, grid, x, y, grid.tile_size, grid.tile_size)
+
+
+def default_workers() -> int:
+    """Decode threads: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class TilingReport:
+    """What one :func:`tile_slide` call did (also logged)."""
+
+    tiles_total: int
+    tiles_done_before: int
+    tiles_decoded: int
+    unreadable: int
+    seconds: float
+    resumed: bool
+    rebuilt: bool
+
+
+def tile_slide(
+    slide_or_path: Slide | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    mpp: float = 0.5,
+    tile_size: int = 256,
+    slide_mpp: float | None = None,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    on_tile: Callable[[int, int, np.ndarray], None] | None = None,
+    tissue: TissueMask | None = None,
+    name: str | None = None,
+) -> TileStore:
+    """Tile a slide's tissue at ``mpp`` µm/px into a Zarr tile store at ``out`` (a ``tiles.zarr`` folder).
+
+    Resumable: an existing store for the same, unchanged source file and options is completed (only missing
+    chunks are written) or, when already complete, returned as is; a store for a changed file or other
+    options is rebuilt. Tiles are decoded on ``workers`` threads (default: all CPUs) and handed on in
+    row-major order; encoding and writing happen on a write-behind thread.
+
+    ``progress(done, total)`` is called after each tile (``done`` counts tiles from earlier runs too).
+    ``on_tile(row, col, tile)`` receives every tile decoded by this call as ``(T, T, 3)`` uint8, in row-major
+    order, on the calling thread (tiles already in the store from an earlier run are not decoded again and
+    not passed; read them with :meth:`TileStore.read_tile`). The array is shared with the writer: do not
+    modify it.
+
+    Tiles that stay unreadable after a reopen-and-retry are left white, listed in the store's attributes
+    (``TileStore.unreadable_tiles``), and logged; with ``strict=True`` the first one raises
+    :class:`TileReadError` instead (the store stays incomplete and resumable).
+    """
+    from .store import PyramidBuilder, SourceInfo, TileStore
+    from .tile_stream import WriteBehind, decode_in_order
+
+    started = time.perf_counter()
+    _check_options(mpp, tile_size)
+    n_workers = default_workers() if workers is None else int(workers)
+    if n_workers < 1:
+        raise ConfigError(f"--workers {workers} must be at least 1")
+    own_slide = not isinstance(slide_or_path, Slide) or slide_mpp is not None
+    slide = open_slide(slide_or_path, mpp=slide_mpp)
+    try:
+        root = Path(out)
+        source = SourceInfo.from_slide(slide)
+        store, resumed, rebuilt = _reuse_store(root, source, mpp, tile_size)
+        if store is not None and store.is_complete:
+            log.info("%s: tile store is complete, nothing to do", root)
+            total = len(store.grid.tissue_tiles)
+            if progress is not None:
+                progress(total, total)
+            seconds = time.perf_counter() - started
+            store.last_report = TilingReport(total, total, 0, 0, seconds, resumed=False, rebuilt=False)
+            return store
+        if store is None:
+            mask = tissue if tissue is not None else detect_tissue(slide)
+            grid = plan_grid(slide, mpp=mpp, tile_size=tile_size, tissue=mask)
+            store = TileStore.create(
+                root, grid=grid, tissue=mask, source=source, name=name or slide.path.stem
+            )
+        else:
+            removed = store.remove_stale_temporaries()
+            if removed:
+                log.info("%s: removed %d partial chunk files from the interrupted run", root, removed)
+        grid = store.grid
+        files = store.level_files(0)
+        todo = [key for key in grid.tissue_tiles if not files.exists(*key)]
+        total = len(grid.tissue_tiles)
+        done_before = total - len(todo)
+        if resumed:
+            log.info("%s: resuming, %d of %d tiles already written", root, done_before, total)
+        pyramid = PyramidBuilder(store, grid.tissue_tiles, set(todo))
+        pyramid.start()
+        unreadable = 0
+
+        def write(item: tuple[int, int, np.ndarray | None]) -> None:
+            row, col, tile = item
+            chunk = None if tile is None else np.ascontiguousarray(tile.transpose(2, 0, 1))
+            if chunk is not None:
+                files.write(row, col, chunk)
+            pyramid.add(row, col, chunk)
+
+        done = done_before
+        if progress is not None:
+            progress(done, total)
+        tiles = decode_in_order(lambda key: read_tile(slide, grid, *key), todo, workers=n_workers)
+        with WriteBehind(write, depth=4 * n_workers) as writer:
+            try:
+                for (row, col), result in tiles:
+                    if isinstance(result, TileReadError):
+                        if strict:
+                            raise TileReadError(
+                                f"tile (row {row}, col {col}) unreadable: {result.message} "
+                                "(strict mode; without --strict it would be skipped)",
+                                path=slide.path,
+                            ) from result
+                        unreadable += 1
+                        log.warning(
+                            "%s: tile (%d, %d) unreadable, left white: %s",
+                            slide.path,
+                            row,
+                            col,
+                            result.message,
+                        )
+                        store.record_unreadable(row, col, result.message)
+                        writer.put((row, col, None))
+                    else:
+                        if on_tile is not None:
+                            on_tile(row, col, result)
+                        writer.put((row, col, result))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            finally:
+                tiles.close()  # type: ignore[attr-defined]
+        pyramid.finish()
+        store.mark_complete()
+        seconds = time.perf_counter() - started
+        decoded = len(todo) - unreadable
+        log.info(
+            "%s: %d tiles (%d decoded now, %d unreadable) in %.1f s",
+            root, total, decoded, len(store.unreadable_tiles), seconds,
+        )  # fmt: skip
+        store.last_report = TilingReport(total, done_before, decoded, unreadable, seconds, resumed, rebuilt)
+        return store
+    finally:
+        if own_slide:
+            slide.close()
+
+
+def _reuse_store(
+    root: Path, source: SourceInfo, mpp: float, tile_size: int
+) -> tuple[TileStore | None, bool, bool]:
+    """``(store or None, resumed, rebuilt)``: reuse a matching store, delete a stale one."""
+    from .store import TileStore, classify_existing, remove_store
+
+    if classify_existing(root) == "absent":
+        return None, False, False
+    try:
+        store = TileStore.open(root)
+    except StoreError as exc:
+        log.warning("%s: unusable tile store (%s); rebuilding", root, exc.message)
+        remove_store(root)
+        return None, False, True
+    reasons = []
+    if not store.source.same_file(source):
+        reasons.append("source file changed (size/mtime)")
+    if abs(store.grid.requested_mpp - mpp) > 1e-9 or store.grid.tile_size != tile_size:
+        reasons.append(
+            f"options changed (mpp {store.grid.requested_mpp}→{mpp}, tile {store.grid.tile_size}→{tile_size})"
+        )
+    if any(abs(a - b) > 1e-9 * a for a, b in zip(store.source.mpp, source.mpp, strict=True)):
+        reasons.append("slide mpp changed")
+    if reasons:
+        log.warning("%s: rebuilding tile store: %s", root, "; ".join(reasons))
+        remove_store(root)
+        return None, False, True
+    return store, not store.is_complete, False
