@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ FILL = 255
 TISSUE_MASK = "tissue_mask"
 HEATMAP = "heatmap"
 _TMP_SUFFIX = ".pathoflash-tmp"
+#: How long ``TileStore.open(path, wait=True)`` waits for another thread or process to create the store.
+OPEN_WAIT_S = 600.0
 
 
 # -- values -------------------------------------------------------------------------------------------
@@ -239,11 +242,22 @@ class TileStore:
 
     # -- opening --------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> TileStore:
-        """Open an existing store (complete or not) for reading tiles and writing a heatmap."""
+    def open(cls, path: str | os.PathLike[str], *, wait: bool | float = False) -> TileStore:
+        """Open an existing store (complete or not) for reading tiles and writing a heatmap.
+
+        ``wait``: poll until a :func:`~pathoflash.tile_slide` running elsewhere has created the store, for
+        up to ``wait`` seconds (``True``: :data:`OPEN_WAIT_S`), then raise :class:`StoreError`.
+        """
         import zarr
 
         root = Path(path)
+        if wait:
+            limit = OPEN_WAIT_S if wait is True else float(wait)
+            deadline = time.monotonic() + limit
+            while not _looks_created(root):
+                if time.monotonic() > deadline:
+                    raise StoreError(f"no tile store appeared within {limit:.0f} s", path=root)
+                time.sleep(0.02)
         if not (root / "zarr.json").is_file():
             raise StoreError("no tile store here (zarr.json missing)", path=root)
         try:
@@ -369,6 +383,32 @@ class TileStore:
             ]
         return self._levels[level]
 
+    @classmethod
+    def pending_tiles(
+        cls, path: str | os.PathLike[str], slide: Slide, grid: TileGrid
+    ) -> list[tuple[int, int]]:
+        """The tiles ``tile_slide(slide, path, grid=grid)`` will decode, row-major.
+
+        A store at ``path`` for another or changed source, other options or another grid is deleted here
+        (``tile_slide`` would rebuild it anyway), so that a reader waiting with ``open(wait=...)`` only
+        ever sees the store this grid is written to.
+        """
+        store, _ = reuse_store(
+            Path(path),
+            SourceInfo.from_slide(slide),
+            mpp=grid.requested_mpp,
+            tile_size=grid.tile_size,
+            grid=grid,
+        )
+        if store is None:
+            return list(grid.tissue_tiles)
+        return [] if store.is_complete else store.missing_tiles()
+
+    def missing_tiles(self) -> list[tuple[int, int]]:
+        """Tissue tiles without a chunk file yet (row-major)."""
+        files = self.level_files(0)
+        return [key for key in self.grid.tissue_tiles if not files.exists(*key)]
+
     # -- pixels ---------------------------------------------------------------------------------------
     def has_tile(self, row: int, col: int) -> bool:
         return self.level_files(0).exists(row, col)
@@ -490,6 +530,53 @@ class TileStore:
     def __repr__(self) -> str:
         state = "complete" if self.is_complete else "incomplete"
         return f"TileStore({str(self.path)!r}, {self.grid.rows}x{self.grid.cols} tiles at {self.mpp:.4g} µm/px, {state})"
+
+
+def _looks_created(root: Path) -> bool:
+    try:
+        meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (root / STORE_MARKER).is_file() and "pathoflash" in meta.get("attributes", {})
+
+
+def reuse_store(
+    path: Path,
+    source: SourceInfo,
+    *,
+    mpp: float,
+    tile_size: int,
+    grid: TileGrid | None = None,
+) -> tuple[TileStore | None, bool]:
+    """``(store, rebuilt)``: the store at ``path`` if it was made from this unchanged source with these
+    options (and this ``grid``, if given), else ``None``; a stale or broken store of ours is deleted
+    (``rebuilt`` tells). Raises :class:`StoreError` when ``path`` holds something that is not ours.
+    """
+    if classify_existing(path) == "absent":
+        return None, False
+    try:
+        store = TileStore.open(path)
+    except StoreError as exc:
+        log.warning("%s: unusable tile store (%s); rebuilding", path, exc.message)
+        remove_store(path)
+        return None, True
+    reasons = []
+    if not store.source.same_file(source):
+        reasons.append("the source file changed (size or modification time)")
+    if store.source.mpp != source.mpp:
+        reasons.append(f"slide mpp {store.source.mpp} → {source.mpp}")
+    if store.grid.requested_mpp != mpp or store.grid.tile_size != tile_size:
+        reasons.append(
+            f"options changed (mpp {store.grid.requested_mpp} → {mpp}, "
+            f"tile size {store.grid.tile_size} → {tile_size})"
+        )
+    elif grid is not None and store.grid.to_dict() != grid.to_dict():
+        reasons.append("the tile grid differs")
+    if reasons:
+        log.warning("%s: rebuilding the tile store: %s", path, "; ".join(reasons))
+        remove_store(path)
+        return None, True
+    return store, False
 
 
 def _float_attr(array: zarr.Array, key: str) -> float:

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -31,7 +31,7 @@ def decode_in_order(
     *,
     workers: int,
     window: int | None = None,
-) -> Iterator[tuple[K, V | TileReadError]]:
+) -> Generator[tuple[K, V | TileReadError], None, None]:
     """Yield ``(key, read(key))`` for every key, in the order of ``keys``, reading on ``workers`` threads.
 
     A :class:`TileReadError` from ``read`` is yielded in place of the value (the caller decides whether a

@@ -9,24 +9,26 @@ interpolation) and records it honestly as its ``mpp``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, StoreError, TileReadError
+from .errors import ConfigError, TileReadError
 from .resample import box_reduce, resample_window
 from .slide import Slide, open_slide
+from .tile_stream import WriteBehind, decode_in_order
 from .tissue import TissueMask, detect_tissue
 
 if TYPE_CHECKING:
-    from .store import SourceInfo, TileStore
+    from .store import PyramidBuilder, TileStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class TileGrid:
     integer_reduction: bool
     requested_mpp: float
     tissue_tiles: tuple[tuple[int, int], ...]
+    #: The mask the tissue tiles were chosen with (kept by :func:`plan_grid`; not serialised).
+    tissue_mask: TissueMask | None = field(default=None, compare=False, repr=False)
 
     @property
     def tile_count(self) -> int:
@@ -68,6 +72,20 @@ class TileGrid:
     def tile_origin(self, row: int, col: int) -> tuple[int, int]:
         """Top-left pixel ``(x, y)`` of a tile, in grid pixels."""
         return col * self.tile_size, row * self.tile_size
+
+    def has_tissue(self, x: int, y: int, w: int, h: int) -> bool:
+        """Whether the region ``[x, x + w) × [y, y + h)`` (grid pixels) overlaps any tissue tile."""
+        t = self.tile_size
+        c0, c1 = max(0, x // t), min(self.cols - 1, (x + w - 1) // t)
+        r0, r1 = max(0, y // t), min(self.rows - 1, (y + h - 1) // t)
+        if w <= 0 or h <= 0 or c0 > c1:
+            return False
+        tiles = self.tissue_tiles
+        for row in range(r0, r1 + 1):
+            i = bisect.bisect_left(tiles, (row, c0))
+            if i < len(tiles) and tiles[i] <= (row, c1):
+                return True
+        return False
 
     def to_level0(self, x: float, y: float) -> tuple[float, float]:
         """A grid-pixel position in level-0 pixels."""
@@ -78,11 +96,6 @@ class TileGrid:
         x, y = self.tile_origin(row, col)
         t = self.tile_size
         return (x * self.scale[0], y * self.scale[1], (x + t) * self.scale[0], (y + t) * self.scale[1])
-
-    def with_tissue_tiles(self, tiles: Iterable[tuple[int, int]]) -> TileGrid:
-        from dataclasses import replace
-
-        return replace(self, tissue_tiles=tuple(sorted({(int(r), int(c)) for r, c in tiles})))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``tissue_tiles`` as runs ``[row, first_col, last_col + 1]`` to stay small."""
@@ -214,6 +227,7 @@ def plan_grid(
         integer_reduction=integer,
         requested_mpp=float(mpp),
         tissue_tiles=tiles,
+        tissue_mask=tissue,
     )
 
 
@@ -279,7 +293,9 @@ def tile_slide(
     strict: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_tile: Callable[[int, int, np.ndarray], None] | None = None,
+    grid: TileGrid | None = None,
     tissue: TissueMask | None = None,
+    on_store: Callable[[TileStore], None] | None = None,
     name: str | None = None,
 ) -> TileStore:
     """Tile a slide's tissue at ``mpp`` µm/px into a Zarr tile store at ``out`` (a ``tiles.zarr`` folder).
@@ -287,22 +303,27 @@ def tile_slide(
     Resumable: an existing store for the same, unchanged source file and options is completed (only missing
     chunks are written) or, when already complete, returned as is; a store for a changed file or other
     options is rebuilt. Tiles are decoded on ``workers`` threads (default: all CPUs) and handed on in
-    row-major order; encoding and writing happen on a write-behind thread.
+    row-major order; encoding and writing happen on one write-behind thread, in the same order.
 
-    ``progress(done, total)`` is called after each tile (``done`` counts tiles from earlier runs too).
-    ``on_tile(row, col, tile)`` receives every tile decoded by this call as ``(T, T, 3)`` uint8, in row-major
-    order, on the calling thread (tiles already in the store from an earlier run are not decoded again and
-    not passed; read them with :meth:`TileStore.read_tile`). The array is shared with the writer: do not
-    modify it.
+    - ``progress(done, total)``: on the calling thread after each tile is decoded (``done`` counts tiles
+      from earlier runs too).
+    - ``on_tile(row, col, tile)``: every tile this call handles, as ``(T, T, 3)`` uint8, in row-major order,
+      on the write-behind thread, right after the tile's chunk is in the store (so a reader of the store
+      may read it from then on). Tiles from an earlier run are not decoded again and not passed (read them
+      with :meth:`TileStore.read_tile`); an unreadable tile is passed as the white tile the store holds.
+      The array is shared: do not modify it.
+    - ``grid``: a grid from :func:`plan_grid` for this slide (skips planning; its tissue mask is reused).
+      ``tissue``: a precomputed mask. ``on_store(store)``: called once the store exists, before tiling.
 
     Tiles that stay unreadable after a reopen-and-retry are left white, listed in the store's attributes
-    (``TileStore.unreadable_tiles``), and logged; with ``strict=True`` the first one raises
+    (``TileStore.unreadable_tiles``) and logged; with ``strict=True`` the first one raises
     :class:`TileReadError` instead (the store stays incomplete and resumable).
     """
-    from .store import PyramidBuilder, SourceInfo, TileStore
-    from .tile_stream import WriteBehind, decode_in_order
+    from .store import PyramidBuilder, SourceInfo, TileStore, reuse_store
 
     started = time.perf_counter()
+    if grid is not None:
+        mpp, tile_size = grid.requested_mpp, grid.tile_size
     _check_options(mpp, tile_size)
     n_workers = default_workers() if workers is None else int(workers)
     if n_workers < 1:
@@ -312,8 +333,18 @@ def tile_slide(
     try:
         root = Path(out)
         source = SourceInfo.from_slide(slide)
-        store, resumed, rebuilt = _reuse_store(root, source, mpp, tile_size)
-        if store is not None and store.is_complete:
+        store, rebuilt = reuse_store(root, source, mpp=mpp, tile_size=tile_size, grid=grid)
+        resumed = store is not None and not store.is_complete
+        if store is None:
+            if grid is None:
+                grid = plan_grid(slide, mpp=mpp, tile_size=tile_size, tissue=tissue)
+            mask = grid.tissue_mask or tissue or detect_tissue(slide)
+            store = TileStore.create(
+                root, grid=grid, tissue=mask, source=source, name=name or slide.path.stem
+            )
+        if on_store is not None:
+            on_store(store)
+        if store.is_complete:
             log.info("%s: tile store is complete, nothing to do", root)
             total = len(store.grid.tissue_tiles)
             if progress is not None:
@@ -321,107 +352,92 @@ def tile_slide(
             seconds = time.perf_counter() - started
             store.last_report = TilingReport(total, total, 0, 0, seconds, resumed=False, rebuilt=False)
             return store
-        if store is None:
-            mask = tissue if tissue is not None else detect_tissue(slide)
-            grid = plan_grid(slide, mpp=mpp, tile_size=tile_size, tissue=mask)
-            store = TileStore.create(
-                root, grid=grid, tissue=mask, source=source, name=name or slide.path.stem
-            )
-        else:
-            removed = store.remove_stale_temporaries()
-            if removed:
-                log.info("%s: removed %d partial chunk files from the interrupted run", root, removed)
+        removed = store.remove_stale_temporaries()
+        if removed:
+            log.info("%s: removed %d partial files of an interrupted run", root, removed)
         grid = store.grid
-        files = store.level_files(0)
-        todo = [key for key in grid.tissue_tiles if not files.exists(*key)]
+        todo = store.missing_tiles()
         total = len(grid.tissue_tiles)
         done_before = total - len(todo)
         if resumed:
             log.info("%s: resuming, %d of %d tiles already written", root, done_before, total)
-        pyramid = PyramidBuilder(store, grid.tissue_tiles, set(todo))
-        pyramid.start()
-        unreadable = 0
-
-        def write(item: tuple[int, int, np.ndarray | None]) -> None:
-            row, col, tile = item
-            chunk = None if tile is None else np.ascontiguousarray(tile.transpose(2, 0, 1))
-            if chunk is not None:
-                files.write(row, col, chunk)
-            pyramid.add(row, col, chunk)
-
-        done = done_before
-        if progress is not None:
-            progress(done, total)
-        tiles = decode_in_order(lambda key: read_tile(slide, grid, *key), todo, workers=n_workers)
-        with WriteBehind(write, depth=4 * n_workers) as writer:
-            try:
-                for (row, col), result in tiles:
-                    if isinstance(result, TileReadError):
-                        if strict:
-                            raise TileReadError(
-                                f"tile (row {row}, col {col}) unreadable: {result.message} "
-                                "(strict mode; without --strict it would be skipped)",
-                                path=slide.path,
-                            ) from result
-                        unreadable += 1
-                        log.warning(
-                            "%s: tile (%d, %d) unreadable, left white: %s",
-                            slide.path,
-                            row,
-                            col,
-                            result.message,
-                        )
-                        store.record_unreadable(row, col, result.message)
-                        writer.put((row, col, None))
-                    else:
-                        if on_tile is not None:
-                            on_tile(row, col, result)
-                        writer.put((row, col, result))
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            finally:
-                tiles.close()  # type: ignore[attr-defined]
-        pyramid.finish()
+        unreadable = _stream_tiles(
+            slide, store, todo, PyramidBuilder(store, grid.tissue_tiles, set(todo)),
+            workers=n_workers, strict=strict, progress=progress, on_tile=on_tile,
+            done_before=done_before,
+        )  # fmt: skip
         store.mark_complete()
         seconds = time.perf_counter() - started
-        decoded = len(todo) - unreadable
         log.info(
-            "%s: %d tiles (%d decoded now, %d unreadable) in %.1f s",
-            root, total, decoded, len(store.unreadable_tiles), seconds,
+            "%s: %d tissue tiles (%d decoded now, %d unreadable) in %.1f s",
+            root, total, len(todo) - unreadable, len(store.unreadable_tiles), seconds,
         )  # fmt: skip
-        store.last_report = TilingReport(total, done_before, decoded, unreadable, seconds, resumed, rebuilt)
+        report = TilingReport(
+            total, done_before, len(todo) - unreadable, unreadable, seconds, resumed, rebuilt
+        )
+        store.last_report = report
         return store
     finally:
         if own_slide:
             slide.close()
 
 
-def _reuse_store(
-    root: Path, source: SourceInfo, mpp: float, tile_size: int
-) -> tuple[TileStore | None, bool, bool]:
-    """``(store or None, resumed, rebuilt)``: reuse a matching store, delete a stale one."""
-    from .store import TileStore, classify_existing, remove_store
+def _stream_tiles(
+    slide: Slide,
+    store: TileStore,
+    todo: list[tuple[int, int]],
+    pyramid: PyramidBuilder,
+    *,
+    workers: int,
+    strict: bool,
+    progress: Callable[[int, int], None] | None,
+    on_tile: Callable[[int, int, np.ndarray], None] | None,
+    done_before: int,
+) -> int:
+    """Decode ``todo`` on ``workers`` threads, write chunks and pyramid behind; returns unreadable count."""
+    grid = store.grid
+    files = store.level_files(0)
+    white = np.full((grid.tile_size, grid.tile_size, 3), 255, np.uint8)
+    white.flags.writeable = False
 
-    if classify_existing(root) == "absent":
-        return None, False, False
-    try:
-        store = TileStore.open(root)
-    except StoreError as exc:
-        log.warning("%s: unusable tile store (%s); rebuilding", root, exc.message)
-        remove_store(root)
-        return None, False, True
-    reasons = []
-    if not store.source.same_file(source):
-        reasons.append("source file changed (size/mtime)")
-    if abs(store.grid.requested_mpp - mpp) > 1e-9 or store.grid.tile_size != tile_size:
-        reasons.append(
-            f"options changed (mpp {store.grid.requested_mpp}→{mpp}, tile {store.grid.tile_size}→{tile_size})"
-        )
-    if any(abs(a - b) > 1e-9 * a for a, b in zip(store.source.mpp, source.mpp, strict=True)):
-        reasons.append("slide mpp changed")
-    if reasons:
-        log.warning("%s: rebuilding tile store: %s", root, "; ".join(reasons))
-        remove_store(root)
-        return None, False, True
-    return store, not store.is_complete, False
+    def write(item: tuple[int, int, np.ndarray | None]) -> None:
+        row, col, tile = item
+        chunk = None if tile is None else np.ascontiguousarray(tile.transpose(2, 0, 1))
+        if chunk is not None:
+            files.write(row, col, chunk)
+        pyramid.add(row, col, chunk)
+        if on_tile is not None:
+            on_tile(row, col, white if tile is None else tile)
+
+    pyramid.start()
+    unreadable = 0
+    done = done_before
+    total = len(grid.tissue_tiles)
+    if progress is not None:
+        progress(done, total)
+    tiles = decode_in_order(lambda key: read_tile(slide, grid, *key), todo, workers=workers)
+    with WriteBehind(write, depth=4 * workers) as writer:
+        try:
+            for (row, col), result in tiles:
+                if isinstance(result, TileReadError):
+                    if strict:
+                        raise TileReadError(
+                            f"tile (row {row}, col {col}) unreadable: {result.message} "
+                            "(strict mode; without --strict it is skipped and listed)",
+                            path=slide.path,
+                        ) from result
+                    unreadable += 1
+                    log.warning(
+                        "%s: tile (%d, %d) unreadable, left white: %s", slide.path, row, col, result.message
+                    )
+                    store.record_unreadable(row, col, result.message)
+                    writer.put((row, col, None))
+                else:
+                    writer.put((row, col, result))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            tiles.close()
+    pyramid.finish()
+    return unreadable
