@@ -132,13 +132,15 @@ def plan_regions(
     *,
     patch_size: int,
     region: int = DEFAULT_REGION,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
 ) -> RegionPlan:
     """Cover a ``width`` × ``height`` px image with overlapping regions (see the module docstring).
 
-    ``region`` and ``margin`` are rounded down to multiples of ``patch_size`` (1024 px with 14-px patches
-    becomes 1022); the rounded region must exceed twice the rounded margin.
+    ``margin`` defaults to ``min(128, region // 4)``. ``region`` and ``margin`` are rounded down to multiples
+    of ``patch_size`` (1024 px with 14-px patches becomes 1022); the rounded region must exceed twice the
+    rounded margin.
     """
+    margin = default_margin(region) if margin is None else margin
     if width < 1 or height < 1:
         raise ConfigError(f"image size must be positive, got {width}×{height}")
     if patch_size < 1:
@@ -168,6 +170,11 @@ def plan_regions(
         for col_origin, c0, c1 in cols
     )
     return RegionPlan(width, height, patch_size, region_w, region_h, margin_t * patch_size, regions)
+
+
+def default_margin(region: int) -> int:
+    """The margin used when none is given: 128 px, but at most a quarter of the region."""
+    return min(DEFAULT_MARGIN, region // 4)
 
 
 def read_region(source: RegionSource, region: Region, *, width: int, height: int) -> np.ndarray:
@@ -275,7 +282,7 @@ def infer_heatmap(
     width: int,
     height: int,
     region: int | None = None,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
     skip: Callable[[Region], bool] | None = None,
@@ -284,7 +291,8 @@ def infer_heatmap(
 ) -> np.ndarray:
     """Tumor probabilities of a ``width`` × ``height`` px image: (ceil(height/p), ceil(width/p)) float32.
 
-    ``region`` defaults to the model's ``preprocessing.region`` (else 1024 px). A torch model is moved to
+    ``region`` defaults to the model's ``preprocessing.region`` (else 1024 px), ``margin`` to
+    ``min(128, region // 4)`` px. A torch model is moved to
     ``device`` (``auto``: CUDA if available) and put in eval mode; on CUDA it runs under bfloat16 autocast.
     Skipped regions' cores hold ``fill``.
     """
@@ -313,6 +321,7 @@ __all__ = [
     "RegionPlan",
     "RegionSource",
     "TokenPredictor",
+    "default_margin",
     "infer_heatmap",
     "plan_regions",
     "predict_regions",
