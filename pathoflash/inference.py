@@ -44,6 +44,10 @@ class RegionSource(Protocol):
         ...
 
 
+SkipRule = Callable[[int, int, int, int], bool]
+"""``skip(x, y, w, h)``: True to leave out the region whose core is that image pixel rectangle."""
+
+
 class TokenPredictor(Protocol):
     """What inference needs of a model (``pathoflash.model.Model`` is one)."""
 
@@ -80,6 +84,17 @@ class Region:
         return (
             slice(self.rows[0] - top, self.rows[1] - top),
             slice(self.cols[0] - left, self.cols[1] - left),
+        )
+
+    @property
+    def core_box(self) -> tuple[int, int, int, int]:
+        """The core as an image pixel rectangle ``(x, y, w, h)`` (may pass the image edge by < one patch)."""
+        p = self.patch_size
+        return (
+            self.cols[0] * p,
+            self.rows[0] * p,
+            (self.cols[1] - self.cols[0]) * p,
+            (self.rows[1] - self.rows[0]) * p,
         )
 
     def core(self, tokens: np.ndarray) -> np.ndarray:
@@ -212,18 +227,18 @@ def predict_regions(
     plan: RegionPlan,
     *,
     batch_size: int = 4,
-    skip: Callable[[Region], bool] | None = None,
+    skip: SkipRule | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[Region, np.ndarray]]:
     """Yield ``(region, core probabilities)`` for every region of ``plan`` not skipped, in plan order.
 
-    Reads run one batch ahead in a background thread, so decoding overlaps the model. ``skip(region)``
-    True leaves a region out (e.g. no tissue in its core). ``progress(done, total)`` is called after every
+    Reads run one batch ahead in a background thread, so decoding overlaps the model. ``skip(x, y, w, h)``
+    True for a region's ``core_box`` leaves that region out (e.g. no tissue in its core). ``progress(done, total)`` is called after every
     batch, counting skipped regions as done.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be ≥ 1, got {batch_size}")
-    todo = [r for r in plan.regions if skip is None or not skip(r)]
+    todo = [r for r in plan.regions if skip is None or not skip(*r.core_box)]
     total, skipped = len(plan.regions), len(plan.regions) - len(todo)
     if progress is not None and skipped:
         progress(skipped, total)
@@ -247,7 +262,7 @@ def predict_regions(
                 progress(done, total)
 
 
-def tissue_skip(tissue: np.ndarray, *, width: int, height: int) -> Callable[[Region], bool]:
+def tissue_skip(tissue: np.ndarray, *, width: int, height: int) -> SkipRule:
     """A ``skip`` for :func:`predict_regions`: True for regions whose core holds no tissue.
 
     ``tissue`` is a boolean mask over the whole ``width`` × ``height`` px image at any resolution.
@@ -257,10 +272,9 @@ def tissue_skip(tissue: np.ndarray, *, width: int, height: int) -> Callable[[Reg
         raise ValueError(f"tissue mask must be 2-d, got shape {mask.shape}")
     scale_y, scale_x = mask.shape[0] / height, mask.shape[1] / width
 
-    def skip(region: Region) -> bool:
-        p = region.patch_size
-        y0, y1 = math.floor(region.rows[0] * p * scale_y), math.ceil(region.rows[1] * p * scale_y)
-        x0, x1 = math.floor(region.cols[0] * p * scale_x), math.ceil(region.cols[1] * p * scale_x)
+    def skip(x: int, y: int, w: int, h: int) -> bool:
+        y0, y1 = math.floor(y * scale_y), math.ceil((y + h) * scale_y)
+        x0, x1 = math.floor(x * scale_x), math.ceil((x + w) * scale_x)
         return not mask[y0:y1, x0:x1].any()
 
     return skip
@@ -285,7 +299,7 @@ def infer_heatmap(
     margin: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
-    skip: Callable[[Region], bool] | None = None,
+    skip: SkipRule | None = None,
     progress: Callable[[int, int], None] | None = None,
     fill: float = 0.0,
 ) -> np.ndarray:
@@ -320,6 +334,7 @@ __all__ = [
     "Region",
     "RegionPlan",
     "RegionSource",
+    "SkipRule",
     "TokenPredictor",
     "default_margin",
     "infer_heatmap",

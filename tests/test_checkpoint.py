@@ -50,6 +50,13 @@ def test_round_trip_keeps_weights_config_preprocessing_and_info(tmp_path):
     assert loaded.preprocessing == model.preprocessing
     assert loaded.info.name == "tiny" and loaded.info.training == {"seed": 0, "slides": ["a", "b"]}
     assert loaded.info.id.startswith("tiny-") and len(loaded.info.id) == len("tiny-") + 12
+    assert (loaded.model_id, loaded.region_size, loaded.mpp, loaded.patch_size) == (
+        loaded.info.id,
+        256,
+        0.5,
+        16,
+    )
+    assert small_model().model_id == "tiny"  # never saved: the name
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     probs = loaded.predict_tokens(images())

@@ -123,6 +123,21 @@ class Model(nn.Module):
         return self.encoder.patch_size
 
     @property
+    def model_id(self) -> str:
+        """``info.id`` (or the name when the model was never saved): recorded with every result."""
+        return self.info.id or self.info.name
+
+    @property
+    def region_size(self) -> int:
+        """Region side in pixels the model was trained on (``preprocessing.region``)."""
+        return self.preprocessing.region
+
+    @property
+    def mpp(self) -> float:
+        """Resolution the model expects, µm per pixel (``preprocessing.mpp``)."""
+        return self.preprocessing.mpp
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
