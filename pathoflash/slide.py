@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import (
     MissingMppError,
+    SlideError,
     SlideNotFoundError,
     SlideReadError,
     TileReadError,
@@ -36,6 +37,7 @@ SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".czi",
 )  # fmt: skip
 
+_MAX_THUMBNAIL_FAILURES = 64  # unreadable pieces of a thumbnail before giving up on the slide
 _MPP_RANGE = (0.01, 100.0)  # µm/px; anything outside is a metadata error, not a microscope
 
 
@@ -158,6 +160,9 @@ class Slide:
         self._lock = threading.Lock()
         self._generation = 0
         self._handle = _open_handle(self.path)
+        # Handles still in use by readers, by generation; a superseded one is closed by its last reader.
+        self._handles: dict[int, Any] = {0: self._handle}
+        self._readers: dict[int, int] = {}
         props = dict(self._handle.properties)
         self.properties: Mapping[str, str] = props
         self.format: str = props.get("openslide.vendor", "unknown")
@@ -234,52 +239,86 @@ class Slide:
         if width <= 0 or height <= 0:
             raise ValueError(f"region size must be positive, got {size}")
         x, y = int(location[0]), int(location[1])
-        for attempt in (0, 1):
-            handle, generation = self._handle, self._generation
-            try:
-                rgba = np.asarray(handle.read_region((x, y), level, (width, height)))
-                return _rgba_to_rgb_on_white(rgba)
-            except Exception as exc:  # OpenSlideError, or OSError from a closed/latched handle
-                if attempt == 1:
-                    raise TileReadError(
-                        f"unreadable region at level {level} x={x} y={y} size={width}x{height}: {exc}",
-                        path=self.path,
-                    ) from exc
-                log.warning("%s: read failed at x=%d y=%d (%s); reopening", self.path, x, y, exc)
-                self._reopen(generation)
-        raise AssertionError("unreachable")
+        handle, generation = self._acquire()
+        try:
+            return _rgba_to_rgb_on_white(np.asarray(handle.read_region((x, y), level, (width, height))))
+        except Exception as exc:  # OpenSlideError, or OSError from a latched handle
+            first_error = exc
+        finally:
+            self._release(generation)
+        log.info("%s: read failed at x=%d y=%d (%s); reopening and retrying", self.path, x, y, first_error)
+        try:
+            self._reopen(generation)
+        except SlideError as exc:
+            raise TileReadError(
+                f"slide cannot be reopened after a read error: {exc.message}", path=self.path
+            ) from exc
+        # Retry on a private handle: the shared one may already be latched again by another thread's
+        # failure, which must not make this read fail.
+        try:
+            private = _open_handle(self.path)
+        except SlideError as exc:
+            raise TileReadError(
+                f"slide cannot be reopened after a read error: {exc.message}", path=self.path
+            ) from exc
+        try:
+            return _rgba_to_rgb_on_white(np.asarray(private.read_region((x, y), level, (width, height))))
+        except Exception as exc:
+            raise TileReadError(
+                f"unreadable region at level {level} x={x} y={y} size={width}x{height}: {exc}",
+                path=self.path,
+            ) from exc
+        finally:
+            private.close()
+
+    def _acquire(self) -> tuple[Any, int]:
+        with self._lock:
+            generation = self._generation
+            self._readers[generation] = self._readers.get(generation, 0) + 1
+            return self._handles[generation], generation
+
+    def _release(self, generation: int) -> None:
+        stale = None
+        with self._lock:
+            left = self._readers[generation] - 1
+            self._readers[generation] = left
+            if left == 0 and generation != self._generation:
+                del self._readers[generation]
+                stale = self._handles.pop(generation, None)
+        if stale is not None:
+            _close_quietly(stale)
 
     def _reopen(self, seen_generation: int) -> None:
+        """Replace a latched shared handle; the old one is closed once no reader uses it."""
+        stale = None
         with self._lock:
             if self._generation != seen_generation:
                 return  # another thread already reopened
-            old = self._handle
-            self._handle = _open_handle(self.path)
+            fresh = _open_handle(self.path)
             self._generation += 1
-        try:
-            old.close()
-        except Exception as exc:  # closing a latched handle can fail; it is gone either way
-            log.debug("closing latched handle failed: %s", exc)
-
-    def read_at_mpp(self, location: tuple[int, int], size: tuple[int, int], mpp: float) -> np.ndarray:
-        """Read ``size = (w, h)`` pixels at resolution ``mpp`` whose top-left is level-0 ``location``.
-
-        Reads from the coarsest level at least as fine as ``mpp`` and resamples with anti-aliasing.
-        Areas beyond the slide come back white.
-        """
-        level = self.best_level_for_mpp(mpp)
-        downsample = self.level_downsamples[level]
-        sx, sy = (mpp / (self.mpp[0] * downsample), mpp / (self.mpp[1] * downsample))
-        src_w = max(1, round(size[0] * sx))
-        src_h = max(1, round(size[1] * sy))
-        region = self.read_region(location, level, (src_w, src_h))
-        return resample(region, size)
+            self._handle = fresh
+            self._handles[self._generation] = fresh
+            if self._readers.get(seen_generation, 0) == 0:
+                self._readers.pop(seen_generation, None)
+                stale = self._handles.pop(seen_generation, None)
+        if stale is not None:
+            _close_quietly(stale)
 
     def thumbnail_at_mpp(self, mpp: float, *, chunk: int = 2048) -> np.ndarray:
         """The whole slide at a coarse resolution ``mpp``, read in chunks so memory stays bounded.
 
+        Unreadable parts (corrupt tiles) come back white; :meth:`read_thumbnail` also says where they are.
+        """
+        return self.read_thumbnail(mpp, chunk=chunk)[0]
+
+    def read_thumbnail(self, mpp: float, *, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb, unreadable)``: the whole slide at ``mpp`` µm/px and a bool mask of the parts that could
+        not be read (left white).
+
         Reads the coarsest level at least as fine as ``mpp``, averages whole blocks of pixels chunk by
-        chunk (exact, fast), then resamples the small remainder with anti-aliasing.
+        chunk (exact, fast), then resamples the small remainder with anti-aliasing. A chunk that fails is
+        split until the unreadable pieces are ~256 px; if nothing at all can be read (or too many pieces
+        fail), :class:`TileReadError` is raised.
         """
         level = self.best_level_for_mpp(mpp)
         downsample = self.level_downsamples[level]
@@ -287,27 +326,80 @@ class Slide:
         lw, lh = self.level_dimensions[level]
         out_w, out_h = max(1, math.floor(lw / factor)), max(1, math.floor(lh / factor))
         k = max(1, min(math.floor(factor), lw, lh))
-        if k == 1:
-            return resample(self.read_region((0, 0), level, (lw, lh)), (out_w, out_h))
         step = max(1, chunk // k) * k
         full_w, full_h = (lw // k) * k, (lh // k) * k
+        failures: list[tuple[int, int, int, int, TileReadError]] = []  # (x, y, w, h, error) left white
         rows = []
         for y in range(0, full_h, step):
             h = min(step, full_h - y)
             row = []
             for x in range(0, full_w, step):
                 w = min(step, full_w - x)
-                region = self.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
+                region = self._read_lenient(level, x, y, w, h, unit=k, failures=failures)
                 row.append(box_reduce(region, k, k))
             rows.append(np.concatenate(row, axis=1))
-        return resample(np.concatenate(rows, axis=0), (out_w, out_h))
+        rgb = resample(np.concatenate(rows, axis=0), (out_w, out_h))
+        unreadable = np.zeros((out_h, out_w), bool)
+        if failures:
+            if sum(f[2] * f[3] for f in failures) >= full_w * full_h:
+                raise failures[0][4]
+            sx, sy = out_w / full_w, out_h / full_h
+            for x, y, w, h, _ in failures:
+                unreadable[
+                    math.floor(y * sy) : math.ceil((y + h) * sy), math.floor(x * sx) : math.ceil((x + w) * sx)
+                ] = True
+            log.warning(
+                "%s: %d unreadable parts of level %d (%.1f%% of the slide) in the thumbnail",
+                self.path, len(failures), level, 100 * unreadable.mean(),
+            )  # fmt: skip
+        return rgb, unreadable
+
+    def _read_lenient(
+        self,
+        level: int,
+        x: int,
+        y: int,
+        w: int,
+        h: int,
+        *,
+        unit: int,
+        failures: list[tuple[int, int, int, int, TileReadError]],
+    ) -> np.ndarray:
+        """``read_region`` at level pixels ``(x, y)``; on failure split in two (keeping sides multiples
+        of ``unit``) down to ~256 px, and return white for what stays unreadable."""
+        downsample = self.level_downsamples[level]
+        try:
+            return self.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
+        except TileReadError as exc:
+            if len(failures) >= _MAX_THUMBNAIL_FAILURES:
+                raise
+            if max(w, h) <= max(256, 2 * unit):
+                failures.append((x, y, w, h, exc))
+                return np.full((h, w, 3), 255, np.uint8)
+        if w >= h:
+            half = max(unit, (w // 2) // unit * unit)
+            left = self._read_lenient(level, x, y, half, h, unit=unit, failures=failures)
+            right = self._read_lenient(level, x + half, y, w - half, h, unit=unit, failures=failures)
+            return np.concatenate([left, right], axis=1)
+        half = max(unit, (h // 2) // unit * unit)
+        top = self._read_lenient(level, x, y, w, half, unit=unit, failures=failures)
+        bottom = self._read_lenient(level, x, y + half, w, h - half, unit=unit, failures=failures)
+        return np.concatenate([top, bottom], axis=0)
 
     def associated_image(self, name: str) -> np.ndarray:
-        return _rgba_to_rgb_on_white(np.asarray(self._handle.associated_images[name]))
+        handle, generation = self._acquire()
+        try:
+            return _rgba_to_rgb_on_white(np.asarray(handle.associated_images[name]))
+        finally:
+            self._release(generation)
 
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
-        self._handle.close()
+        with self._lock:
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            _close_quietly(handle)
 
     def __enter__(self) -> Slide:
         return self
@@ -317,6 +409,13 @@ class Slide:
 
     def __repr__(self) -> str:
         return f"Slide({str(self.path)!r}, {self.format}, {self.dimensions[0]}x{self.dimensions[1]}, mpp={self._mpp})"
+
+
+def _close_quietly(handle: Any) -> None:
+    try:
+        handle.close()
+    except Exception as exc:  # closing a latched handle can fail; it is gone either way
+        log.debug("closing an OpenSlide handle failed: %s", exc)
 
 
 def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:

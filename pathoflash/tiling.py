@@ -368,7 +368,8 @@ def tile_slide(
         )  # fmt: skip
         store.mark_complete()
         seconds = time.perf_counter() - started
-        log.info(
+        log.log(
+            logging.WARNING if store.unreadable_tiles else logging.INFO,
             "%s: %d tissue tiles (%d decoded now, %d unreadable) in %.1f s",
             root, total, len(todo) - unreadable, len(store.unreadable_tiles), seconds,
         )  # fmt: skip
@@ -427,7 +428,7 @@ def _stream_tiles(
                             path=slide.path,
                         ) from result
                     unreadable += 1
-                    log.warning(
+                    log.info(
                         "%s: tile (%d, %d) unreadable, left white: %s", slide.path, row, col, result.message
                     )
                     store.record_unreadable(row, col, result.message)

@@ -98,13 +98,17 @@ def detect_tissue(slide: Slide, *, mpp: float = 8.0) -> TissueMask:
     if not (math.isfinite(mpp) and mpp > 0):
         raise ValueError(f"tissue mask mpp must be positive, got {mpp}")
     try:
-        thumbnail = slide.thumbnail_at_mpp(mpp)
+        thumbnail, unreadable = slide.read_thumbnail(mpp)
     except TileReadError as exc:
         raise SlideReadError(
             f"cannot read a low-resolution view for tissue detection (corrupt or truncated slide): {exc.message}",
             path=slide.path,
         ) from exc
     mask = tissue_mask_from_rgb(thumbnail, mpp=mpp)
+    if unreadable.any():
+        # Unknown is not background: keep unreadable parts so their tiles are tried, and reported if
+        # they stay unreadable, instead of silently dropping tissue.
+        mask |= unreadable
     log.info("%s: tissue covers %.1f%% of the slide", slide.path, 100 * float(mask.mean()))
     return TissueMask(mask=mask, mpp=mpp)
 
