@@ -1,5 +1,5 @@
 """Triton kernels of PathoFlash, installed as ``pathoflash.kernels``."""
 
-from .flash_attention import AttentionBackendError, AttentionInputError, flash_attention
+from .attention import AttentionBackendError, AttentionInputError, flash_attention
 
 __all__ = ["AttentionBackendError", "AttentionInputError", "flash_attention"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -611,82 +612,107 @@ def _attn_bwd_dq_kernel(
 # Configurations and autotuning
 # ----------------------------------------------------------------------------------------------------------
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). BLOCK_M is always the query block, BLOCK_N the key/value block.
-# Lists are per (Hopper or newer?, padded head dim ≤ 64?) and are what the autotuner chooses from.
-_FWD_TABLE: dict[tuple[bool, bool], list[tuple[int, int, int, int]]] = {
-    (True, True): [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 4, 2), (64, 64, 4, 3)],
-    (True, False): [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3)],
-    (False, True): [(128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4)],
-    (False, False): [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-}
-_DKDV_TABLE: dict[tuple[bool, bool], list[tuple[int, int, int, int]]] = {
-    (True, True): [(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 4, 3), (64, 64, 4, 3)],
-    (True, False): [(64, 128, 8, 2), (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
-    (False, True): [(32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
-    (False, False): [(32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 3)],
-}
-_DQ_TABLE: dict[tuple[bool, bool], list[tuple[int, int, int, int]]] = {
-    (True, True): [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 3), (64, 64, 4, 3)],
-    (True, False): [(128, 64, 8, 2), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-    (False, True): [(128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-    (False, False): [(128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3)],
-}
+
+@dataclass(frozen=True, slots=True)
+class KernelConfig:
+    """Tile and schedule of one kernel: BLOCK_M queries × BLOCK_N keys, warps, pipeline depth."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    warp_specialize: bool = False  # forward kernel only
+
+    def kwargs(self, forward: bool) -> dict[str, Any]:
+        kw: dict[str, Any] = {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
+        if forward:
+            kw["WARP_SPECIALIZE"] = self.warp_specialize
+        return kw
+
+    def triton_config(self, forward: bool) -> triton.Config:
+        return triton.Config(self.kwargs(forward), num_warps=self.num_warps, num_stages=self.num_stages)
+
+    @classmethod
+    def of(cls, config: triton.Config) -> KernelConfig:
+        kw = config.kwargs
+        return cls(
+            kw["BLOCK_M"],
+            kw["BLOCK_N"],
+            config.num_warps,
+            config.num_stages,
+            kw.get("WARP_SPECIALIZE", False),
+        )
+
+
+def _table(
+    rows: dict[tuple[bool, bool], list[tuple[int, int, int, int]]],
+) -> dict[tuple[bool, bool], tuple[KernelConfig, ...]]:
+    return {
+        key: tuple(KernelConfig(bm, bn, w, s) for bm, bn, w, s in entries) for key, entries in rows.items()
+    }
+
+
+# Candidates per (Hopper or newer?, padded head dim ≤ 64?): (BLOCK_M, BLOCK_N, num_warps, num_stages).
+# BLOCK_M is always the query block and BLOCK_N the key/value block. The autotuner picks among them.
+FWD_CONFIGS = _table(
+    {
+        (True, True): [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 4, 2), (64, 64, 4, 3)],
+        (True, False): [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3)],
+        (False, True): [(128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4)],
+        (False, False): [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+    }
+)
+DKDV_CONFIGS = _table(
+    {
+        (True, True): [(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 4, 3), (64, 64, 4, 3)],
+        (True, False): [(64, 128, 8, 2), (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
+        (False, True): [(32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
+        (False, False): [(32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 3)],
+    }
+)
+DQ_CONFIGS = _table(
+    {
+        (True, True): [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 3), (64, 64, 4, 3)],
+        (True, False): [(128, 64, 8, 2), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+        (False, True): [(128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+        (False, False): [(128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3)],
+    }
+)
 
 # Under the interpreter every program runs in Python: small blocks keep several blocks (and a masked tail)
 # in play at the short test lengths, and there is nothing to tune.
-_INTERPRETER_BLOCK = 32
+_INTERPRETER_CONFIG = KernelConfig(32, 32, 4, 1)
+# float32 products run on the CUDA cores (no TF32): small tiles keep the register file from spilling.
+_FLOAT32_CONFIG = KernelConfig(64, 32, 4, 2)
 _PREPROCESS_BLOCK = 64
 
 
-def _configs(table: dict[tuple[bool, bool], list[tuple[int, int, int, int]]]) -> list[triton.Config]:
-    seen: set[tuple[int, int, int, int]] = set()
-    configs = []
-    for entries in table.values():
-        for entry in entries:
-            if entry not in seen:
-                seen.add(entry)
-                bm, bn, warps, stages = entry
-                configs.append(
-                    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-                )
-    return configs
+def candidate_configs(
+    table: dict[tuple[bool, bool], tuple[KernelConfig, ...]], device: torch.device, head_dim: int
+) -> tuple[KernelConfig, ...]:
+    """The configurations the autotuner tries for this device and head dim."""
+    hopper = torch.cuda.get_device_capability(device)[0] >= 9
+    return table[(hopper, _head_pad(head_dim) <= 64)]
 
 
-def _pruner(table: dict[tuple[bool, bool], list[tuple[int, int, int, int]]]) -> Any:
+def _autotuned(kernel: Any, table: dict[tuple[bool, bool], tuple[KernelConfig, ...]], forward: bool) -> Any:
+    every = list(dict.fromkeys(c for entries in table.values() for c in entries))
+
     def prune(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
         args = {**named_args, **kwargs}
-        q = args["Q"]
-        hopper = torch.cuda.get_device_capability(q.device)[0] >= 9
-        wanted = table[(hopper, int(args["HEAD_PAD"]) <= 64)]
-        kept = [
-            c
-            for c in configs
-            if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted
-            and (not c.kwargs.get("WARP_SPECIALIZE", False) or hopper)
-        ]
-        return kept or configs[:1]
+        wanted = candidate_configs(table, args["Q"].device, int(args["HEAD_DIM"]))
+        return [c for c in configs if KernelConfig.of(c) in wanted]
 
-    return prune
+    return triton.autotune(
+        configs=[c.triton_config(forward) for c in every],
+        key=["N_BUCKET", "HEAD_DIM", "USE_TMA"],  # + the dtypes, which Triton's autotuner adds itself
+        prune_configs_by={"early_config_prune": prune},
+    )(kernel)
 
 
-_TUNE_KEY = ["N_BUCKET", "HEAD_PAD", "USE_TMA"]
-
-_attn_fwd_tuned = triton.autotune(
-    configs=[
-        triton.Config({**c.kwargs, "WARP_SPECIALIZE": False}, num_warps=c.num_warps, num_stages=c.num_stages)
-        for c in _configs(_FWD_TABLE)
-    ],
-    key=_TUNE_KEY,
-    prune_configs_by={"early_config_prune": _pruner(_FWD_TABLE)},
-)(_attn_fwd_kernel)
-_attn_bwd_dkdv_tuned = triton.autotune(
-    configs=_configs(_DKDV_TABLE),
-    key=_TUNE_KEY,
-    prune_configs_by={"early_config_prune": _pruner(_DKDV_TABLE)},
-)(_attn_bwd_dkdv_kernel)
-_attn_bwd_dq_tuned = triton.autotune(
-    configs=_configs(_DQ_TABLE), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner(_DQ_TABLE)}
-)(_attn_bwd_dq_kernel)
+_attn_fwd_tuned = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, forward=True)
+_attn_bwd_dkdv_tuned = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, forward=False)
+_attn_bwd_dq_tuned = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, forward=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -726,40 +752,106 @@ def _head_pad(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
-    # float32 inputs get true float32 products ("ieee"), not TF32: exact attention is the contract.
-    return "ieee" if dtype == torch.float32 else "tf32"
+def _common_meta(q: torch.Tensor, use_tma: bool) -> dict[str, Any]:
+    return {
+        "HEAD_DIM": q.shape[3],
+        "HEAD_PAD": _head_pad(q.shape[3]),
+        "USE_TMA": use_tma,
+        # float32 inputs get true float32 products ("ieee"), not TF32: exact attention is the contract.
+        "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
+    }
+
+
+def _n_bucket(n_q: int, n_kv: int) -> int:
+    return triton.next_power_of_2(max(n_q, n_kv))
+
+
+def _fwd_launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    use_tma: bool,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    heads, n_q, n_kv = q.shape[1], q.shape[2], k.shape[2]
+    args = (
+        q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        heads, n_q, n_kv, _n_bucket(n_q, n_kv), scale * LOG2E,
+    )  # fmt: skip
+    return args, _common_meta(q, use_tma)
+
+
+def _dkdv_launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta: torch.Tensor,
+    dk: torch.Tensor, dv: torch.Tensor, scale: float, use_tma: bool,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
+    heads, n_q, n_kv = q.shape[1], q.shape[2], k.shape[2]
+    args = (
+        q, k, v, do, lse, delta, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+        *dk.stride(), *dv.stride(), heads, n_q, n_kv, _n_bucket(n_q, n_kv), scale * LOG2E, scale,
+    )  # fmt: skip
+    return args, _common_meta(q, use_tma)
+
+
+def _dq_launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta: torch.Tensor,
+    dq: torch.Tensor, scale: float, use_tma: bool,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
+    heads, n_q, n_kv = q.shape[1], q.shape[2], k.shape[2]
+    args = (
+        q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+        heads, n_q, n_kv, _n_bucket(n_q, n_kv), scale * LOG2E, scale,
+    )  # fmt: skip
+    return args, _common_meta(q, use_tma)
+
+
+def _run(
+    kernel: Any,
+    tuned: Any,
+    args: tuple[Any, ...],
+    meta: dict[str, Any],
+    *,
+    rows: int,
+    batch_heads: int,
+    block: str,
+    forward: bool,
+    config: KernelConfig | None,
+) -> None:
+    """Launch on a 1-D grid of (row blocks × batch·heads): the given config, the interpreter's, or autotuned."""
+    if meta["USE_TMA"]:
+        # Device-side tensor descriptors need scratch memory; the allocator is per thread (a ContextVar).
+        triton.set_allocator(_tma_allocator)
+    if config is None and _INTERPRETED:
+        config = _INTERPRETER_CONFIG
+    elif config is None and meta["DOT_PRECISION"] == "ieee":
+        config = _FLOAT32_CONFIG  # float32 is the exact path, not a fast one: nothing to tune
+    if config is None:
+        tuned[lambda m: (triton.cdiv(rows, m[block]) * batch_heads,)](*args, **meta)
+        return
+    size = config.block_m if block == "BLOCK_M" else config.block_n
+    grid = (triton.cdiv(rows, size) * batch_heads,)
+    kernel[grid](
+        *args, **meta, **config.kwargs(forward), num_warps=config.num_warps, num_stages=config.num_stages
+    )
 
 
 def _forward(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, config: KernelConfig | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads, n_q, head_dim = q.shape
-    n_kv = k.shape[2]
     # Output stored (B, N, H, D) and returned as a (B, H, N, D) view: the usual transpose back to
     # (B, N, H·D) after attention is then free.
     o = torch.empty((batch, n_q, heads, head_dim), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
     lse = torch.empty((batch, heads, n_q), device=q.device, dtype=torch.float32)
     use_tma = _use_tma((q, k, v, o))
-    args = (
-        q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        heads, n_q, n_kv, triton.next_power_of_2(max(n_q, n_kv)), scale * LOG2E,
-    )  # fmt: skip
-    meta: dict[str, Any] = {
-        "HEAD_DIM": head_dim,
-        "HEAD_PAD": _head_pad(head_dim),
-        "USE_TMA": use_tma,
-        "DOT_PRECISION": _dot_precision(q.dtype),
-    }
     log.debug("flash_attention forward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
-    if use_tma:
-        triton.set_allocator(_tma_allocator)
-    if _INTERPRETED:
-        block = _INTERPRETER_BLOCK
-        grid = (triton.cdiv(n_q, block) * batch * heads,)
-        _attn_fwd_kernel[grid](*args, **meta, BLOCK_M=block, BLOCK_N=block, WARP_SPECIALIZE=False)
-    else:
-        _attn_fwd_tuned[lambda m: (triton.cdiv(n_q, m["BLOCK_M"]) * batch * heads,)](*args, **meta)
+    args, meta = _fwd_launch(q, k, v, o, lse, scale, use_tma)
+    _run(
+        _attn_fwd_kernel, _attn_fwd_tuned, args, meta,
+        rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=True, config=config,
+    )  # fmt: skip
     return o, lse
 
 
@@ -772,15 +864,16 @@ def _backward(
     do: torch.Tensor,
     dlse: torch.Tensor | None,
     scale: float,
+    configs: tuple[KernelConfig, KernelConfig] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
-    head_pad = _head_pad(head_dim)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     use_tma = _use_tma((q, k, v, dq, dk, dv))
     if use_tma and _tma_override is None and not _tma_compatible(do):
         do = do.contiguous()  # e.g. an expanded gradient with zero strides
         use_tma = _tma_compatible(do)
+    log.debug("flash_attention backward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
 
     delta = torch.empty_like(lse)
     if dlse is not None:
@@ -788,36 +881,20 @@ def _backward(
     pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     _attn_bwd_preprocess_kernel[pre_grid](
         o, do, delta if dlse is None else dlse, delta, *o.stride(), *do.stride(), heads, n_q,
-        HEAD_DIM=head_dim, HEAD_PAD=head_pad, BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
+        HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
     )  # fmt: skip
 
-    common = (heads, n_q, n_kv, triton.next_power_of_2(max(n_q, n_kv)), scale * LOG2E, scale)
-    meta: dict[str, Any] = {
-        "HEAD_DIM": head_dim,
-        "HEAD_PAD": head_pad,
-        "USE_TMA": use_tma,
-        "DOT_PRECISION": _dot_precision(q.dtype),
-    }
-    dkdv_args = (
-        q, k, v, do, lse, delta, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
-        *dk.stride(), *dv.stride(), *common,
+    dkdv_config, dq_config = (None, None) if configs is None else configs
+    args, meta = _dkdv_launch(q, k, v, do, lse, delta, dk, dv, scale, use_tma)
+    _run(
+        _attn_bwd_dkdv_kernel, _attn_bwd_dkdv_tuned, args, meta,
+        rows=n_kv, batch_heads=batch * heads, block="BLOCK_N", forward=False, config=dkdv_config,
     )  # fmt: skip
-    dq_args = (
-        q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *common,
+    args, meta = _dq_launch(q, k, v, do, lse, delta, dq, scale, use_tma)
+    _run(
+        _attn_bwd_dq_kernel, _attn_bwd_dq_tuned, args, meta,
+        rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=False, config=dq_config,
     )  # fmt: skip
-    log.debug("flash_attention backward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
-    if use_tma:
-        triton.set_allocator(_tma_allocator)
-    bh = batch * heads
-    if _INTERPRETED:
-        block = _INTERPRETER_BLOCK
-        _attn_bwd_dkdv_kernel[(triton.cdiv(n_kv, block) * bh,)](
-            *dkdv_args, **meta, BLOCK_M=block, BLOCK_N=block
-        )
-        _attn_bwd_dq_kernel[(triton.cdiv(n_q, block) * bh,)](*dq_args, **meta, BLOCK_M=block, BLOCK_N=block)
-    else:
-        _attn_bwd_dkdv_tuned[lambda m: (triton.cdiv(n_kv, m["BLOCK_N"]) * bh,)](*dkdv_args, **meta)
-        _attn_bwd_dq_tuned[lambda m: (triton.cdiv(n_q, m["BLOCK_M"]) * bh,)](*dq_args, **meta)
     return dq, dk, dv
 
 
@@ -870,6 +947,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise AttentionInputError(
             f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}; every size must be ≥ 1"
         )
+
+
+def _check_backend(q: torch.Tensor) -> None:
     if _INTERPRETED:
         if q.dtype == torch.bfloat16:
             raise AttentionBackendError(
@@ -929,5 +1009,6 @@ def flash_attention(
     scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)
     if not math.isfinite(scale) or scale < 0:
         raise AttentionInputError(f"scale must be finite and ≥ 0, got {scale}")
+    _check_backend(q)
     o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
     return (o, lse) if return_lse else o

@@ -1,0 +1,266 @@
+"""CPU tests of ``pathoflash.kernels.flash_attention`` under the Triton interpreter.
+
+Triton picks the interpreter when a kernel is decorated, i.e. when ``pathoflash.kernels`` is first imported,
+so these checks cannot share a process with tests that import it without ``TRITON_INTERPRET=1`` (or with GPU
+tests that must not run interpreted). This file is therefore also a script: the module-scoped fixture runs
+it once in a child process with ``TRITON_INTERPRET=1``, the child runs every case and prints one JSON
+document, and the parametrised tests below assert on their own case's numbers.
+
+Tolerance, per output: at most twice the error of the plain computation in the same precision (the
+textbook softmax(QKᵀ·scale)·V with autograd, in float16 or float32) against float64, plus a small floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+
+import pytest
+import torch
+
+CHILD_TIMEOUT_S = 900
+FLOOR_REL = 1e-4  # floor of the tolerance, relative to the largest reference value
+FLOOR_ABS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    n: int
+    head_dim: int
+    layout: str = "qkv"  # qkv | bnhd | strided | contiguous
+    batch: int = 1
+    heads: int = 2
+    dtype: str = "float16"
+    n_kv: int | None = None
+    scale: float | None = None
+    use_lse: bool = False
+    tma: bool | None = None  # force the tensor-descriptor path on or off (None: the default choice)
+
+    @property
+    def id(self) -> str:
+        parts = [f"n{self.n}", f"d{self.head_dim}", self.layout, self.dtype, f"b{self.batch}h{self.heads}"]
+        if self.n_kv is not None:
+            parts.append(f"nkv{self.n_kv}")
+        if self.scale is not None:
+            parts.append(f"scale{self.scale}")
+        if self.use_lse:
+            parts.append("lse")
+        if self.tma is not None:
+            parts.append(f"tma{int(self.tma)}")
+        return "-".join(parts)
+
+
+_LAYOUTS = ("qkv", "bnhd", "strided")
+GRID_CASES = [
+    Case(n, d, layout=_LAYOUTS[(i + j) % 3], use_lse=(i + j) % 2 == 1)
+    for i, n in enumerate((1, 7, 64, 130, 257))
+    for j, d in enumerate((32, 48, 64, 80, 96, 128))
+]
+EXTRA_CASES = [
+    Case(130, 64, layout="qkv", dtype="float32"),
+    Case(33, 80, layout="contiguous", dtype="float32", use_lse=True),
+    Case(33, 64, layout="contiguous", batch=2, heads=3, n_kv=70),
+    Case(70, 32, layout="bnhd", scale=0.5),
+    Case(70, 32, layout="contiguous", scale=0.0),
+    Case(40, 16, layout="contiguous"),
+    Case(50, 40, layout="strided"),
+    Case(50, 72, layout="qkv", batch=2, heads=3),
+    Case(130, 80, layout="qkv", tma=True, use_lse=True),
+    Case(7, 48, layout="contiguous", tma=True),
+    Case(65, 128, layout="bnhd", tma=True, batch=2, heads=1),
+]
+ALL_CASES = GRID_CASES + EXTRA_CASES
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The child process (runs with TRITON_INTERPRET=1)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _make_inputs(case: Case, gen: torch.Generator) -> tuple[object, torch.Tensor, torch.Tensor]:
+    """A builder of fresh (q, k, v) in ``case.layout`` (views that autograd can differentiate), dO, dLSE."""
+    b, h, n, d = case.batch, case.heads, case.n, case.head_dim
+    n_kv = case.n if case.n_kv is None else case.n_kv
+    lengths = (n, n_kv, n_kv)
+    if case.layout == "qkv":
+        assert n_kv == n
+        bases = [torch.randn(b, n, 3, h, d, generator=gen)]  # one fused projection
+
+        def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return tuple(xs[0].permute(2, 0, 3, 1, 4))
+
+    elif case.layout == "bnhd":
+        bases = [torch.randn(b, m, h, d, generator=gen) for m in lengths]
+
+        def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return tuple(x.transpose(1, 2) for x in xs)
+
+    elif case.layout == "strided":
+        bases = [torch.randn(b, h, m, 2 * d, generator=gen) for m in lengths]
+
+        def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return tuple(x[..., ::2] for x in xs)  # last-dim stride 2
+
+    else:
+        bases = [torch.randn(b, h, m, d, generator=gen) for m in lengths]
+
+        def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return tuple(xs)
+
+    low = getattr(torch, case.dtype)
+    bases = [x.to(low) for x in bases]  # inputs are exactly representable in the low precision
+
+    def build(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        return views([x.to(dtype, copy=True).requires_grad_() for x in bases])
+
+    do = torch.randn(b, n, h, d, generator=gen).to(low).transpose(1, 2)
+    dlse = torch.randn(b, h, n, generator=gen)
+    return build, do, dlse
+
+
+def _errors(case: Case, fa: object, reference: object) -> dict[str, list[float]]:
+    gen = torch.Generator().manual_seed(zlib.crc32(case.id.encode()))
+    build, do, dlse = _make_inputs(case, gen)
+    low = getattr(torch, case.dtype)
+
+    def run(fn: object, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        q, k, v = build(dtype)  # type: ignore[operator]
+        o, lse = fn(q, k, v)  # type: ignore[operator]
+        loss = (o * do.to(dtype)).sum()
+        if case.use_lse:
+            loss = loss + (lse * dlse.to(lse.dtype)).sum()
+        dq, dk, dv = torch.autograd.grad(loss, (q, k, v))
+        return {"o": o, "lse": lse, "dq": dq, "dk": dk, "dv": dv}
+
+    def ours(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fa.flash_attention(q, k, v, scale=case.scale, return_lse=True)  # type: ignore[attr-defined]
+
+    def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return reference(q, k, v, scale=case.scale)  # type: ignore[operator]
+
+    fa._tma_override = case.tma  # type: ignore[attr-defined]
+    try:
+        got = run(ours, low)
+    finally:
+        fa._tma_override = None  # type: ignore[attr-defined]
+    plain_low = run(plain, low)
+    exact = run(plain, torch.float64)
+    result = {}
+    for name, ref in exact.items():
+        if name != "lse" and got[name].dtype != low:
+            result[name] = [float("inf"), 0.0]  # a wrong output dtype fails the test
+            continue
+        err = (got[name].double() - ref).abs().max().item()
+        err_plain = (plain_low[name].double() - ref).abs().max().item()
+        tol = 2 * err_plain + FLOOR_REL * ref.abs().max().item() + FLOOR_ABS
+        result[name] = [err, tol, err_plain]
+    return result
+
+
+def _child_main(mode: str) -> None:
+    out: dict[str, object] = {}
+    if mode == "no-interpreter":
+        from pathoflash.kernels import AttentionBackendError, flash_attention
+
+        q = torch.randn(1, 1, 8, 32)
+        try:
+            flash_attention(q, q, q)
+            out["raised"] = None
+        except AttentionBackendError as exc:
+            out["raised"] = type(exc).__name__
+            out["message"] = str(exc)
+    else:
+        from pathoflash.kernels import attention as fa
+        from pathoflash.kernels.reference import attention_reference
+
+        out["interpreted"] = fa._INTERPRETED
+        torch.manual_seed(0)
+        for case in ALL_CASES:
+            start = time.perf_counter()
+            out[case.id] = {
+                "errors": _errors(case, fa, attention_reference),
+                "seconds": time.perf_counter() - start,
+            }
+        x = torch.randn(1, 1, 8, 32, dtype=torch.bfloat16)
+        try:
+            fa.flash_attention(x, x, x)
+            out["bf16_raised"] = None
+        except fa.AttentionBackendError as exc:
+            out["bf16_raised"] = type(exc).__name__
+    print(json.dumps(out))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tests (run in the pytest process)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _run_child(mode: str, interpret: bool) -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    proc = subprocess.run(
+        [sys.executable, __file__, mode], env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S
+    )
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def interpreted_results() -> dict:
+    return _run_child("cases", interpret=True)
+
+
+def test_child_ran_under_the_interpreter(interpreted_results: dict) -> None:
+    assert interpreted_results["interpreted"] is True
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=[c.id for c in ALL_CASES])
+def test_matches_float64_reference(interpreted_results: dict, case: Case) -> None:
+    errors = interpreted_results[case.id]["errors"]
+    assert set(errors) == {"o", "lse", "dq", "dk", "dv"}
+    bad = {name: numbers for name, numbers in errors.items() if not numbers[0] <= numbers[1]}
+    assert not bad, (
+        f"{case.id}: error above tolerance (error, tolerance, plain error): {bad}; case {asdict(case)}"
+    )
+
+
+def test_bfloat16_is_refused_under_the_interpreter(interpreted_results: dict) -> None:
+    assert interpreted_results["bf16_raised"] == "AttentionBackendError"
+
+
+def test_cpu_without_interpreter_raises_a_clear_error() -> None:
+    result = _run_child("no-interpreter", interpret=False)
+    assert result["raised"] == "AttentionBackendError"
+    assert "TRITON_INTERPRET=1" in result["message"]
+
+
+@pytest.mark.parametrize(
+    ("shapes", "dtypes", "kwargs", "fragment"),
+    [
+        (((2, 8, 32),) * 3, (torch.float16,) * 3, {}, "4-D"),
+        (((1, 2, 8, 32),) * 3, (torch.float16, torch.float32, torch.float16), {}, "one dtype"),
+        (((1, 2, 8, 32),) * 3, (torch.int32,) * 3, {}, "dtype"),
+        (((1, 2, 8, 256),) * 3, (torch.float16,) * 3, {}, "head dim"),
+        (((1, 2, 8, 32), (1, 2, 9, 32), (1, 2, 8, 32)), (torch.float16,) * 3, {}, "shapes do not fit"),
+        (((1, 2, 0, 32),) * 3, (torch.float16,) * 3, {}, "empty"),
+        (((1, 2, 8, 32),) * 3, (torch.float16,) * 3, {"scale": -1.0}, "scale"),
+        (((1, 2, 8, 32),) * 3, (torch.float16,) * 3, {"scale": float("nan")}, "scale"),
+    ],
+)
+def test_bad_inputs_are_refused(shapes: tuple, dtypes: tuple, kwargs: dict, fragment: str) -> None:
+    from pathoflash.kernels import AttentionInputError, flash_attention
+
+    q, k, v = (torch.zeros(s, dtype=t) for s, t in zip(shapes, dtypes, strict=True))
+    with pytest.raises(AttentionInputError, match=fragment) as info:
+        flash_attention(q, k, v, **kwargs)
+    assert isinstance(info.value, ValueError)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

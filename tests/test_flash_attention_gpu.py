@@ -1,0 +1,109 @@
+"""GPU tests of ``pathoflash.kernels.flash_attention`` (compiled Triton) at model-sized shapes.
+
+Reference: the plain computation in float32 (true float32 products, no TF32). Tolerance per output: at most
+twice the error of the plain computation in the input's own precision, plus a small floor.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from pathoflash.kernels import attention, flash_attention
+from pathoflash.kernels.reference import attention_reference
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(attention._INTERPRETED, reason="kernels were imported under TRITON_INTERPRET"),
+]
+
+FLOOR_REL = 2e-4
+
+# (B, H, N, D, layout): N = 4097 and 16384 from the issue, plus odd lengths and every tuned head dim.
+SHAPES: list[tuple[int, int, int, int, str]] = [
+    (2, 3, 4097, 64, "qkv"),
+    (1, 2, 16384, 128, "contiguous"),
+    (1, 2, 4097, 80, "qkv"),
+    (2, 2, 1000, 48, "bnhd"),
+    (1, 3, 777, 96, "qkv"),
+    (2, 2, 513, 32, "contiguous"),
+    (1, 1, 1, 64, "contiguous"),
+    (1, 2, 300, 40, "strided"),
+]
+
+
+def _inputs(b: int, h: int, n: int, d: int, layout: str, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    dev = "cuda"
+    if layout == "qkv":
+        return tuple(torch.randn(b, n, 3, h, d, device=dev, dtype=dtype).permute(2, 0, 3, 1, 4))
+    if layout == "bnhd":
+        return tuple(torch.randn(b, n, h, d, device=dev, dtype=dtype).transpose(1, 2) for _ in range(3))
+    if layout == "strided":
+        return tuple(torch.randn(b, h, n, 2 * d, device=dev, dtype=dtype)[..., ::2] for _ in range(3))
+    return tuple(torch.randn(b, h, n, d, device=dev, dtype=dtype) for _ in range(3))
+
+
+def _grads(fn: object, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor) -> dict:
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    o, lse = fn(q, k, v)  # type: ignore[operator]
+    dq, dk, dv = torch.autograd.grad(o, (q, k, v), do.to(o.dtype))
+    return {"o": o, "lse": lse, "dq": dq, "dk": dk, "dv": dv}
+
+
+def _check(b: int, h: int, n: int, d: int, layout: str, dtype: torch.dtype) -> None:
+    q, k, v = _inputs(b, h, n, d, layout, dtype)
+    do = torch.randn(b, n, h, d, device="cuda", dtype=dtype).transpose(1, 2)
+    got = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+    plain = _grads(attention_reference, q, k, v, do)
+    exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
+    for name, ref in exact.items():
+        assert torch.isfinite(got[name]).all(), f"{name}: non-finite values"
+        err = (got[name].float() - ref).abs().max().item()
+        err_plain = (plain[name].float() - ref).abs().max().item()
+        tol = 2 * err_plain + FLOOR_REL * ref.abs().max().item()
+        assert err <= tol, (
+            f"{name}: max error {err:.3e} > tolerance {tol:.3e} (plain {dtype}: {err_plain:.3e})"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _exact_float32() -> object:
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["x".join(map(str, s[:4])) + "-" + s[4] for s in SHAPES])
+def test_matches_float32_reference(shape: tuple[int, int, int, int, str], dtype: torch.dtype) -> None:
+    torch.manual_seed(zlib.crc32(repr(shape).encode()))
+    _check(*shape, dtype)
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 2, 1031, 64, "qkv"), (1, 2, 700, 80, "contiguous")], ids=["d64", "d80"]
+)
+def test_pointer_path_matches_reference(shape: tuple[int, int, int, int, str]) -> None:
+    """The non-TMA path (what Ampere runs) also checked on a Hopper card."""
+    attention._tma_override = False
+    try:
+        _check(*shape, torch.bfloat16)
+    finally:
+        attention._tma_override = None
+
+
+def test_float32_inputs_are_exact() -> None:
+    q, k, v = _inputs(1, 2, 600, 64, "qkv", torch.float32)
+    got = flash_attention(q, k, v)
+    ref, _ = attention_reference(q.double(), k.double(), v.double())
+    assert (got.double() - ref).abs().max().item() < 1e-5
+
+
+def test_output_layout_makes_the_transpose_back_free() -> None:
+    q, k, v = _inputs(2, 4, 256, 64, "qkv", torch.float16)
+    o = flash_attention(q, k, v)
+    assert o.shape == (2, 4, 256, 64)
+    assert o.transpose(1, 2).is_contiguous()
