@@ -12,6 +12,7 @@ import errno
 import logging
 import math
 import os
+import struct
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,17 +101,117 @@ def _open_handle(path: Path) -> Any:
     try:
         return openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
-        suffix = path.suffix.lower()
-        hint = (
-            f"'{suffix}' is not a slide format OpenSlide reads"
-            if suffix and suffix not in SLIDE_SUFFIXES
-            else "not a whole-slide image OpenSlide can read (wrong format or not a slide)"
-        )
-        raise UnsupportedSlideError(hint, path=path) from None
+        raise _unsupported(path) from None
     except openslide.OpenSlideError as exc:
         raise SlideReadError(f"corrupt or truncated slide ({exc})", path=path) from None
     except OSError as exc:  # e.g. the C library failing to read a truncated file
         raise SlideReadError(f"cannot read slide ({exc.strerror or exc})", path=path) from None
+
+
+_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x1f\x8b", "a gzip-compressed file; decompress it first"),
+    (0, b"PK\x03\x04", "a ZIP archive; extract the slide from it first"),
+    (0, b"7z\xbc\xaf", "a 7-Zip archive; extract the slide from it first"),
+    (0, b"\x89PNG", "a PNG image, not a whole-slide image"),
+    (0, b"\xff\xd8\xff", "a JPEG image, not a whole-slide image"),
+    (0, b"GIF8", "a GIF image, not a whole-slide image"),
+    (0, b"BM", "a BMP image, not a whole-slide image"),
+    (0, b"%PDF", "a PDF document, not a whole-slide image"),
+    (128, b"DICM", "a DICOM file OpenSlide cannot read as a whole-slide image (not a WSI instance?)"),
+)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _unsupported(path: Path) -> SlideError:
+    """Why OpenSlide rejected a file, in words: truncated TIFF, not tiled, an archive, a photo …"""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        return SlideReadError(f"cannot read file ({exc.strerror or exc})", path=path)
+    if head[:4] in _TIFF_MAGIC:
+        return _diagnose_tiff(path)
+    for offset, magic, what in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return UnsupportedSlideError(what, path=path)
+    suffix = path.suffix.lower()
+    if suffix and suffix not in SLIDE_SUFFIXES:
+        return UnsupportedSlideError(f"'{suffix}' is not a slide format OpenSlide reads", path=path)
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return UnsupportedSlideError("a text file, not a whole-slide image", path=path)
+    return UnsupportedSlideError("not a whole-slide image in a format OpenSlide reads", path=path)
+
+
+def _tiff_directories_end(path: Path, size: int) -> int:
+    """The byte just past the TIFF's last directory (IFD), following the chain from the header.
+
+    Returns a number larger than ``size`` when a directory lies (partly) beyond the end of the file.
+    """
+    with open(path, "rb") as handle:
+        header = handle.read(16)
+        order = "<" if header[:2] == b"II" else ">"
+        big = header[2:4] in (b"+\x00", b"\x00+")
+        offset = struct.unpack(order + ("Q" if big else "I"), header[8:16] if big else header[4:8])[0]
+        count_fmt, entry_size, next_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
+        end = 0
+        seen: set[int] = set()
+        while offset and offset not in seen and len(seen) < 10_000:
+            seen.add(offset)
+            count_size = struct.calcsize(count_fmt)
+            if offset + count_size > size:
+                return offset + count_size
+            handle.seek(offset)
+            (count,) = struct.unpack(order + count_fmt, handle.read(count_size))
+            next_pos = offset + count_size + count * entry_size
+            next_size = struct.calcsize(next_fmt)
+            if next_pos + next_size > size:
+                return next_pos + next_size
+            handle.seek(next_pos)
+            (offset,) = struct.unpack(order + next_fmt, handle.read(next_size))
+            end = max(end, next_pos + next_size)
+        return end
+
+
+def _diagnose_tiff(path: Path) -> SlideError:
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        directories_end = _tiff_directories_end(path, size)
+    except (OSError, struct.error) as exc:
+        return SlideReadError(f"damaged TIFF header ({exc})", path=path)
+    if directories_end > size:
+        return SlideReadError(
+            f"truncated TIFF: its directory runs to byte {directories_end:,} but the file has {size:,} bytes "
+            "(incomplete copy or download?)",
+            path=path,
+        )
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            end = max(
+                (
+                    int(o) + int(n)
+                    for page in pages
+                    for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
+                ),
+                default=0,
+            )
+            tiled = any(getattr(page, "is_tiled", False) for page in pages)
+    except Exception as exc:  # tifffile raises many types on damaged files; all mean "unreadable TIFF"
+        return SlideReadError(f"damaged or truncated TIFF ({exc})", path=path)
+    if end > size:
+        return SlideReadError(
+            f"truncated TIFF: image data runs to byte {end:,} but the file has {size:,} bytes "
+            "(incomplete copy or download?)",
+            path=path,
+        )
+    if not tiled:
+        return UnsupportedSlideError(
+            "a plain (untiled) TIFF image, not a whole-slide image; OpenSlide reads tiled pyramidal TIFFs",
+            path=path,
+        )
+    return UnsupportedSlideError("a TIFF that OpenSlide does not recognise as a whole-slide image", path=path)
 
 
 def _float_property(props: Mapping[str, str], key: str) -> float | None:
