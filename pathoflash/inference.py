@@ -3,10 +3,10 @@
 The image (``width`` × ``height`` px at the model's mpp) is covered by regions of ``region`` px that overlap by
 ``margin`` px on every side; of each region only the centre (its *core*) is kept, so every heatmap value comes
 from a region in which that patch had at least ``margin`` px of context on each side, except where the image
-itself ends. Regions never hang over the image: near the right/bottom edge the last region is shifted back
-inside (its core grows), and an image smaller than ``region`` on an axis gets regions of the image's size on
-that axis (rounded up to whole patches and padded white). All regions of one plan have the same size, so they
-batch.
+itself ends. Near the right/bottom edge the last region is shifted back inside the image (its core grows)
+rather than hanging over it. Every region has the full ``region`` size, so they batch and the model always sees the
+token grid it was trained on (position embeddings resampled to another grid would shift what a position
+means): an image smaller than a region on an axis, and the partial last patch, are padded white.
 
 The pieces, for a pipeline that drives inference itself::
 
@@ -170,7 +170,7 @@ def plan_regions(
         _log.debug("region/margin rounded to %d/%d px", size_t * patch_size, margin_t * patch_size)
     grid_h, grid_w = math.ceil(height / patch_size), math.ceil(width / patch_size)
     rows, cols = _axis(grid_h, size_t, margin_t), _axis(grid_w, size_t, margin_t)
-    region_h, region_w = min(size_t, grid_h) * patch_size, min(size_t, grid_w) * patch_size
+    region_h = region_w = size_t * patch_size
     regions = tuple(
         Region(
             x=col_origin * patch_size,
@@ -193,7 +193,7 @@ def default_margin(region: int) -> int:
 
 
 def read_region(source: RegionSource, region: Region, *, width: int, height: int) -> np.ndarray:
-    """The region's (height, width, 3) uint8 pixels; the part beyond the image (< one patch) is white."""
+    """The region's (height, width, 3) uint8 pixels; the part beyond the image is white."""
     w = min(region.width, width - region.x)
     h = min(region.height, height - region.y)
     pixels = np.asarray(source.read_region(region.x, region.y, w, h))
