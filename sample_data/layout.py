@@ -1,0 +1,380 @@
+"""The slide-level plan of a synthetic slide, drawn from its seed before any pixel is rendered.
+
+A :class:`SlideLayout` holds everything larger than a tile: the tissue pieces, the tumor regions inside some
+of them (these polygons *are* the ground truth), folds, pen strokes and the stain of this slide. Everything
+smaller (nuclei, glands, fibres) is generated per tile by the renderer from hashes of absolute positions.
+All coordinates are level-0 pixels, x to the right and y down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+from skimage import measure
+
+from .geometry import EdgeSet, Ring, radial_blob, ring_area, smooth_curve
+from .noise import substream
+
+log = logging.getLogger(__name__)
+
+F64 = NDArray[np.float64]
+
+# Reference optical densities (RGB, per unit concentration), before the per-slide jitter.
+_HEMATOXYLIN = (0.644, 0.717, 0.267)
+_EOSIN = (0.12, 0.86, 0.48)
+_INKS = {
+    "blue": (1.45, 0.84, 0.22),
+    "green": (1.25, 0.42, 0.85),
+    "black": (1.55, 1.55, 1.40),
+}
+_MIN_PIECE_FILL = 0.05
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Stain:
+    """Per-slide stain: unit OD vectors of hematoxylin and eosin, their strengths, and the glass colour."""
+
+    hematoxylin: F64  # (3,) unit vector
+    eosin: F64  # (3,) unit vector
+    hematoxylin_scale: float
+    eosin_scale: float
+    background_od: F64  # (3,) optical density of bare glass
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PenStroke:
+    """A marker stroke on the glass: centre line, width and ink."""
+
+    line: F64  # (M, 2) centre line
+    width: float  # px
+    ink_od: F64  # (3,)
+    bbox: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SlideLayout:
+    """Slide-level geometry and stain of one synthetic slide."""
+
+    width: int
+    height: int
+    mpp: float
+    seed: int
+    pieces: tuple[Ring, ...]
+    tumors: tuple[Ring, ...]
+    folds: tuple[Ring, ...]
+    pens: tuple[PenStroke, ...]
+    stain: Stain
+    tissue_edges: EdgeSet
+    tumor_edges: EdgeSet
+    fold_edges: EdgeSet
+    render_salt: int
+
+    @property
+    def tissue_area(self) -> float:
+        return sum(ring_area(r) for r in self.pieces)
+
+    @property
+    def tumor_area(self) -> float:
+        return sum(ring_area(r) for r in self.tumors)
+
+    def touches(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """Whether anything but bare glass may be drawn in the box ``[x0, x1) x [y0, y1)``."""
+        if self.tissue_edges.overlaps(x0, y0, x1, y1):
+            return True
+        for pen in self.pens:
+            bx0, by0, bx1, by1 = pen.bbox
+            if x0 <= bx1 and bx0 < x1 and y0 <= by1 and by0 < y1:
+                return True
+        return False
+
+
+def default_tissue_fraction(width: int, height: int) -> float:
+    """Fraction of the slide covered by tissue when none is asked for.
+
+    Small slides are mostly tissue; beyond ~64 Mpx the tissue area grows only with the slide's side, so a
+    gigapixel slide is mostly glass (as a biopsy on a large scan is) and renders quickly.
+    """
+    area = float(width) * float(height)
+    return float(np.clip(0.45 * math.sqrt(64e6 / area), 0.03, 0.45)) if area > 64e6 else 0.45
+
+
+def make_layout(
+    seed: int,
+    width: int,
+    height: int,
+    mpp: float,
+    *,
+    tissue_fraction: float,
+    tumor: bool = True,
+    folds: bool = True,
+    pen_marks: bool = True,
+) -> SlideLayout:
+    """Draw the slide-level layout of seed ``seed`` for a ``width`` x ``height`` slide at ``mpp`` µm/px."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 0x1A7])
+    pieces = _tissue_pieces(rng, width, height, mpp, tissue_fraction)
+    tissue_edges = EdgeSet.from_rings(pieces)
+    tumors = _tumor_regions(rng, pieces, mpp) if tumor else []
+    fold_rings = _folds(rng, pieces, tissue_edges, mpp) if folds else []
+    pens = _pen_strokes(rng, pieces, tumors, width, height, mpp) if pen_marks else []
+    stain = _stain(rng)
+    layout = SlideLayout(
+        width=width,
+        height=height,
+        mpp=mpp,
+        seed=seed,
+        pieces=tuple(pieces),
+        tumors=tuple(tumors),
+        folds=tuple(fold_rings),
+        pens=tuple(pens),
+        stain=stain,
+        tissue_edges=tissue_edges,
+        tumor_edges=EdgeSet.from_rings(tumors),
+        fold_edges=EdgeSet.from_rings(fold_rings),
+        render_salt=substream(seed, "render"),
+    )
+    log.debug(
+        "layout seed=%d: %d pieces, %d tumor regions (%.1f%% of tissue), %d folds, %d pen strokes",
+        seed,
+        len(pieces),
+        len(tumors),
+        100.0 * layout.tumor_area / max(layout.tissue_area, 1.0),
+        len(fold_rings),
+        len(pens),
+    )
+    return layout
+
+
+def _n_vertices(radius_px: float, mpp: float) -> int:
+    """Enough vertices for ~10 µm edges, bounded."""
+    perimeter_um = 2.0 * math.pi * radius_px * mpp * 1.4
+    return int(np.clip(perimeter_um / 10.0, 96, 6000))
+
+
+def _round(ring: F64) -> Ring:
+    return np.round(ring, 2)
+
+
+def _fit_into(ring: F64, centre: tuple[float, float], box: tuple[float, float, float, float]) -> F64:
+    """Shrink ``ring`` about ``centre`` until it lies inside ``box`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    cx, cy = centre
+    dx = ring[:, 0] - cx
+    dy = ring[:, 1] - cy
+    limits = [1.0]
+    if dx.max() > 0:
+        limits.append((x1 - cx) / dx.max())
+    if dx.min() < 0:
+        limits.append((x0 - cx) / dx.min())
+    if dy.max() > 0:
+        limits.append((y1 - cy) / dy.max())
+    if dy.min() < 0:
+        limits.append((y0 - cy) / dy.min())
+    s = max(0.0, min(limits))
+    return np.stack([cx + dx * s, cy + dy * s], axis=1)
+
+
+def _tissue_pieces(
+    rng: np.random.Generator, width: int, height: int, mpp: float, fraction: float
+) -> list[Ring]:
+    n = 1 if min(width, height) < 1536 else int(rng.integers(2, 6))
+    cols = max(1, min(n, round(math.sqrt(n * width / height))))
+    rows = math.ceil(n / cols)
+    cells = [(c, r) for r in range(rows) for c in range(cols)]
+    chosen = [cells[i] for i in rng.permutation(len(cells))[:n]]
+    cell_w, cell_h = width / cols, height / rows
+    shares = rng.uniform(0.6, 1.4, size=n)
+    shares = shares / shares.sum()
+    pieces: list[Ring] = []
+    for (c, r), share in zip(chosen, shares, strict=True):
+        box = (c * cell_w, r * cell_h, (c + 1) * cell_w, (r + 1) * cell_h)
+        margin_x, margin_y = 0.04 * cell_w, 0.04 * cell_h
+        inner = (box[0] + margin_x, box[1] + margin_y, box[2] - margin_x, box[3] - margin_y)
+        centre = (
+            (box[0] + box[2]) / 2 + rng.uniform(-0.08, 0.08) * cell_w,
+            (box[1] + box[3]) / 2 + rng.uniform(-0.08, 0.08) * cell_h,
+        )
+        target = max(fraction * width * height * share, _MIN_PIECE_FILL * 0.01 * width * height)
+        radius = math.sqrt(target / math.pi)
+        elongation = float(rng.uniform(1.0, 2.6))
+        ring = radial_blob(
+            rng,
+            centre,
+            radius,
+            n_vertices=_n_vertices(radius * math.sqrt(elongation), mpp),
+            roughness=0.32,
+            n_harmonics=64,
+            decay=1.25,
+            elongation=elongation,
+            angle=float(rng.uniform(0, math.pi)),
+        )
+        ring = _fit_into(ring, centre, inner)
+        pieces.append(_round(ring))
+    return pieces
+
+
+def _tumor_regions(rng: np.random.Generator, pieces: list[Ring], mpp: float) -> list[Ring]:
+    """A few irregular tumor regions inside some (not all) pieces, 15-35% of the tissue in total."""
+    n = len(pieces)
+    n_with = 1 if n == 1 else int(rng.integers(1, n))
+    order = rng.permutation(n)[:n_with]
+    areas = np.array([ring_area(p) for p in pieces])
+    budget = float(rng.uniform(0.15, 0.35)) * float(areas.sum())
+    chosen_area = float(areas[order].sum())
+    tumors: list[Ring] = []
+    for idx in order:
+        piece_budget = min(budget * areas[idx] / chosen_area, 0.7 * areas[idx])
+        n_blobs = int(rng.integers(1, 3))
+        tumors += _tumors_in_piece(rng, pieces[idx], piece_budget * rng.dirichlet([3.0] * n_blobs), mpp)
+    return tumors
+
+
+def _tumors_in_piece(rng: np.random.Generator, piece: Ring, targets: F64, mpp: float) -> list[Ring]:
+    """Irregular blobs clipped to the piece (less a margin), traced as polygons from a coarse raster."""
+    x_lo, y_lo = piece.min(axis=0)
+    x_hi, y_hi = piece.max(axis=0)
+    step = max(6.0 / mpp, max(x_hi - x_lo, y_hi - y_lo) / 500.0)
+    cols = math.ceil((x_hi - x_lo) / step) + 2
+    rows = math.ceil((y_hi - y_lo) / step) + 2
+    gx0, gy0 = x_lo - step, y_lo - step
+    inside = EdgeSet.from_rings([piece]).rasterize(gx0, gy0, cols, rows, step)
+    depth = ndimage.distance_transform_edt(inside) * step  # px from the piece's edge
+    free = depth > 30.0 / mpp
+    rings: list[Ring] = []
+    for target in targets:
+        if not free.any():
+            break
+        candidates = np.argwhere(free & (depth >= np.quantile(depth[free], 0.5)))
+        r, c = candidates[int(rng.integers(len(candidates)))]
+        centre = (gx0 + (c + 0.5) * step, gy0 + (r + 0.5) * step)
+        base = radial_blob(
+            rng,
+            (0.0, 0.0),
+            1.0,
+            n_vertices=256,
+            roughness=0.45,
+            n_harmonics=24,
+            decay=1.1,
+            elongation=float(rng.uniform(1.0, 2.2)),
+            angle=float(rng.uniform(0, math.pi)),
+        )
+        radius = math.sqrt(target / math.pi)
+        region = np.zeros_like(free)
+        for _ in range(6):  # grow or shrink until the clipped blob has the wanted area
+            blob = np.stack([centre[0] + base[:, 0] * radius, centre[1] + base[:, 1] * radius], axis=1)
+            region = EdgeSet.from_rings([blob]).rasterize(gx0, gy0, cols, rows, step) & free
+            labels, n_labels = ndimage.label(region)
+            if n_labels > 1:  # keep the piece that holds the centre's side
+                sizes = ndimage.sum_labels(region, labels, index=np.arange(1, n_labels + 1))
+                region = labels == 1 + int(np.argmax(sizes))
+            region = ndimage.binary_fill_holes(region)
+            area = float(region.sum()) * step * step
+            if area <= 0 or abs(area / target - 1.0) < 0.08:
+                break
+            radius *= float(np.clip(math.sqrt(target / area), 0.6, 1.6))
+        if region.sum() < 16:
+            continue
+        contours = measure.find_contours(np.pad(region, 1).astype(np.float32), 0.5)
+        ring_rc = max(contours, key=len)[:-1] - 1.0
+        ring = np.stack([gx0 + (ring_rc[:, 1] + 0.5) * step, gy0 + (ring_rc[:, 0] + 0.5) * step], axis=1)
+        rings.append(_round(_chaikin(ring)))
+        # the next region keeps its distance from this one
+        free &= ndimage.distance_transform_edt(~region) * step > 40.0 / mpp
+    return rings
+
+
+def _chaikin(ring: F64) -> F64:
+    """One round of corner cutting: softens the marching-squares facets of a traced outline."""
+    nxt = np.roll(ring, -1, axis=0)
+    return np.stack([0.75 * ring + 0.25 * nxt, 0.25 * ring + 0.75 * nxt], axis=1).reshape(-1, 2)
+
+
+def _folds(rng: np.random.Generator, pieces: list[Ring], tissue: EdgeSet, mpp: float) -> list[Ring]:
+    n_folds = 1 if len(pieces) < 4 else 2
+    folds: list[Ring] = []
+    for idx in rng.permutation(len(pieces))[:n_folds]:
+        piece = pieces[idx]
+        centre = piece.mean(axis=0)
+        extent = float(np.linalg.norm(piece.max(axis=0) - piece.min(axis=0)))
+        length = extent * rng.uniform(0.35, 0.7)
+        theta = rng.uniform(0, math.pi)
+        direction = np.array([math.cos(theta), math.sin(theta)])
+        normal = np.array([-direction[1], direction[0]])
+        offset = centre + normal * rng.uniform(-0.15, 0.15) * extent
+        t = np.linspace(-0.5, 0.5, 5)
+        control = offset + np.outer(t * length, direction) + np.outer(rng.normal(0, 0.04, 5) * length, normal)
+        line = smooth_curve(control, 160)
+        tangent = np.gradient(line, axis=0)
+        tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+        side = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
+        s = np.linspace(0.0, 1.0, len(line))
+        half_width = rng.uniform(25.0, 70.0) / mpp * np.sin(np.pi * s) ** 0.5
+        ring = np.concatenate([line + side * half_width[:, None], (line - side * half_width[:, None])[::-1]])
+        folds.append(_round(ring))
+    return folds
+
+
+def _pen_strokes(
+    rng: np.random.Generator, pieces: list[Ring], tumors: list[Ring], width: int, height: int, mpp: float
+) -> list[PenStroke]:
+    strokes: list[PenStroke] = []
+    slide_um = min(width, height) * mpp
+    stroke_width = float(np.clip(0.035 * slide_um, 60.0, 350.0)) / mpp
+    ink_names = list(_INKS)
+    ink = _INKS[ink_names[int(rng.choice(len(ink_names), p=[0.55, 0.35, 0.10]))]]
+    # a loop drawn around a tumor (or around part of a piece), as a pathologist marks a region
+    target = tumors[int(rng.integers(len(tumors)))] if tumors else pieces[int(rng.integers(len(pieces)))]
+    centre = target.mean(axis=0)
+    half = (target.max(axis=0) - target.min(axis=0)) / 2
+    radii = half * 1.15 + stroke_width * 1.5
+    start = rng.uniform(0, 2 * math.pi)
+    sweep = rng.uniform(1.55, 1.9) * math.pi
+    phi = start + np.linspace(0, sweep, 9)
+    wobble = 1.0 + rng.normal(0, 0.05, size=phi.size)
+    control = np.stack(
+        [centre[0] + radii[0] * wobble * np.cos(phi), centre[1] + radii[1] * wobble * np.sin(phi)], axis=1
+    )
+    strokes.append(_stroke(smooth_curve(control, 240), stroke_width, ink, width, height))
+    if rng.uniform() < 0.6:
+        # a short tick on the glass next to a piece
+        piece = pieces[int(rng.integers(len(pieces)))]
+        corner = piece.min(axis=0) - stroke_width * rng.uniform(1.0, 3.0)
+        length = rng.uniform(0.05, 0.12) * slide_um / mpp
+        theta = rng.uniform(0, math.pi)
+        end = corner + length * np.array([math.cos(theta), math.sin(theta)])
+        mid = (corner + end) / 2 + rng.normal(0, 0.08 * length, size=2)
+        line = smooth_curve(np.stack([corner, mid, end]), 60)
+        strokes.append(_stroke(line, stroke_width * rng.uniform(0.7, 1.0), ink, width, height))
+    return strokes
+
+
+def _stroke(line: F64, stroke_width: float, ink: tuple[float, float, float], width: int, height: int) -> PenStroke:
+    line = np.round(np.stack([np.clip(line[:, 0], 0, width), np.clip(line[:, 1], 0, height)], axis=1), 2)
+    pad = stroke_width
+    bbox = (
+        float(line[:, 0].min() - pad),
+        float(line[:, 1].min() - pad),
+        float(line[:, 0].max() + pad),
+        float(line[:, 1].max() + pad),
+    )
+    return PenStroke(line=line, width=stroke_width, ink_od=np.array(ink), bbox=bbox)
+
+
+def _stain(rng: np.random.Generator) -> Stain:
+    def unit(v: F64) -> F64:
+        return np.asarray(v / np.linalg.norm(v), dtype=np.float64)
+
+    hema = unit(np.array(_HEMATOXYLIN) + rng.normal(0, 0.03, 3))
+    eosin = unit(np.array(_EOSIN) + rng.normal(0, 0.04, 3))
+    glass = rng.uniform(0.03, 0.065) + rng.normal(0, 0.006, 3)
+    return Stain(
+        hematoxylin=hema,
+        eosin=eosin,
+        hematoxylin_scale=float(rng.uniform(0.85, 1.15)),
+        eosin_scale=float(rng.uniform(0.8, 1.2)),
+        background_od=np.clip(glass, 0.01, None),
+    )

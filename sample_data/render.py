@@ -1,0 +1,378 @@
+"""Render any window of a synthetic H&E slide from its layout.
+
+The image is built the way light passes through a stained section (Beer-Lambert): each pixel gets a
+hematoxylin and an eosin concentration, scaled by the local section thickness (doubled in folds); the
+transmitted light ``255 · exp(-(h·H + e·E + glass))`` is read from a per-slide lookup table, and pen ink
+multiplies in its own transmission. What sets the concentrations:
+
+- stroma: eosin along wavy collagen fibres with pale clefts, sparse spindle-shaped fibroblast nuclei
+  aligned with the fibres, scattered (here and there clustered) small dark lymphocytes;
+- normal glands: a pale lumen ringed by pink epithelium with one row of basal, columnar nuclei;
+- tumor: sheets and nests of crowded, enlarged, pleomorphic, hyperchromatic nuclei with coarse chromatin
+  and nucleoli, amphophilic cytoplasm, thin desmoplastic septa and small irregular lumens.
+
+A window's pixels depend only on the layout and absolute positions, so tiles rendered separately (in any
+order, by any thread) join without seams.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .geometry import polyline_distance
+from .glands import GlandModel, Glands
+from .layout import PenStroke, SlideLayout
+from .noise import F32, F64, fbm, gaussian, smooth_field, substream, uniforms, value_noise
+from .nuclei import Nuclei, cell_grid, draw_nuclei, empty_nuclei
+from .textures import Textures, pretile
+
+U8 = NDArray[np.uint8]
+U32 = NDArray[np.uint32]
+Mask = NDArray[np.bool_]
+
+BACKGROUND_PERIOD = 256  # the glass noise repeats with this period, so blank tiles are all alike
+
+# µm
+_TUMOR_CELL = 10.5  # spacing of tumor nuclei
+_STROMA_CELL = 14.0
+_LYMPH_CELL = 16.0
+_MAX_NUCLEUS = 12.5  # bound on any nucleus's reach from its centre
+_NEST_THRESHOLD = 0.34  # tumor nest field below this is stroma (desmoplastic septa)
+_FOLD_FACTOR = 1.85  # a fold is two layers of section
+
+# concentration lookup table: 1/256 steps, hematoxylin up to 8, eosin up to 4
+_LUT_STEP = 256.0
+_LUT_H = 2048
+_LUT_E = 1024
+
+
+class TileRenderer:
+    """Renders windows of one slide; holds only read-only state, so threads may share it."""
+
+    def __init__(self, layout: SlideLayout) -> None:
+        self.layout = layout
+        self.px_per_um = 1.0 / layout.mpp
+        self.glands = GlandModel(layout)
+        seed = layout.seed
+        names = ("fibre.warp.x", "fibre.warp.y", "fibre.weight", "nest", "thickness", "ink", "lymph.cluster")
+        self._salt = {name: substream(seed, name) for name in names}
+        self._salt_tumor = substream(seed, "nuclei.tumor")
+        self._salt_stroma = substream(seed, "nuclei.stroma")
+        self._salt_lymph = substream(seed, "nuclei.lymph")
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 0x61A55])
+        self.textures = Textures(rng, layout.mpp, BACKGROUND_PERIOD)
+        self._margin = _MAX_NUCLEUS * self.px_per_um + 2.0
+        stain = layout.stain
+        self._lut = _transmission_lut(
+            stain.hematoxylin * stain.hematoxylin_scale, stain.eosin * stain.eosin_scale, stain.background_od
+        )
+        glass_rgb = 255.0 * np.exp(-stain.background_od)
+        glass = np.clip(glass_rgb + self.textures.glass_field() + 0.5, 0, 255).astype(np.uint8)
+        self._glass_rgbx = pretile(_pack(glass))
+
+    # ------------------------------------------------------------------ public
+
+    def background_tile(self, size: int = BACKGROUND_PERIOD) -> U8:
+        """A ``size`` x ``size`` window of bare glass at the origin (every blank tile of the slide)."""
+        return _unpack(self._glass(0, 0, size, size))
+
+    def is_background(self, x0: int, y0: int, width: int, height: int) -> bool:
+        """True when the window is certainly bare glass (then it equals :meth:`background_tile` tiles)."""
+        m = self._margin
+        return not self.layout.touches(x0 - m, y0 - m, x0 + width + m, y0 + height + m)
+
+    def render(self, x0: int, y0: int, width: int, height: int) -> U8:
+        """RGB pixels of the level-0 window at ``(x0, y0)``, shape ``(height, width, 3)``."""
+        m = self._margin
+        glass = self._glass(x0, y0, width, height)
+        if self.layout.tissue_edges.overlaps(x0 - m, y0 - m, x0 + width + m, y0 + height + m):
+            hema, eosin, tissue = self._tissue(x0, y0, width, height)
+            index = (hema * _LUT_STEP + 0.5).astype(np.int32)
+            np.minimum(index, _LUT_H - 1, out=index)
+            e_index = (eosin * _LUT_STEP + 0.5).astype(np.int32)
+            np.minimum(e_index, _LUT_E - 1, out=e_index)
+            index *= _LUT_E
+            index += e_index
+            rgbx = np.where(tissue, np.take(self._lut, index), glass)
+        else:
+            rgbx = glass.copy()
+        for k, pen in enumerate(self.layout.pens):
+            self._apply_ink(rgbx, pen, k, x0, y0)
+        return _unpack(rgbx)
+
+    # ------------------------------------------------------------------ tissue
+
+    def _tissue(self, x0: int, y0: int, w: int, h: int) -> tuple[F32, F32, Mask]:
+        """Hematoxylin and eosin concentrations (thickness and folds applied) and the tissue mask."""
+        layout = self.layout
+        tissue = layout.tissue_edges.rasterize(x0, y0, w, h)
+        tumor: Mask | None = None
+        if layout.tumor_edges.overlaps(x0, y0, x0 + w, y0 + h):
+            tumor = layout.tumor_edges.rasterize(x0, y0, w, h) & tissue
+            if not tumor.any():
+                tumor = None
+
+        fibre = self._fibre(x0, y0, w, h)
+        eosin = 0.12 + 0.62 * fibre
+        hema = 0.05 + 0.05 * fibre
+        if tumor is not None:
+            nest = self._field(self._nest, x0, y0, w, h, 3.0)
+            sheet = tumor & (nest > _NEST_THRESHOLD)
+            grain = self.textures.grain(x0, y0, w, h)
+            eosin = np.where(sheet, 0.22 + 0.16 * grain, np.where(tumor, eosin * 0.85, eosin))
+            hema = np.where(sheet, 0.16 + 0.08 * grain, hema)
+
+        m = self._margin
+        glands = self.glands.near(x0 - m, y0 - m, x0 + w + m, y0 + h + m)
+        if len(glands):
+            lumen, epithelium = self.glands.paint(glands, x0, y0, w, h)
+            grain = self.textures.grain(x0 + 97, y0 + 31, w, h)
+            eosin = np.where(epithelium, 0.30 + 0.1 * grain, eosin)
+            hema = np.where(epithelium, 0.09, hema)
+            eosin = eosin * (1.0 - lumen) + lumen * (0.06 * grain)
+            hema = hema * (1.0 - lumen)
+
+        nuclei = self._nuclei(x0 - m, y0 - m, x0 + w + m, y0 + h + m, glands)
+        if len(nuclei):
+            nuc_hema, cover = draw_nuclei(nuclei, x0, y0, w, h, self.textures.chromatin)
+            hema = hema + nuc_hema
+            eosin = eosin * (1.0 - 0.65 * cover)
+
+        thickness = self._field(self._thickness, x0, y0, w, h, 40.0)
+        if layout.fold_edges.overlaps(x0, y0, x0 + w, y0 + h):
+            folded = layout.fold_edges.rasterize(x0, y0, w, h)
+            thickness = np.where(folded, thickness * _FOLD_FACTOR, thickness)
+        return (hema * thickness).astype(np.float32), (eosin * thickness).astype(np.float32), tissue
+
+    def _field(self, fn: Callable[[F64, F64], F32], x0: int, y0: int, w: int, h: int, step_um: float) -> F32:
+        return smooth_field(fn, x0, y0, w, h, max(1.0, step_um * self.px_per_um))
+
+    def _um(self, x: F64, y: F64) -> tuple[F64, F64]:
+        mpp = self.layout.mpp
+        return x * mpp, y * mpp
+
+    def _fibre(self, x0: int, y0: int, w: int, h: int) -> F32:
+        """Wavy collagen bundles in [0, 1]: three streak orientations, blended and warped smoothly."""
+        warp = self._field(self._fibre_warp, x0, y0, w, h, 6.0)  # (2, h, w)
+        ix = np.rint(warp[0] + (x0 + np.arange(w, dtype=np.float32))[None, :]).astype(np.int64)
+        iy = np.rint(warp[1] + (y0 + np.arange(h, dtype=np.float32))[:, None]).astype(np.int64)
+        streaks = self.textures.fibre_samples(ix, iy)
+        weights = self._field(self._fibre_weights, x0, y0, w, h, 16.0)  # (3, h, w)
+        f = streaks[0] * weights[0] + streaks[1] * weights[1] + streaks[2] * weights[2]
+        return np.clip(0.45 + 0.3 * f, 0.0, 1.0)
+
+    def _fibre_warp(self, x: F64, y: F64) -> F32:
+        """Displacement (px, two channels) that makes the fibres wave."""
+        xu, yu = self._um(x, y)
+        amp = np.float32(28.0 * self.px_per_um)
+        wx = fbm(xu / 70.0, yu / 70.0, self._salt["fibre.warp.x"], 2) - 0.5
+        wy = fbm(xu / 70.0, yu / 70.0, self._salt["fibre.warp.y"], 2) - 0.5
+        return np.stack([wx * amp, wy * amp], axis=-1)
+
+    def _fibre_weights(self, x: F64, y: F64) -> F32:
+        """Blend weights of the three fibre orientations (three channels summing to 1)."""
+        xu, yu = self._um(x, y)
+        w = np.stack(
+            [value_noise(xu / 260.0, yu / 260.0, self._salt["fibre.weight"] + k) ** 4 + 1e-3 for k in range(3)],
+            axis=-1,
+        )
+        return np.asarray(w / w.sum(axis=-1, keepdims=True), dtype=np.float32)
+
+    def _fibre_direction(self, x: F64, y: F64) -> F32:
+        """Dominant fibre direction (radians) at points."""
+        weights = self._fibre_weights(x, y)
+        return np.asarray(self.textures.fibre_angles[np.argmax(weights, axis=-1)], dtype=np.float32)
+
+    def _nest(self, x: F64, y: F64) -> F32:
+        xu, yu = self._um(x, y)
+        return fbm(xu / 60.0, yu / 60.0, self._salt["nest"], 2)
+
+    def _thickness(self, x: F64, y: F64) -> F32:
+        xu, yu = self._um(x, y)
+        return 0.82 + 0.36 * fbm(xu / 500.0, yu / 500.0, self._salt["thickness"], 2)
+
+    # ------------------------------------------------------------------ nuclei
+
+    def _nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Nuclei:
+        parts = [self._tumor_nuclei(x0, y0, x1, y1, glands), *self._stromal_nuclei(x0, y0, x1, y1, glands)]
+        if len(glands):
+            parts.append(self.glands.nuclei(glands))
+        return Nuclei.concat(parts)
+
+    def _regions(self, cx: F64, cy: F64, glands: Glands) -> tuple[Mask, Mask, Mask, Mask]:
+        """For points: (in tissue, in a tumor sheet, in a lumen, in a normal gland)."""
+        layout = self.layout
+        tissue = layout.tissue_edges.contains(cx, cy)
+        sheet = layout.tumor_edges.contains(cx, cy) & tissue
+        if sheet.any():
+            sheet[sheet] = self._nest(cx[sheet], cy[sheet]) > _NEST_THRESHOLD
+        lumen, gland = self.glands.classify(glands, cx, cy)
+        return tissue, sheet, lumen, gland
+
+    def _tumor_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Nuclei:
+        """Crowded, enlarged, pleomorphic, hyperchromatic nuclei with coarse chromatin and nucleoli."""
+        if not self.layout.tumor_edges.overlaps(x0, y0, x1, y1):
+            return empty_nuclei()
+        px = self.px_per_um
+        cell = _TUMOR_CELL * px
+        ii, jj = cell_grid(x0, y0, x1, y1, cell)
+        u = uniforms(self._salt_tumor, 18, ii, jj)
+        cx = (ii + 0.5 + (u[1] - 0.5) * 0.75) * cell
+        cy = (jj + 0.5 + (u[2] - 0.5) * 0.75) * cell
+        _, sheet, lumen, _ = self._regions(cx, cy, glands)
+        keep = (u[0] < 0.93) & sheet & ~lumen
+        u, cx, cy = u[:, keep], cx[keep], cy[keep]
+        radius = np.clip(4.4 * np.exp(0.22 * gaussian(u[3], u[4])), 2.9, 8.5) * px
+        aspect = np.sqrt(1.0 + 0.75 * u[5] ** 1.5)
+        dark = u[6] < 0.04  # the odd mitosis or smudged, very hyperchromatic nucleus
+        nuclei = Nuclei.build(
+            cx,
+            cy,
+            radius * aspect,
+            radius / aspect,
+            u[7] * math.pi,
+            np.where(dark, 2.5, 1.3 + 0.6 * u[8]),
+            harm2=0.16 * u[9],
+            phase2=2 * math.pi * u[10],
+            harm3=0.11 * u[11],
+            phase3=2 * math.pi * u[12],
+            rim=0.3 + 0.3 * u[13],
+            chromatin=np.where(dark, 0.2, 0.55 + 0.35 * u[14]),
+        )
+        has = (u[15] < 0.55) & ~dark  # a nucleolus: one small dark dot
+        off_r = 0.35 * radius * u[16]
+        off_t = 2 * math.pi * u[17]
+        r_n = (0.55 + 0.45 * u[15] / 0.55) * px
+        nucleoli = Nuclei.build(
+            (cx + off_r * np.cos(off_t))[has],
+            (cy + off_r * np.sin(off_t))[has],
+            r_n[has],
+            r_n[has],
+            0.0,
+            0.9,
+        )
+        return Nuclei.concat([nuclei, nucleoli])
+
+    def _stromal_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> list[Nuclei]:
+        """Spindle fibroblast nuclei along the fibres, and lymphocytes (sparse, sometimes clustered)."""
+        px = self.px_per_um
+        out = []
+        cell = _STROMA_CELL * px
+        ii, jj = cell_grid(x0, y0, x1, y1, cell)
+        u = uniforms(self._salt_stroma, 12, ii, jj)
+        present = u[0] < 0.3
+        u = u[:, present]
+        cx = (ii[present] + u[1]) * cell
+        cy = (jj[present] + u[2]) * cell
+        tissue, sheet, lumen, gland = self._regions(cx, cy, glands)
+        keep = tissue & ~sheet & ~lumen & ~gland
+        u, cx, cy = u[:, keep], cx[keep], cy[keep]
+        if cx.size:
+            out.append(
+                Nuclei.build(
+                    cx,
+                    cy,
+                    (4.5 + 3.0 * u[3]) * px,
+                    (1.0 + 0.6 * u[4]) * px,
+                    self._fibre_direction(cx, cy) + 0.25 * gaussian(u[5], u[6]),
+                    0.9 + 0.35 * u[7],
+                    harm2=0.08 * u[8],
+                    phase2=2 * math.pi * u[9],
+                    harm3=0.06 * u[10],
+                    phase3=2 * math.pi * u[11],
+                    rim=0.1,
+                    chromatin=0.3,
+                )
+            )
+        cell = _LYMPH_CELL * px
+        ii, jj = cell_grid(x0, y0, x1, y1, cell)
+        u = uniforms(self._salt_lymph, 9, ii, jj)
+        cx = (ii + u[1]) * cell
+        cy = (jj + u[2]) * cell
+        xu, yu = self._um(cx, cy)
+        cluster = fbm(xu / 160.0, yu / 160.0, self._salt["lymph.cluster"], 2)
+        present = u[0] < 0.03 + 0.9 * np.clip((cluster - 0.62) / 0.15, 0.0, 1.0)
+        u, cx, cy = u[:, present], cx[present], cy[present]
+        tissue, sheet, lumen, gland = self._regions(cx, cy, glands)
+        keep = tissue & ~lumen & ~gland & (~sheet | (u[3] < 0.15))
+        u, cx, cy = u[:, keep], cx[keep], cy[keep]
+        if cx.size:
+            r = (2.6 + 0.8 * u[4]) * px
+            out.append(
+                Nuclei.build(
+                    cx,
+                    cy,
+                    r * 1.06,
+                    r / 1.06,
+                    math.pi * u[5],
+                    1.7 + 0.3 * u[6],
+                    harm2=0.05 * u[7],
+                    phase2=2 * math.pi * u[8],
+                    rim=0.1,
+                    chromatin=0.15,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ glass, ink
+
+    def _glass(self, x0: int, y0: int, w: int, h: int) -> U32:
+        return self.textures.window(self._glass_rgbx, BACKGROUND_PERIOD, x0, y0, w, h)
+
+    def _apply_ink(self, rgbx: U32, pen: PenStroke, k: int, x0: int, y0: int) -> None:
+        """Multiply in the transmission of a marker stroke, where it crosses the window."""
+        h, w = rgbx.shape
+        x1, y1 = x0 + w, y0 + h
+        bx0, by0, bx1, by1 = pen.bbox
+        if not (x0 <= bx1 and bx0 < x1 and y0 <= by1 and by0 < y1):
+            return
+        line = pen.line
+        near = np.flatnonzero(
+            (line[:, 0] > x0 - pen.width)
+            & (line[:, 0] < x1 + pen.width)
+            & (line[:, 1] > y0 - pen.width)
+            & (line[:, 1] < y1 + pen.width)
+        )
+        if near.size == 0:
+            return
+        part = line[max(0, near[0] - 1) : min(len(line), near[-1] + 2)]
+        half = pen.width / 2
+        edge = 4.0 * self.px_per_um
+        salt = self._salt["ink"] + k
+
+        def coverage(x: F64, y: F64) -> F32:
+            d = polyline_distance(x, y, part)
+            xu, yu = self._um(x, y)
+            streak = fbm(xu / 40.0, yu / 40.0, salt, 3)
+            return np.asarray(np.clip((half - d) / edge, 0.0, 1.0) * (0.45 + 0.55 * streak), dtype=np.float32)
+
+        ink = self._field(coverage, x0, y0, w, h, 2.0)
+        inked = ink > 0.0
+        if inked.any():
+            transmission = np.exp(-ink[inked][:, None] * pen.ink_od.astype(np.float32))
+            under = _unpack(rgbx[inked])
+            rgbx[inked] = _pack(np.clip(under * transmission + 0.5, 0, 255).astype(np.uint8))
+
+
+def _pack(rgb: U8) -> U32:
+    """``(..., 3)`` uint8 RGB → ``(...)`` uint32 holding R, G, B, 0 bytes in memory order."""
+    rgbx = np.zeros((*rgb.shape[:-1], 4), dtype=np.uint8)
+    rgbx[..., :3] = rgb
+    return rgbx.view(np.uint32)[..., 0]
+
+
+def _unpack(rgbx: U32) -> U8:
+    """Inverse of :func:`_pack`, contiguous ``(..., 3)`` uint8."""
+    return np.ascontiguousarray(np.ascontiguousarray(rgbx).view(np.uint8).reshape(*rgbx.shape, 4)[..., :3])
+
+
+def _transmission_lut(hema: F64, eosin: F64, glass_od: F64) -> U32:
+    """Packed RGB for every quantised (hematoxylin, eosin) concentration pair, ``(_LUT_H * _LUT_E,)``."""
+    h = (np.arange(_LUT_H, dtype=np.float32) / _LUT_STEP)[:, None, None]
+    e = (np.arange(_LUT_E, dtype=np.float32) / _LUT_STEP)[None, :, None]
+    od = h * hema.astype(np.float32) + e * eosin.astype(np.float32) + glass_od.astype(np.float32)
+    return _pack(np.clip(255.0 * np.exp(-od) + 0.5, 0, 255).astype(np.uint8)).ravel()

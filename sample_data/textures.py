@@ -1,0 +1,93 @@
+"""Periodic fine-scale textures of one slide, made once and then read by slicing or gathering.
+
+Micron-scale texture (chromatin granules, cytoplasmic grain, glass noise, collagen streaks) is far too
+fine to evaluate procedurally per pixel at speed, and too fine for its periodicity to show: each is a
+seamless periodic random field built in the Fourier domain, indexed by absolute pixel position modulo
+its period, so neighbouring tiles agree. Collagen comes in a few orientations, blended and warped by
+the renderer so that fibres wave and turn across the slide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+F32 = NDArray[np.float32]
+
+_WINDOW = 1024 + 256  # windows up to this size are plain slices of a pre-tiled copy
+
+
+def _periodic_field(
+    rng: np.random.Generator, period: int, sigma_along: float, sigma_across: float, angle: float
+) -> F32:
+    """A zero-mean, unit-variance periodic Gaussian random field with an (anisotropic) Gaussian spectrum."""
+    freq = np.fft.fftfreq(period)
+    fy, fx = np.meshgrid(freq, freq, indexing="ij")
+    c, s = math.cos(angle), math.sin(angle)
+    f_along = fx * c + fy * s
+    f_across = fy * c - fx * s
+    transfer = np.exp(-2.0 * math.pi**2 * ((sigma_along * f_along) ** 2 + (sigma_across * f_across) ** 2))
+    white = rng.normal(size=(period, period))
+    field = np.fft.ifft2(np.fft.fft2(white) * transfer).real
+    field -= field.mean()
+    field /= field.std() + 1e-12
+    return field.astype(np.float32)
+
+
+def pretile(field: NDArray[np.generic], extra: int = _WINDOW) -> NDArray[np.generic]:
+    """The periodic ``field`` repeated to ``period + extra`` on a side, so any window is a slice."""
+    period = field.shape[0]
+    reps = 1 + math.ceil(extra / period)
+    tiled = np.tile(field, (reps, reps) + (1,) * (field.ndim - 2))
+    return np.ascontiguousarray(tiled[: period + extra, : period + extra])
+
+
+class Textures:
+    """The periodic textures of one slide at ``mpp`` µm/px."""
+
+    def __init__(self, rng: np.random.Generator, mpp: float, glass_period: int) -> None:
+        px = 1.0 / mpp
+        self.glass_period = glass_period
+        self.fine_period = 256
+        self.fibre_period = 1024 if px > 2.5 else 512
+        self._glass_noise = rng.normal(0.0, 1.1, size=(glass_period, glass_period, 3)).astype(np.float32)
+        chromatin = _periodic_field(rng, self.fine_period, 0.45 * px, 0.45 * px, 0.0)
+        grain = _periodic_field(rng, self.fine_period, 1.2 * px, 1.2 * px, 0.0)
+        self._chromatin = pretile(0.5 + 0.22 * chromatin)
+        self._grain = pretile(0.5 + 0.2 * grain)
+        base_angle = rng.uniform(0, math.pi)
+        self.fibre_angles = base_angle + np.arange(3) * (math.pi / 3)
+        fibres = [
+            _periodic_field(rng, self.fibre_period, 9.0 * px, 0.9 * px, float(a)) for a in self.fibre_angles
+        ]
+        self.fibres = [f.ravel() for f in fibres]
+
+    @staticmethod
+    def window(tiled: NDArray[np.generic], period: int, x0: int, y0: int, w: int, h: int) -> NDArray[np.generic]:
+        """The ``(h, w, …)`` window at ``(x0, y0)`` of a :func:`pretile`-d periodic field (a view if small)."""
+        ry, rx = y0 % period, x0 % period
+        if w <= _WINDOW and h <= _WINDOW:
+            return tiled[ry : ry + h, rx : rx + w]
+        rows = (y0 + np.arange(h)) % period
+        cols = (x0 + np.arange(w)) % period
+        return tiled[rows[:, None], cols[None, :]]
+
+    def glass_field(self) -> F32:
+        """Scanner noise on the glass: one period, ``(P, P, 3)``, zero-mean, in 8-bit levels."""
+        return self._glass_noise
+
+    def chromatin(self, x0: int, y0: int, w: int, h: int) -> F32:
+        """Granular nuclear texture around 0.5 (h, w)."""
+        return self.window(self._chromatin, self.fine_period, x0, y0, w, h)
+
+    def grain(self, x0: int, y0: int, w: int, h: int) -> F32:
+        """Cytoplasmic grain around 0.5 (h, w)."""
+        return self.window(self._grain, self.fine_period, x0, y0, w, h)
+
+    def fibre_samples(self, x: NDArray[np.int64], y: NDArray[np.int64]) -> list[F32]:
+        """The collagen streaks of each orientation at integer positions (any shape)."""
+        mask = self.fibre_period - 1
+        idx = (y & mask) * self.fibre_period + (x & mask)
+        return [np.take(f, idx) for f in self.fibres]
