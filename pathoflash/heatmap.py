@@ -52,9 +52,12 @@ class Heatmap:
         slide_dimensions: level-0 ``(width, height)`` of the slide.
         slide_mpp: level-0 µm/px ``(x, y)`` of the slide.
         origin: level-0 ``(x, y)`` of the heatmap's top-left corner (usually ``(0, 0)``).
-        tissue_mask: optional bool ``(h, w)`` tissue mask of the whole slide (top-left at level-0 ``(0, 0)``).
+        tissue_mask: optional bool ``(h, w)`` tissue mask of the whole slide, top-left at level-0 ``(0, 0)``
+            (from a :class:`~pathoflash.tissue.TissueMask` ``tm``: ``tissue_mask=tm.mask, tissue_mask_mpp=tm.mpp``).
         tissue_mask_mpp: µm per tissue-mask pixel; required with ``tissue_mask``.
         model_id: name/version/hash of the model that made the heatmap, for provenance.
+        scale: level-0 pixels per heatmap pixel ``(x, y)`` when it is not exactly ``mpp / slide_mpp``
+            (e.g. ``16 × TileGrid.scale`` for a grid snapped to a whole-number reduction).
     """
 
     probabilities: np.ndarray
@@ -65,6 +68,7 @@ class Heatmap:
     tissue_mask: np.ndarray | None = None
     tissue_mask_mpp: float | None = None
     model_id: str | None = None
+    scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         probabilities = np.asarray(self.probabilities)
@@ -96,6 +100,8 @@ class Heatmap:
         if not (math.isfinite(ox) and math.isfinite(oy)):
             raise ValueError(f"origin must be finite, got {self.origin!r}")
         object.__setattr__(self, "origin", (ox, oy))
+        if self.scale is not None:
+            object.__setattr__(self, "scale", _pair(self.scale, "scale"))
         if self.tissue_mask is not None:
             mask = np.asarray(self.tissue_mask, dtype=bool)
             if mask.ndim != 2:
@@ -114,7 +120,9 @@ class Heatmap:
 
     @property
     def pixel_size(self) -> tuple[float, float]:
-        """Size of one heatmap pixel in level-0 pixels ``(x, y)``."""
+        """Size of one heatmap pixel in level-0 pixels ``(x, y)``: ``scale``, or ``mpp / slide_mpp``."""
+        if self.scale is not None:
+            return self.scale
         return self.mpp / self.slide_mpp[0], self.mpp / self.slide_mpp[1]
 
     @property

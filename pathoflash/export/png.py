@@ -129,12 +129,12 @@ def _draw_colour_bar(
     if bar_bottom - bar_top < 20:
         return
     lut = viridis_lut()
-    span = bar_bottom - bar_top
-    for i in range(span + 1):
-        p = 1.0 - i / span
-        r, g, b = (int(v) for v in lut[round(p * 255)])
-        draw.line([bar_left, bar_top + i, bar_left + bar_w - 1, bar_top + i], fill=(r, g, b, 255))
     draw.rectangle([bar_left, bar_top, bar_left + bar_w - 1, bar_bottom], outline=(*_TEXT, 255))
+    inner_top, inner_bottom = bar_top + 1, bar_bottom - 1  # the gradient fills the outline, 1 at the top
+    span = inner_bottom - inner_top
+    for i in range(span + 1):
+        r, g, b = (int(v) for v in lut[round((1.0 - i / span) * 255)])
+        draw.line([bar_left + 1, inner_top + i, bar_left + bar_w - 2, inner_top + i], fill=(r, g, b, 255))
     for value, label in ((1.0, "1"), (0.5, "0.5"), (0.0, "0")):
         y = round(bar_top + (1.0 - value) * span)
         draw.line([bar_left + bar_w, y, bar_left + bar_w + 5, y], fill=(*_TEXT, 255))

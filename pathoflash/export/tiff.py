@@ -13,7 +13,7 @@ a coarser base over the same physical extent instead (declared mpp = extent / si
 
 Nothing full-size is ever built: each tile is sampled from the small heatmap (nearest neighbour where the
 level is finer than the heatmap, block averages where it is coarser) and encoded on the fly; tiles without
-any heatmap data reuse one pre-encoded blank tile. No-data pixels are white, like slide background.
+any heatmap data all point at one shared encoded blank tile. No-data pixels are white, like slide background.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def _tile_span(index: np.ndarray) -> tuple[int, int]:
 
 
 class _LevelTiles:
-    """Samples and encodes the tiles of one level; tiles over no heatmap data reuse one blank tile."""
+    """Samples and encodes the tiles of one level; tiles over no heatmap data come out empty (``b""``)."""
 
-    def __init__(self, heatmap: Heatmap, level: TiffLevel, tile_size: int, blank: bytes) -> None:
+    def __init__(self, heatmap: Heatmap, level: TiffLevel, tile_size: int) -> None:
         hm_px = heatmap.pixel_size
         ky, kx = reduction_factors(level.pixel_size, hm_px)
         probabilities = nanmean_reduce(heatmap.probabilities, ky, kx)
@@ -137,7 +137,6 @@ class _LevelTiles:
         )
         self.tile_has_data = (counts > 0) & (r_hi >= r_lo)[:, None] & (c_hi >= c_lo)[None, :]
         self.tile_size = t
-        self.blank = blank
         self.fill = np.asarray(NO_DATA_RGB, dtype=np.uint8)
 
     def encode(self, ij: tuple[int, int]) -> bytes:
@@ -151,11 +150,40 @@ class _LevelTiles:
         pending: list[bytes | Future[bytes]] = []
         for i in range(self.n_rows):
             for j in range(self.n_cols):
-                pending.append(pool.submit(self.encode, (i, j)) if self.tile_has_data[i, j] else self.blank)
+                # Blank tiles are written empty here and pointed at one shared blank tile afterwards.
+                pending.append(pool.submit(self.encode, (i, j)) if self.tile_has_data[i, j] else b"")
                 if len(pending) >= _BATCH:
                     yield from (p if isinstance(p, bytes) else p.result() for p in pending)
                     pending = []
         yield from (p if isinstance(p, bytes) else p.result() for p in pending)
+
+
+def _share_blank_tile(path: Path, blank: bytes) -> None:
+    """Append one encoded blank tile and point every empty tile of every level at it.
+
+    A slide is mostly background; storing its blank tile once instead of tens of thousands of times keeps the
+    file small. Several tile offsets sharing one data block is plain TIFF (libtiff reads by offset and count).
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        handle = tif.filehandle
+        handle.seek(0, os.SEEK_END)
+        offset = handle.tell()
+        if offset % 2:  # TIFF data should start on a word boundary
+            handle.write(b"\0")
+            offset += 1
+        handle.write(blank)
+        for page in tif.pages:
+            counts = np.asarray(page.databytecounts, dtype=np.int64)
+            empty = counts == 0
+            if not empty.any():
+                continue
+            offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+            offsets[empty] = offset
+            counts[empty] = len(blank)
+            page.tags["TileOffsets"].overwrite(offsets.tolist())
+            page.tags["TileByteCounts"].overwrite(counts.tolist())
 
 
 def write_tiff(
@@ -182,31 +210,31 @@ def write_tiff(
         f"PathoFlash tumor heatmap; model={heatmap.model_id or 'unknown'}; "
         f"heatmap_mpp={heatmap.mpp:g}; colormap=viridis; white=no data"
     )
-    with (
-        atomic_path(path) as tmp,
-        ThreadPoolExecutor(workers) as pool,
-        tifffile.TiffWriter(tmp, bigtiff=raw_bytes > _BIGTIFF_BYTES) as tif,
-    ):
-        for index, level in enumerate(levels):
-            # µm per level pixel → pixels per centimetre.
-            mpp_x = heatmap.slide_mpp[0] * level.pixel_size[0]
-            mpp_y = heatmap.slide_mpp[1] * level.pixel_size[1]
-            tiles = _LevelTiles(heatmap, level, tile_size, blank)
-            tif.write(
-                tiles.encoded(pool),
-                shape=(level.height, level.width, 3),
-                dtype=np.uint8,
-                photometric="rgb",
-                planarconfig="contig",
-                tile=(tile_size, tile_size),
-                compression="adobe_deflate",
-                resolution=(1e4 / mpp_x, 1e4 / mpp_y),
-                resolutionunit="CENTIMETER",
-                subfiletype=0 if index == 0 else 1,
-                description=description if index == 0 else None,
-                metadata=None,
-                software="pathoflash",
-            )
+    with atomic_path(path) as tmp:
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tifffile.TiffWriter(tmp, bigtiff=raw_bytes > _BIGTIFF_BYTES) as tif,
+        ):
+            for index, level in enumerate(levels):
+                # µm per level pixel → pixels per centimetre.
+                mpp_x = heatmap.slide_mpp[0] * level.pixel_size[0]
+                mpp_y = heatmap.slide_mpp[1] * level.pixel_size[1]
+                tif.write(
+                    _LevelTiles(heatmap, level, tile_size).encoded(pool),
+                    shape=(level.height, level.width, 3),
+                    dtype=np.uint8,
+                    photometric="rgb",
+                    planarconfig="contig",
+                    tile=(tile_size, tile_size),
+                    compression="adobe_deflate",
+                    resolution=(1e4 / mpp_x, 1e4 / mpp_y),
+                    resolutionunit="CENTIMETER",
+                    subfiletype=0 if index == 0 else 1,
+                    description=description if index == 0 else None,
+                    metadata=None,
+                    software="pathoflash",
+                )
+        _share_blank_tile(tmp, blank)  # after the writer has closed the file
     log.info("wrote %s: %d levels, level 0 %dx%d", path, len(levels), base[0], base[1])
     return Path(path)
 

@@ -1,7 +1,7 @@
 """The heatmap as an array in a Zarr v3 group (e.g. the slide's ``tiles.zarr``), geometry in its attrs.
 
 Attrs of the ``heatmap`` array: ``mpp`` (µm per pixel), ``origin`` (level-0 x, y of the top-left),
-``slide_dimensions``, ``slide_mpp``, ``model_id``, ``kind = "pathoflash.heatmap"``. NaN (the fill value)
+``slide_dimensions``, ``slide_mpp``, ``model_id``, ``scale`` (level-0 px per pixel, or null), ``kind = "pathoflash.heatmap"``. NaN (the fill value)
 marks pixels without a probability. A tissue mask, when the heatmap has one, is stored next to it as
 ``<name>_tissue_mask`` with its own ``mpp`` attr.
 """
@@ -55,6 +55,7 @@ def write_zarr(heatmap: Heatmap, store: PathLike | zarr.Group, *, name: str = "h
             "slide_dimensions": list(heatmap.slide_dimensions),
             "slide_mpp": list(heatmap.slide_mpp),
             "model_id": heatmap.model_id,
+            "scale": None if heatmap.scale is None else list(heatmap.scale),
         }
     )
     mask_name = f"{name}_tissue_mask"
@@ -110,6 +111,7 @@ def read_zarr(store: PathLike | zarr.Group, *, name: str = "heatmap") -> Heatmap
         model_id=attrs.get("model_id"),  # type: ignore[arg-type]
         tissue_mask=mask,
         tissue_mask_mpp=mask_mpp,
+        scale=None if attrs.get("scale") is None else tuple(attrs["scale"]),  # type: ignore[arg-type]
     )
 
 

@@ -1,0 +1,205 @@
+"""``viewer.html``: one self-contained file (no network, works from ``file://``) to pan and zoom over the slide
+with the heatmap on top, with opacity and threshold sliders and the probability under the pointer.
+
+What is embedded, as a JSON block the script reads:
+
+* the slide as a small JPEG pyramid — the given thumbnail and its 2× reductions down to an overview — cut
+  into 512-px tiles as ``data:`` URIs (blank white tiles are left out). Levels are added from coarse to fine
+  while they fit the byte budget (``max_bytes``, default 15 MB), so a huge slide loses its finest level
+  rather than making a file nobody can open;
+* the heatmap as one byte per pixel (``round(p · 254)``, 255 = no tissue), zlib-compressed and base64'd,
+  inflated in the browser with ``DecompressionStream``;
+* the colour map table, so the browser colours exactly like the PNG and TIFF.
+
+The page script (``viewer.js``) and template (``viewer.html``) ship as package data next to this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import zlib
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..resample import resample
+from .atomic import atomic_path
+from .colormap import viridis_lut
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..heatmap import Heatmap, PathLike
+
+log = logging.getLogger(__name__)
+
+VIEWER_TILE = 512
+OVERVIEW_MAX_SIDE = 1024
+JPEG_QUALITY = 80
+MAX_BYTES = 15_000_000
+_NO_DATA = 255
+_LEVELS = 254
+_BLANK_MIN = 250  # a tile whose every sample is at least this is background: not embedded
+
+
+def heatmap_bytes(heatmap: Heatmap) -> bytes:
+    """One byte per heatmap pixel: ``round(p · 254)`` on tissue, 255 elsewhere (row-major)."""
+    tissue = heatmap.tissue()
+    q = np.full(heatmap.shape, _NO_DATA, dtype=np.uint8)
+    q[tissue] = np.rint(heatmap.probabilities[tissue] * _LEVELS).astype(np.uint8)
+    return q.tobytes()
+
+
+def _encode_tile(tile: np.ndarray) -> str | None:
+    from PIL import Image
+
+    if tile.min() >= _BLANK_MIN:
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(tile).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _level(image: np.ndarray, px: tuple[float, float]) -> dict[str, Any]:
+    height, width = image.shape[:2]
+    t = VIEWER_TILE
+    rows, cols = math.ceil(height / t), math.ceil(width / t)
+    tiles = [
+        _encode_tile(np.ascontiguousarray(image[r * t : (r + 1) * t, c * t : (c + 1) * t]))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "px": list(px),
+        "tile": t,
+        "rows": rows,
+        "cols": cols,
+        "tiles": tiles,
+    }
+
+
+def _level_bytes(level: dict[str, Any]) -> int:
+    return sum(len(uri) for uri in level["tiles"] if uri)
+
+
+def slide_pyramid(
+    heatmap: Heatmap, thumbnail: np.ndarray, thumbnail_mpp: tuple[float, float], budget: int
+) -> list[dict[str, Any]]:
+    """JPEG-tiled levels, finest first, from ``thumbnail`` (``thumbnail_mpp`` µm/px) down to an overview.
+
+    Levels are encoded from coarse to fine and the finer ones dropped once ``budget`` bytes would be exceeded
+    (the overview is always kept).
+    """
+    base_px = (thumbnail_mpp[0] / heatmap.slide_mpp[0], thumbnail_mpp[1] / heatmap.slide_mpp[1])
+    images = [(thumbnail, base_px)]
+    while max(images[-1][0].shape[:2]) > OVERVIEW_MAX_SIDE:
+        previous, (px, py) = images[-1]
+        h, w = previous.shape[:2]
+        size = (max(1, w // 2), max(1, h // 2))
+        # Each reduced pixel covers the same slide area as 2×2 of the previous level (the odd edge is cut).
+        images.append((resample(previous[: size[1] * 2, : size[0] * 2], size), (px * 2, py * 2)))
+    levels: list[dict[str, Any]] = []
+    used = 0
+    for image, px in reversed(images):  # coarse → fine
+        level = _level(image, px)
+        size = _level_bytes(level)
+        if levels and used + size > budget:
+            log.warning(
+                "viewer: leaving out the %dx%d slide level (%.1f MB) to stay within %.1f MB",
+                image.shape[1], image.shape[0], size / 1e6, budget / 1e6,
+            )  # fmt: skip
+            break
+        levels.append(level)
+        used += size
+    return levels[::-1]
+
+
+def viewer_data(
+    heatmap: Heatmap,
+    thumbnail: np.ndarray,
+    *,
+    thumbnail_mpp: tuple[float, float],
+    threshold: float = 0.5,
+    opacity: float = 0.5,
+    max_bytes: int = MAX_BYTES,
+) -> dict[str, Any]:
+    """Everything the page script needs, JSON-ready."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    packed = base64.b64encode(zlib.compress(heatmap_bytes(heatmap), 9)).decode("ascii")
+    budget = max(0, max_bytes - len(packed) - 200_000)  # the rest of the page is well under 200 kB
+    rows, cols = heatmap.shape
+    return {
+        "format": "pathoflash.viewer/1",
+        "model_id": heatmap.model_id,
+        "threshold": threshold,
+        "opacity": opacity,
+        "slide": {
+            "width": heatmap.slide_dimensions[0],
+            "height": heatmap.slide_dimensions[1],
+            "mpp": list(heatmap.slide_mpp),
+        },
+        "levels": slide_pyramid(heatmap, thumbnail, thumbnail_mpp, budget),
+        "heatmap": {
+            "rows": rows,
+            "cols": cols,
+            "origin": list(heatmap.origin),
+            "px": list(heatmap.pixel_size),
+            "mpp": heatmap.mpp,
+            "encoding": "zlib-base64-uint8",
+            "data": packed,
+        },
+        "lut": viridis_lut().tolist(),
+    }
+
+
+def render_html(data: dict[str, Any], title: str) -> str:
+    """Fill the template: title (escaped), script, and the JSON (with ``<`` escaped so it cannot end the tag)."""
+    package = resources.files(__package__)
+    template = (package / "viewer.html").read_text(encoding="utf-8")
+    script = (package / "viewer.js").read_text(encoding="utf-8")
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    page = template.replace("__PF_TITLE__", html.escape(title)).replace("/*__PF_SCRIPT__*/", script)
+    return page.replace("__PF_DATA__", payload)
+
+
+def write_viewer(
+    heatmap: Heatmap,
+    path: PathLike,
+    thumbnail: np.ndarray,
+    *,
+    thumbnail_mpp: tuple[float, float] | None,
+    threshold: float = 0.5,
+    opacity: float = 0.5,
+    title: str | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Path:
+    """Write ``viewer.html`` atomically."""
+    if thumbnail_mpp is None:
+        raise ValueError("thumbnail_mpp is required")
+    data = viewer_data(
+        heatmap,
+        thumbnail,
+        thumbnail_mpp=thumbnail_mpp,
+        threshold=threshold,
+        opacity=opacity,
+        max_bytes=max_bytes,
+    )
+    name = title or f"Tumor heatmap{f' — {heatmap.model_id}' if heatmap.model_id else ''}"
+    page = render_html(data, name)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log.info("wrote %s (%.1f MB, %d slide levels)", path, len(page) / 1e6, len(data["levels"]))
+    return Path(path)
+
+
+__all__ = ["MAX_BYTES", "heatmap_bytes", "render_html", "slide_pyramid", "viewer_data", "write_viewer"]

@@ -1,0 +1,261 @@
+"""heatmap.geojson against QuPath's GeoJSON import conventions.
+
+QuPath (qupath-core ``PathObjectTypeAdapters``/``ROITypeAdapters``) reads a FeatureCollection of Features:
+``id`` a UUID string, ``geometry`` Polygon/MultiPolygon in full-resolution pixel coordinates (origin top left),
+``properties.objectType`` in annotation/detection/tile/cell, ``classification`` ``{name, color: [r, g, b]}``
+and ``measurements`` as a flat ``{name: number}`` map. Geometry must be valid for JTS: closed rings of at least
+4 positions, no self-intersections, holes inside their shell. QuPath itself (Java) is not available to the
+tests, so :func:`check_qupath_geojson` checks all of that directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pathoflash.export.geojson import point_in_ring, signed_area, tumor_regions
+from pathoflash.heatmap import Heatmap
+
+OBJECT_TYPES = {"annotation", "detection", "tile", "cell"}
+
+
+# ---- a checker for QuPath's conventions ---------------------------------------------------------------
+def _segments_cross(a: np.ndarray, b: np.ndarray, *, same_ring: bool) -> bool:
+    """Whether any segment of closed ring ``a`` properly intersects any of ring ``b`` (touching ends of
+    neighbouring segments of the same ring excluded)."""
+    p, p2 = a[:-1], a[1:]
+    q, q2 = b[:-1], b[1:]
+
+    def orient(o: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return (s[..., 0] - o[..., 0]) * (t[..., 1] - o[..., 1]) - (s[..., 1] - o[..., 1]) * (
+            t[..., 0] - o[..., 0]
+        )
+
+    P, P2 = p[:, None, :], p2[:, None, :]
+    Q, Q2 = q[None, :, :], q2[None, :, :]
+    d1, d2 = orient(P, P2, Q), orient(P, P2, Q2)
+    d3, d4 = orient(Q, Q2, P), orient(Q, Q2, P2)
+    proper = (d1 * d2 < 0) & (d3 * d4 < 0)
+    if same_ring:
+        n = len(p)
+        i, j = np.indices((n, n))
+        adjacent = (abs(i - j) <= 1) | (abs(i - j) == n - 1)
+        proper &= ~adjacent
+    return bool(proper.any())
+
+
+def check_ring(ring: list[list[float]]) -> np.ndarray:
+    assert len(ring) >= 4, "a linear ring needs at least 4 positions"
+    assert ring[0] == ring[-1], "ring not closed"
+    arr = np.asarray(ring, dtype=np.float64)
+    assert arr.shape[1] == 2 and np.isfinite(arr).all()
+    assert not _segments_cross(arr, arr, same_ring=True), "self-intersecting ring"
+    return arr
+
+
+def check_polygon(rings: list[list[list[float]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    shell = check_ring(rings[0])
+    assert signed_area(shell) > 0, "exterior ring must have positive signed area (right-hand rule)"
+    holes = [check_ring(r) for r in rings[1:]]
+    for hole in holes:
+        assert signed_area(hole) < 0, "holes must have negative signed area"
+        assert all(point_in_ring(x, y, shell) for x, y in hole[:-1]), "hole vertex outside its shell"
+        assert not _segments_cross(hole, shell, same_ring=False), "hole crosses its shell"
+    for i, a in enumerate(holes):
+        for b in holes[i + 1 :]:
+            assert not _segments_cross(a, b, same_ring=False), "holes cross each other"
+    return shell, holes
+
+
+def check_qupath_geojson(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    assert doc["type"] == "FeatureCollection"
+    features = doc["features"]
+    assert isinstance(features, list)
+    ids = set()
+    for feature in features:
+        assert feature["type"] == "Feature"
+        ids.add(str(uuid.UUID(feature["id"])))  # QuPath: UUID.fromString(id)
+        geometry = feature["geometry"]
+        assert geometry["type"] in {"Polygon", "MultiPolygon"}
+        polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+        for rings in polygons:
+            check_polygon(rings)
+        props = feature["properties"]
+        assert props["objectType"] in OBJECT_TYPES
+        if "classification" in props:
+            cls = props["classification"]
+            assert isinstance(cls["name"], str) and cls["name"]
+            assert len(cls["color"]) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in cls["color"])
+        if "measurements" in props:
+            m = props["measurements"]
+            assert isinstance(m, dict)
+            assert all(
+                isinstance(k, str) and isinstance(v, int | float) and math.isfinite(v) for k, v in m.items()
+            )
+    assert len(ids) == len(features), "feature ids must be unique"
+    return features
+
+
+# ---- synthetic heatmaps -------------------------------------------------------------------------------
+def ring_heatmap() -> np.ndarray:
+    """A 'tumor' square with a hole holding an island, a separate blob, and no tissue (NaN) on the left."""
+    p = np.full((60, 80), 0.05, dtype=np.float32)
+    p[10:50, 20:60] = 0.9  # shell, 40×40
+    p[20:40, 30:50] = 0.2  # hole, 20×20
+    p[26:34, 36:44] = 0.95  # island in the hole, 8×8
+    p[5:12, 66:74] = 0.8  # separate blob, 7×8
+    p[:, :8] = np.nan
+    return p
+
+
+def make_heatmap(p: np.ndarray, **kwargs: Any) -> Heatmap:
+    rows, cols = p.shape
+    defaults: dict[str, Any] = dict(mpp=8.0, slide_mpp=(0.5, 0.5), slide_dimensions=(cols * 16, rows * 16))
+    defaults.update(kwargs)
+    return Heatmap(probabilities=p, **defaults)
+
+
+def load(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---- tests ----------------------------------------------------------------------------------------------
+def test_regions_have_holes_islands_and_pixel_areas() -> None:
+    regions = tumor_regions(ring_heatmap(), 0.5, simplify=0.0)
+    assert len(regions) == 3
+    shell, island, blob = sorted(regions, key=lambda r: -signed_area(r.exterior))
+    assert len(shell.holes) == 1 and not island.holes and not blob.holes
+    # Edges are interpolated between pixel centres: the 0.8-vs-0.05 blob's edge sits 0.1 px inside the pixel
+    # edge ((0.8 − 0.5) / 0.75 = 0.4 of the centre distance), the 0.9/0.95 regions' within 0.05 px.
+    assert shell.area == pytest.approx(40 * 40 - 20 * 20, rel=0.02)
+    assert island.area == pytest.approx(8 * 8, rel=0.05)
+    assert blob.area == pytest.approx((7 - 0.2) * (8 - 0.2), rel=0.02)
+    # The shell's outline follows pixel edges x ∈ [20, 60], y ∈ [10, 50] (to within the interpolation).
+    x, y = shell.exterior[:, 0], shell.exterior[:, 1]
+    assert x.min() == pytest.approx(20, abs=0.1) and x.max() == pytest.approx(60, abs=0.1)
+    assert y.min() == pytest.approx(10, abs=0.1) and y.max() == pytest.approx(50, abs=0.1)
+    hx, hy = shell.holes[0][:, 0], shell.holes[0][:, 1]
+    assert hx.min() == pytest.approx(30, abs=0.2) and hx.max() == pytest.approx(50, abs=0.2)
+    assert hy.min() == pytest.approx(20, abs=0.2) and hy.max() == pytest.approx(40, abs=0.2)
+
+
+def test_geojson_follows_qupath_conventions(tmp_path: Path) -> None:
+    heatmap = make_heatmap(ring_heatmap(), model_id="synthetic")
+    path = heatmap.to_geojson(tmp_path / "heatmap.geojson", threshold=0.5)
+    features = check_qupath_geojson(load(path))
+    assert len(features) == 3
+    for feature in features:
+        props = feature["properties"]
+        assert props["objectType"] == "annotation"
+        assert props["classification"]["name"] == "Tumor"
+    with_hole = [f for f in features if len(f["geometry"]["coordinates"]) == 2]
+    assert len(with_hole) == 1
+    # Level-0 coordinates: 16 level-0 px per heatmap px; the shell spans pixel edges 20..60 → 320..960.
+    shell = np.asarray(with_hole[0]["geometry"]["coordinates"][0])
+    assert shell[:, 0].min() == pytest.approx(320, abs=2) and shell[:, 0].max() == pytest.approx(960, abs=2)
+    assert shell[:, 1].min() == pytest.approx(160, abs=2) and shell[:, 1].max() == pytest.approx(800, abs=2)
+    area_um2 = with_hole[0]["properties"]["measurements"]["area_um2"]
+    assert area_um2 == pytest.approx((40 * 40 - 20 * 20) * 64, rel=0.03)
+
+
+def test_coordinates_use_origin_and_non_integer_scale(tmp_path: Path) -> None:
+    p = np.zeros((30, 30), dtype=np.float32)
+    p[10:20, 5:15] = 1.0
+    heatmap = make_heatmap(p, slide_mpp=(0.499, 0.25), origin=(100.0, 40.0), slide_dimensions=(1000, 1000))
+    sx, sy = 8.0 / 0.499, 8.0 / 0.25
+    features = check_qupath_geojson(load(heatmap.to_geojson(tmp_path / "h.geojson")))
+    (feature,) = features
+    ring = np.asarray(feature["geometry"]["coordinates"][0])
+    assert ring[:, 0].min() == pytest.approx(100 + 5 * sx, abs=0.05 * sx)
+    assert ring[:, 0].max() == pytest.approx(100 + 15 * sx, abs=0.05 * sx)
+    assert ring[:, 1].min() == pytest.approx(40 + 10 * sy, abs=0.05 * sy)
+    assert ring[:, 1].max() == pytest.approx(40 + 20 * sy, abs=0.05 * sy)
+
+
+def test_tile_objects_carry_probabilities(tmp_path: Path) -> None:
+    p = ring_heatmap()
+    heatmap = make_heatmap(p)
+    features = check_qupath_geojson(load(heatmap.to_geojson(tmp_path / "h.geojson", tiles=True)))
+    tiles = [f for f in features if f["properties"]["objectType"] == "tile"]
+    assert len(tiles) == int(np.isfinite(p).sum())
+    seen = set()
+    for tile in tiles:
+        ring = np.asarray(tile["geometry"]["coordinates"][0])
+        x0, y0 = ring.min(axis=0)
+        assert ring.max(axis=0) - ring.min(axis=0) == pytest.approx([16, 16])
+        row, col = int(y0 // 16), int(x0 // 16)
+        assert (x0, y0) == (col * 16, row * 16)
+        value = tile["properties"]["measurements"]["tumor_probability"]
+        assert np.isfinite(p[row, col]) and value == pytest.approx(float(p[row, col]), abs=1e-4)
+        seen.add((row, col))
+    assert len(seen) == len(tiles)
+
+
+def test_tiles_respect_the_tissue_mask(tmp_path: Path) -> None:
+    p = np.full((20, 20), 0.3, dtype=np.float32)
+    mask = np.zeros((40, 40), dtype=bool)  # 4 µm/px: 2 mask px per heatmap px
+    mask[:, :20] = True  # left half of the slide is tissue
+    heatmap = make_heatmap(p, tissue_mask=mask, tissue_mask_mpp=4.0)
+    features = check_qupath_geojson(load(heatmap.to_geojson(tmp_path / "h.geojson", tiles=True)))
+    tiles = [f for f in features if f["properties"]["objectType"] == "tile"]
+    assert len(tiles) == 20 * 10
+    assert max(np.asarray(t["geometry"]["coordinates"][0])[:, 0].max() for t in tiles) == 160
+
+
+def test_nothing_above_threshold_gives_an_empty_collection(tmp_path: Path) -> None:
+    heatmap = make_heatmap(np.full((10, 10), 0.2, dtype=np.float32))
+    doc = load(heatmap.to_geojson(tmp_path / "h.geojson", threshold=0.5))
+    assert check_qupath_geojson(doc) == []
+
+
+def test_noisy_heatmap_polygons_stay_valid_after_simplification(tmp_path: Path) -> None:
+    from skimage.filters import gaussian
+
+    rng = np.random.default_rng(3)
+    p = gaussian(rng.random((70, 90)), sigma=2.5).astype(np.float32)
+    p = (p - p.min()) / (p.max() - p.min())
+    p[rng.random(p.shape) < 0.02] = np.nan  # scattered unreadable pixels
+    heatmap = make_heatmap(p)
+    features = check_qupath_geojson(load(heatmap.to_geojson(tmp_path / "h.geojson", threshold=0.55)))
+    assert len(features) >= 3
+    # Every annotation vertex lies in level-0 bounds of the heatmap.
+    for f in features:
+        for ring in f["geometry"]["coordinates"]:
+            r = np.asarray(ring)
+            assert (r >= 0).all() and (r[:, 0] <= 90 * 16).all() and (r[:, 1] <= 70 * 16).all()
+
+
+def test_output_is_deterministic(tmp_path: Path) -> None:
+    heatmap = make_heatmap(ring_heatmap(), model_id="m")
+    a = heatmap.to_geojson(tmp_path / "a.geojson", tiles=True).read_bytes()
+    b = heatmap.to_geojson(tmp_path / "b.geojson", tiles=True).read_bytes()
+    assert a == b
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_bad_threshold_is_rejected(tmp_path: Path) -> None:
+    heatmap = make_heatmap(ring_heatmap())
+    with pytest.raises(ValueError, match="threshold"):
+        heatmap.to_geojson(tmp_path / "h.geojson", threshold=0.0)
+    assert not (tmp_path / "h.geojson").exists()
+
+
+def test_checker_catches_broken_geometry() -> None:
+    """The convention checker must fail on what QuPath/JTS would reject or misread."""
+    good = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+    check_polygon([good])
+    with pytest.raises(AssertionError, match="closed"):
+        check_ring([*good[:-1], [0, 1]])
+    with pytest.raises(AssertionError, match="self-intersecting"):
+        check_ring([[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]])
+    with pytest.raises(AssertionError, match="positive"):
+        check_polygon([good[::-1]])
+    with pytest.raises(AssertionError, match="outside"):
+        check_polygon([good, [[20, 20], [20, 25], [25, 25], [25, 20], [20, 20]]])
