@@ -20,7 +20,7 @@ class RunOptions:
         tile_size: tile side in pixels (one Zarr chunk per tile).
         region: side of one model region in pixels (a 1024-px region of 16-px patches is 4,096 tokens);
             ``None`` takes the model's own.
-        margin: overlap kept around each region's centre, in pixels (no seams).
+        margin: context around each region's kept centre, in pixels (no seams); ``None``: min(128, region/4).
         batch_size: regions per model call.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``/``cuda:N``.
         threshold: tumor probability at which GeoJSON annotations are drawn.
@@ -33,7 +33,7 @@ class RunOptions:
     mpp: float = 0.5
     tile_size: int = 256
     region: int | None = None
-    margin: int = 128
+    margin: int | None = None
     batch_size: int = 4
     device: str = "auto"
     threshold: float = 0.5
@@ -49,7 +49,7 @@ class RunOptions:
             raise ConfigError(f"--tile-size {self.tile_size} is outside 32–4096 px")
         if self.region is not None and not 64 <= self.region <= 8192:
             raise ConfigError(f"--region {self.region} is outside 64–8192 px")
-        if self.margin < 0:
+        if self.margin is not None and self.margin < 0:
             raise ConfigError(f"margin {self.margin} must be ≥ 0")
         if self.batch_size < 1:
             raise ConfigError(f"batch size {self.batch_size} must be ≥ 1")

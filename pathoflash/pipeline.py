@@ -227,6 +227,7 @@ def compute_heatmap(
             device=options.device,
             skip=lambda x, y, w, h: not grid.has_tissue(x, y, w, h),
             progress=None if progress is None else lambda d, n: progress("regions", d, n),
+            fill=float("nan"),
         )
         timings["infer"] = time.perf_counter() - t1
     finally:
@@ -265,11 +266,15 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
     )
 
 
-def _export(heatmap: Any, slide: Any, slide_dir: Path, options: RunOptions, unreadable: int) -> dict[str, str]:
+def _export(
+    heatmap: Any, slide: Any, slide_dir: Path, options: RunOptions, unreadable: int
+) -> dict[str, str]:
     png_mpp = heatmap.png_mpp()
     viewer_mpp = heatmap.viewer_mpp()
     outputs = {
-        "heatmap.png": heatmap.to_png(slide_dir / "heatmap.png", slide.thumbnail_at_mpp(png_mpp), thumbnail_mpp=png_mpp),
+        "heatmap.png": heatmap.to_png(
+            slide_dir / "heatmap.png", slide.thumbnail_at_mpp(png_mpp), thumbnail_mpp=png_mpp
+        ),
         "heatmap.geojson": heatmap.to_geojson(
             slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
         ),
