@@ -237,13 +237,18 @@ def tile(
     ] = False,
 ) -> None:
     """Tile the tissue of each slide into a resumable Zarr tile store (OME-Zarr, viewable in napari)."""
+    from .errors import SlideNotFoundError
     from .inputs import collect_slides
+    from .slide import SLIDE_SUFFIXES
     from .tiling import tile_slide
 
     items = collect_slides(slides, slide_mpp=slide_mpp)
-    if not items:
-        raise typer.BadParameter("no slides found", param_hint="SLIDES")
-    failed = 0
+    empty_folders = [p for p in slides if p.is_dir() and not any(p in item.path.parents for item in items)]
+    for folder in empty_folders:
+        error_line(
+            SlideNotFoundError(f"no slide files in this folder ({' '.join(SLIDE_SUFFIXES)})", path=folder)
+        )
+    failed = len(empty_folders)
     for item in items:
         store_path = out / item.slide_id / "tiles.zarr"
         started = time.perf_counter()
@@ -268,7 +273,9 @@ def tile(
             continue
         _print_tiled(store, store_path, time.perf_counter() - started)
     if failed:
-        typer.echo(f"{failed} of {len(items)} slides failed", err=True)
+        inputs = len(items) + len(empty_folders)
+        if inputs > 1:
+            typer.echo(f"{failed} of {inputs} inputs failed", err=True)
         raise typer.Exit(1)
 
 
