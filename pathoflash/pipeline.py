@@ -252,10 +252,13 @@ class _GatedSource:
 
 
 def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any, options: RunOptions) -> Any:
+    """The heatmap on the slide, with NaN wherever the tissue mask says background."""
+    import dataclasses
+
     from .heatmap import Heatmap
 
     tissue = store.tissue_mask
-    return Heatmap(
+    heatmap = Heatmap(
         probabilities=probabilities,
         mpp=options.mpp * model.patch_size,
         slide_dimensions=slide.dimensions,
@@ -264,6 +267,8 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
         tissue_mask_mpp=tissue.mpp,
         model_id=model.model_id,
     )
+    masked = np.where(heatmap.tissue(), heatmap.probabilities, np.float32(np.nan))
+    return dataclasses.replace(heatmap, probabilities=masked)
 
 
 def _export(
