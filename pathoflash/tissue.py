@@ -5,7 +5,8 @@ The mask is computed from a thumbnail at ``mpp`` µm/px (8 by default, so a 2 ×
 own background, and is neither pen ink nor black:
 
 - white or grey glass, whatever its tint, has almost no chroma once divided by the background colour;
-- faint tissue keeps a little chroma, so the chroma threshold is Otsu's, clipped to a low band;
+- faint tissue keeps a little chroma: a hysteresis threshold keeps faint pixels connected to clearly
+  stained ones (Otsu's threshold, kept within a band);
 - blue, green and black pen marks: haematoxylin and eosin both leave red above green, ink does not
   (blue and green ink have green ≥ red), and black ink and scanner borders are dark;
 - specks are removed and small holes (lumina, fat) are filled, scaled in µm² not pixels.
@@ -24,12 +25,16 @@ from .slide import Slide
 
 log = logging.getLogger(__name__)
 
-#: Chroma (HSV saturation after white balance) band within which Otsu's threshold is kept.
-CHROMA_THRESHOLD_RANGE = (0.05, 0.15)
+#: Chroma (HSV saturation after white balance) of faintly stained tissue, above glass and JPEG noise.
+CHROMA_FAINT = 0.04
+#: Band within which Otsu's threshold for clearly stained tissue is kept.
+CHROMA_STRONG_RANGE = (0.08, 0.2)
 #: Green above red by this much (0–255) marks blue or green ink, never H&E.
 INK_GREEN_OVER_RED = 15
 #: Brightest channel below this (0–255) is black: scanner borders, black ink.
 DARK_MAX = 60
+#: Mask pixels dropped around ink and black areas (their edges blend into colours that look stained).
+INK_RIM_PX = 2
 #: Tissue pieces smaller than this are specks (dust, debris); holes smaller than this are filled.
 MIN_TISSUE_AREA_UM2 = 5_000.0
 MAX_HOLE_AREA_UM2 = 50_000.0
@@ -115,22 +120,25 @@ def detect_tissue(slide: Slide, *, mpp: float = 8.0) -> TissueMask:
 
 def tissue_mask_from_rgb(rgb: np.ndarray, *, mpp: float) -> np.ndarray:
     """The tissue mask of an ``(h, w, 3)`` uint8 RGB thumbnail at ``mpp`` µm/px."""
-    from skimage.filters import threshold_otsu
+    from scipy import ndimage
+    from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ValueError(f"expected an (h, w, 3) RGB image, got shape {rgb.shape}")
     image = rgb.astype(np.float32)
-    brightest = image.max(axis=2)
-    dark = brightest < DARK_MAX
+    dark = image.max(axis=2) < DARK_MAX
     ink = image[..., 1] - image[..., 0] > INK_GREEN_OVER_RED
     balanced = np.clip(image / _background_colour(image, dark), 0.0, 1.0)
     high = balanced.max(axis=2)
     chroma = (high - balanced.min(axis=2)) / np.maximum(high, 1e-3)
-    candidates = chroma[~dark & ~ink]
-    threshold = CHROMA_THRESHOLD_RANGE[0]
+    # Pixels where ink or black meets glass are colour mixtures that look stained: drop a rim around them.
+    excluded = ndimage.binary_dilation(ink | dark, structure=np.ones((3, 3), bool), iterations=INK_RIM_PX)
+    candidates = chroma[~excluded]
+    strong = CHROMA_STRONG_RANGE[0]
     if candidates.size > 16 and float(candidates.max()) > float(candidates.min()):
-        threshold = float(np.clip(threshold_otsu(candidates), *CHROMA_THRESHOLD_RANGE))
-    mask = (chroma > threshold) & ~dark & ~ink
+        strong = float(np.clip(threshold_otsu(candidates), *CHROMA_STRONG_RANGE))
+    # Hysteresis: faintly stained pixels count when connected to clearly stained ones.
+    mask = apply_hysteresis_threshold(np.where(excluded, 0.0, chroma), CHROMA_FAINT, strong)
     pixel_area = mpp * mpp
     mask = _drop_small_components(mask, MIN_TISSUE_AREA_UM2 / pixel_area)
     mask = ~_drop_small_components(~mask, MAX_HOLE_AREA_UM2 / pixel_area, keep_border=True)
