@@ -405,6 +405,20 @@ class Slide:
         if stale is not None:
             _close_quietly(stale)
 
+    def read_at_mpp(self, location: tuple[int, int], size: tuple[int, int], mpp: float) -> np.ndarray:
+        """Read ``size = (w, h)`` pixels at resolution ``mpp`` whose top-left is level-0 ``location``.
+
+        Reads from the coarsest level at least as fine as ``mpp`` and resamples with anti-aliasing.
+        Areas beyond the slide come back white.
+        """
+        level = self.best_level_for_mpp(mpp)
+        downsample = self.level_downsamples[level]
+        sx, sy = (mpp / (self.mpp[0] * downsample), mpp / (self.mpp[1] * downsample))
+        src_w = max(1, round(size[0] * sx))
+        src_h = max(1, round(size[1] * sy))
+        region = self.read_region(location, level, (src_w, src_h))
+        return resample(region, size)
+
     def thumbnail_at_mpp(self, mpp: float, *, chunk: int = 2048) -> np.ndarray:
         """The whole slide at a coarse resolution ``mpp``, read in chunks so memory stays bounded.
 
