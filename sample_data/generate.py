@@ -142,7 +142,9 @@ def sample_layout(
     """The layout ``write_sample_slide`` would use (for rendering windows without writing a file)."""
     width, height = int(size[0]), int(size[1])
     fraction = default_tissue_fraction(width, height) if tissue_fraction is None else float(tissue_fraction)
-    return make_layout(seed, width, height, mpp, tissue_fraction=fraction, tumor=tumor, folds=folds, pen_marks=pen_marks)
+    return make_layout(
+        seed, width, height, mpp, tissue_fraction=fraction, tumor=tumor, folds=folds, pen_marks=pen_marks
+    )
 
 
 def _check(

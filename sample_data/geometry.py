@@ -70,7 +70,9 @@ class EdgeSet:
         bx0, by0, bx1, by1 = self.bbox
         return not self.empty and x0 <= bx1 and bx0 < x1 and y0 <= by1 and by0 < y1
 
-    def rasterize(self, x0: float, y0: float, width: int, height: int, downsample: float = 1.0) -> NDArray[np.bool_]:
+    def rasterize(
+        self, x0: float, y0: float, width: int, height: int, downsample: float = 1.0
+    ) -> NDArray[np.bool_]:
         """Inside-mask of pixels whose centres ``(x0 + (c + .5) d, y0 + (r + .5) d)`` lie in the rings."""
         out = np.zeros((height, width), dtype=np.bool_)
         if self.empty or width <= 0 or height <= 0:

@@ -15,21 +15,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .layout import SlideLayout
-from .noise import normal, substream, uniform
-from .nuclei import Nuclei, cell_grid, empty_nuclei, irregular_radius
+from .noise import substream, uniform, uniforms
+from .nuclei import Placements, cell_grid, irregular_radius, no_placements
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
 
 # sizes in µm
-_NORMAL_CELL = 190.0
-_NORMAL_P = 0.62
-_NORMAL_LUMEN = (9.0, 30.0)
-_NORMAL_EPITHELIUM = (11.0, 16.0)
+_NORMAL_CELL = 130.0
+_NORMAL_P = 0.7
+_NORMAL_LUMEN = (8.0, 28.0)
+_NORMAL_EPITHELIUM = (10.0, 14.0)
 _TUMOR_CELL = 55.0
 _TUMOR_P = 0.3
 _TUMOR_LUMEN = (4.0, 12.0)
-_NUCLEUS_SPACING = 6.5
+_NUCLEUS_SPACING = 5.0
 _CHECK_POINTS = 10
 
 
@@ -98,7 +98,12 @@ class GlandModel:
         return g.select(keep)
 
     def _candidates(
-        self, salt: int, cell_um: float, p: float, lumen: tuple[float, float], box: tuple[float, float, float, float]
+        self,
+        salt: int,
+        cell_um: float,
+        p: float,
+        lumen: tuple[float, float],
+        box: tuple[float, float, float, float],
     ) -> Glands:
         cell = cell_um * self.px_per_um
         ii, jj = cell_grid(*box, cell)
@@ -135,7 +140,9 @@ class GlandModel:
         u9 = uniform(self._salt_normal, g.key_i, g.key_j, 9)
         u10 = uniform(self._salt_normal, g.key_i, g.key_j, 10)
         t_lo, t_hi = _NORMAL_EPITHELIUM
-        g = replace(g, harm2=0.12 * u8, harm3=0.08 * u9, thickness=(t_lo + (t_hi - t_lo) * u10) * self.px_per_um)
+        g = replace(
+            g, harm2=0.12 * u8, harm3=0.08 * u9, thickness=(t_lo + (t_hi - t_lo) * u10) * self.px_per_um
+        )
         px, py = _ring_points(g, 12.0 * self.px_per_um)
         ok = layout.tissue_edges.contains(px, py) & ~layout.tumor_edges.contains(px, py)
         return g.select(ok.reshape(len(g), -1).all(axis=1))
@@ -170,7 +177,9 @@ class GlandModel:
                 in_gland[near] |= ring
         return in_lumen, in_gland
 
-    def paint(self, glands: Glands, x0: int, y0: int, width: int, height: int) -> tuple[F32, NDArray[np.bool_]]:
+    def paint(
+        self, glands: Glands, x0: int, y0: int, width: int, height: int
+    ) -> tuple[F32, NDArray[np.bool_]]:
         """Lumen coverage (0..1, anti-aliased) and normal epithelium mask of a window."""
         lumen = np.zeros((height, width), dtype=np.float32)
         epithelium = np.zeros((height, width), dtype=np.bool_)
@@ -194,53 +203,48 @@ class GlandModel:
                 epithelium[r0:r1, c0:c1] |= (dist < boundary + glands.thickness[k]) & (cover < 1.0)
         return lumen, epithelium
 
-    def nuclei(self, glands: Glands) -> Nuclei:
+    def nuclei(self, glands: Glands, stamps: OrientedStamps) -> Placements:
         """The epithelial nuclei of normal glands: a single basal row, long axis across the ring."""
-        batches = []
-        for k in np.flatnonzero(glands.thickness > 0):
-            batches.append(self._ring_nuclei(glands, int(k)))
-        return Nuclei.concat(batches) if batches else empty_nuclei()
+        batches = [self._ring_nuclei(glands, int(k), stamps) for k in np.flatnonzero(glands.thickness > 0)]
+        return Placements.concat(batches) if batches else no_placements()
 
-    def _ring_nuclei(self, glands: Glands, k: int) -> Nuclei:
+    def _ring_nuclei(self, glands: Glands, k: int, stamps: OrientedStamps) -> Placements:
         theta = np.linspace(0.0, 2 * math.pi, 181)
         ct = np.cos(theta).astype(np.float32)
         st = np.sin(theta).astype(np.float32)
         ell = 1.0 / glands.radius(ct, st, k)  # lumen radius along each direction
         bx, by = ell * ct, ell * st
-        seg = np.hypot(np.diff(bx), np.diff(by))
-        arc = np.concatenate([[0.0], np.cumsum(seg)])
+        arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(bx), np.diff(by)))])
         perimeter = float(arc[-1])
         n = max(6, round(perimeter / (_NUCLEUS_SPACING * self.px_per_um)))
         i = np.arange(n, dtype=np.int64)
-        salt = self._salt_nuclei
-        gi, gj = glands.key_i[k], glands.key_j[k]
-        s = (i + 0.5 + 0.3 * (uniform(salt, gi, gj, i, 0) - 0.5)) / n * perimeter
+        u = uniforms(self._salt_nuclei, 3, glands.key_i[k], glands.key_j[k], i)
+        s = (i + 0.5 + 0.3 * (u[0] - 0.5)) / n * perimeter
         th = np.interp(s, arc, theta)
-        # outward normal from the boundary's tangent
-        tx = np.interp(s, arc[1:], np.diff(bx)) if n > 1 else np.ones(n)
-        ty = np.interp(s, arc[1:], np.diff(by)) if n > 1 else np.zeros(n)
-        normal_angle = np.arctan2(-tx, ty)
-        lumen_r = np.interp(s, arc, ell)
-        t = float(glands.thickness[k])
-        depth = lumen_r + t * (0.55 + 0.2 * (uniform(salt, gi, gj, i, 1) - 0.5))
-        cx = glands.cx[k] + depth * np.cos(th)
-        cy = glands.cy[k] + depth * np.sin(th)
-        size = 1.0 + 0.08 * normal(salt, gi, gj, i, 2)
-        px = self.px_per_um
-        return Nuclei(
-            cx=np.asarray(cx, dtype=np.float64),
-            cy=np.asarray(cy, dtype=np.float64),
-            a=(3.6 * px * size).astype(np.float32),
-            b=(2.1 * px * size).astype(np.float32),
-            angle=normal_angle.astype(np.float32),
-            density=(1.0 + 0.25 * uniform(salt, gi, gj, i, 3)).astype(np.float32),
-            harm2=(0.05 * uniform(salt, gi, gj, i, 4)).astype(np.float32),
-            phase2=(2 * math.pi * uniform(salt, gi, gj, i, 5)).astype(np.float32),
-            harm3=np.zeros(n, dtype=np.float32),
-            phase3=np.zeros(n, dtype=np.float32),
-            rim=np.full(n, 0.25, dtype=np.float32),
-            chromatin=np.full(n, 0.3, dtype=np.float32),
+        tx = np.interp(s, arc[1:], np.diff(bx))
+        ty = np.interp(s, arc[1:], np.diff(by))
+        normal_angle = np.arctan2(-tx, ty)  # outward normal of the lumen outline
+        depth = np.interp(s, arc, ell) + float(glands.thickness[k]) * (0.55 + 0.2 * (u[1] - 0.5))
+        return Placements.build(
+            glands.cx[k] + depth * np.cos(th),
+            glands.cy[k] + depth * np.sin(th),
+            stamps.pick(normal_angle, u[2]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OrientedStamps:
+    """A run of library stamps: ``bins`` orientations over [0, π), ``variants`` shapes each."""
+
+    start: int
+    bins: int
+    variants: int
+
+    def pick(self, angle: F64 | F32, u: F32) -> NDArray[np.int64]:
+        """Stamp numbers for nuclei at ``angle`` (radians), choosing the shape variant by ``u`` in [0, 1)."""
+        b = np.rint(np.mod(angle, math.pi) / (math.pi / self.bins)).astype(np.int64) % self.bins
+        v = np.minimum((u * self.variants).astype(np.int64), self.variants - 1)
+        return self.start + b * self.variants + v
 
 
 def _ring_points(g: Glands, pad: float) -> tuple[F64, F64]:

@@ -25,14 +25,13 @@ log = logging.getLogger(__name__)
 F64 = NDArray[np.float64]
 
 # Reference optical densities (RGB, per unit concentration), before the per-slide jitter.
-_HEMATOXYLIN = (0.644, 0.717, 0.267)
+_HEMATOXYLIN = (0.55, 0.76, 0.36)
 _EOSIN = (0.12, 0.86, 0.48)
 _INKS = {
     "blue": (1.45, 0.84, 0.22),
     "green": (1.25, 0.42, 0.85),
     "black": (1.55, 1.55, 1.40),
 }
-_MIN_PIECE_FILL = 0.05
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -159,29 +158,25 @@ def _round(ring: F64) -> Ring:
     return np.round(ring, 2)
 
 
-def _fit_into(ring: F64, centre: tuple[float, float], box: tuple[float, float, float, float]) -> F64:
-    """Shrink ``ring`` about ``centre`` until it lies inside ``box`` (x0, y0, x1, y1)."""
+def _fit_into(ring: F64, box: tuple[float, float, float, float]) -> F64:
+    """Centre ``ring``'s bounding box in ``box`` and shrink it (never grow) until it fits."""
     x0, y0, x1, y1 = box
-    cx, cy = centre
-    dx = ring[:, 0] - cx
-    dy = ring[:, 1] - cy
-    limits = [1.0]
-    if dx.max() > 0:
-        limits.append((x1 - cx) / dx.max())
-    if dx.min() < 0:
-        limits.append((x0 - cx) / dx.min())
-    if dy.max() > 0:
-        limits.append((y1 - cy) / dy.max())
-    if dy.min() < 0:
-        limits.append((y0 - cy) / dy.min())
-    s = max(0.0, min(limits))
-    return np.stack([cx + dx * s, cy + dy * s], axis=1)
+    lo, hi = ring.min(axis=0), ring.max(axis=0)
+    mid = (lo + hi) / 2
+    scale = min(1.0, (x1 - x0) / max(hi[0] - lo[0], 1e-9), (y1 - y0) / max(hi[1] - lo[1], 1e-9))
+    return np.asarray((ring - mid) * scale + np.array([(x0 + x1) / 2, (y0 + y1) / 2]), dtype=np.float64)
 
 
 def _tissue_pieces(
     rng: np.random.Generator, width: int, height: int, mpp: float, fraction: float
 ) -> list[Ring]:
-    n = 1 if min(width, height) < 1536 else int(rng.integers(2, 6))
+    """A few separate, irregular pieces of tissue, one per cell of a coarse grid over the slide."""
+    if min(width, height) < 1536:
+        n = 1
+    elif max(width, height) < 12_000:
+        n = int(rng.integers(2, 4))
+    else:
+        n = int(rng.integers(2, 6))
     cols = max(1, min(n, round(math.sqrt(n * width / height))))
     rows = math.ceil(n / cols)
     cells = [(c, r) for r in range(rows) for c in range(cols)]
@@ -191,29 +186,27 @@ def _tissue_pieces(
     shares = shares / shares.sum()
     pieces: list[Ring] = []
     for (c, r), share in zip(chosen, shares, strict=True):
-        box = (c * cell_w, r * cell_h, (c + 1) * cell_w, (r + 1) * cell_h)
-        margin_x, margin_y = 0.04 * cell_w, 0.04 * cell_h
-        inner = (box[0] + margin_x, box[1] + margin_y, box[2] - margin_x, box[3] - margin_y)
-        centre = (
-            (box[0] + box[2]) / 2 + rng.uniform(-0.08, 0.08) * cell_w,
-            (box[1] + box[3]) / 2 + rng.uniform(-0.08, 0.08) * cell_h,
+        jitter_x, jitter_y = rng.uniform(-0.04, 0.04, size=2)
+        box = (
+            (c + 0.05 + jitter_x) * cell_w,
+            (r + 0.05 + jitter_y) * cell_h,
+            (c + 0.95 + jitter_x) * cell_w,
+            (r + 0.95 + jitter_y) * cell_h,
         )
-        target = max(fraction * width * height * share, _MIN_PIECE_FILL * 0.01 * width * height)
-        radius = math.sqrt(target / math.pi)
-        elongation = float(rng.uniform(1.0, 2.6))
+        radius = math.sqrt(fraction * width * height * share / math.pi)
+        elongation = float(rng.uniform(1.0, 2.4))
         ring = radial_blob(
             rng,
-            centre,
+            (0.0, 0.0),
             radius,
             n_vertices=_n_vertices(radius * math.sqrt(elongation), mpp),
-            roughness=0.32,
-            n_harmonics=64,
-            decay=1.25,
+            roughness=0.3,
+            n_harmonics=96,
+            decay=1.5,
             elongation=elongation,
             angle=float(rng.uniform(0, math.pi)),
         )
-        ring = _fit_into(ring, centre, inner)
-        pieces.append(_round(ring))
+        pieces.append(_round(_fit_into(ring, box)))
     return pieces
 
 
@@ -323,18 +316,22 @@ def _pen_strokes(
 ) -> list[PenStroke]:
     strokes: list[PenStroke] = []
     slide_um = min(width, height) * mpp
-    stroke_width = float(np.clip(0.035 * slide_um, 60.0, 350.0)) / mpp
+    stroke_width = float(np.clip(0.02 * slide_um, 40.0, 250.0)) / mpp
     ink_names = list(_INKS)
     ink = _INKS[ink_names[int(rng.choice(len(ink_names), p=[0.55, 0.35, 0.10]))]]
-    # a loop drawn around a tumor (or around part of a piece), as a pathologist marks a region
-    target = tumors[int(rng.integers(len(tumors)))] if tumors else pieces[int(rng.integers(len(pieces)))]
-    centre = target.mean(axis=0)
-    half = (target.max(axis=0) - target.min(axis=0)) / 2
-    radii = half * 1.15 + stroke_width * 1.5
+    # a loop drawn on the glass around a piece that holds tumor, as a pathologist marks a slide
+    holders = [
+        p for p in pieces if any(EdgeSet.from_rings([p]).contains(t[:1, 0], t[:1, 1])[0] for t in tumors)
+    ]
+    target = holders[int(rng.integers(len(holders)))] if holders else pieces[int(rng.integers(len(pieces)))]
+    centre = (target.max(axis=0) + target.min(axis=0)) / 2
+    radii = (target.max(axis=0) - target.min(axis=0)) / 2 * 1.1 + stroke_width
+    room = np.minimum(centre, np.array([width, height]) - centre) - stroke_width  # keep the loop on the slide
+    radii = np.maximum(np.minimum(radii, room / 1.12), stroke_width)
     start = rng.uniform(0, 2 * math.pi)
     sweep = rng.uniform(1.55, 1.9) * math.pi
     phi = start + np.linspace(0, sweep, 9)
-    wobble = 1.0 + rng.normal(0, 0.05, size=phi.size)
+    wobble = 1.0 + rng.normal(0, 0.04, size=phi.size)
     control = np.stack(
         [centre[0] + radii[0] * wobble * np.cos(phi), centre[1] + radii[1] * wobble * np.sin(phi)], axis=1
     )
@@ -352,7 +349,9 @@ def _pen_strokes(
     return strokes
 
 
-def _stroke(line: F64, stroke_width: float, ink: tuple[float, float, float], width: int, height: int) -> PenStroke:
+def _stroke(
+    line: F64, stroke_width: float, ink: tuple[float, float, float], width: int, height: int
+) -> PenStroke:
     line = np.round(np.stack([np.clip(line[:, 0], 0, width), np.clip(line[:, 1], 0, height)], axis=1), 2)
     pad = stroke_width
     bbox = (

@@ -157,4 +157,6 @@ def smooth_field(
     coarse = np.asarray(fn(grid_x, grid_y), dtype=np.float32)
     if coarse.ndim == 2:
         return np.asarray(wy @ (wx @ coarse.T).T, dtype=np.float32)
-    return np.stack([np.asarray(wy @ (wx @ coarse[..., c].T).T, dtype=np.float32) for c in range(coarse.shape[-1])])
+    return np.stack(
+        [np.asarray(wy @ (wx @ coarse[..., c].T).T, dtype=np.float32) for c in range(coarse.shape[-1])]
+    )

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .geometry import polyline_distance
-from .glands import GlandModel, Glands
+from .glands import GlandModel, Glands, OrientedStamps
 from .layout import PenStroke, SlideLayout
 from .noise import F32, F64, fbm, gaussian, smooth_field, substream, uniforms, value_noise
-from .nuclei import Nuclei, cell_grid, draw_nuclei, empty_nuclei
+from .nuclei import NucleusShapes, Placements, StampLibrary, cell_grid, draw_nuclei, no_placements
 from .textures import Textures, pretile
 
 U8 = NDArray[np.uint8]
@@ -40,9 +41,8 @@ BACKGROUND_PERIOD = 256  # the glass noise repeats with this period, so blank ti
 _TUMOR_CELL = 10.5  # spacing of tumor nuclei
 _STROMA_CELL = 14.0
 _LYMPH_CELL = 16.0
-_MAX_NUCLEUS = 12.5  # bound on any nucleus's reach from its centre
 _NEST_THRESHOLD = 0.34  # tumor nest field below this is stroma (desmoplastic septa)
-_FOLD_FACTOR = 1.85  # a fold is two layers of section
+_FOLD_FACTOR = 2.0  # a fold is two layers of section
 
 # concentration lookup table: 1/256 steps, hematoxylin up to 8, eosin up to 4
 _LUT_STEP = 256.0
@@ -58,14 +58,24 @@ class TileRenderer:
         self.px_per_um = 1.0 / layout.mpp
         self.glands = GlandModel(layout)
         seed = layout.seed
-        names = ("fibre.warp.x", "fibre.warp.y", "fibre.weight", "nest", "thickness", "ink", "lymph.cluster")
+        names = (
+            "fibre.warp.x",
+            "fibre.warp.y",
+            "fibre.weight",
+            "stroma.density",
+            "nest",
+            "thickness",
+            "ink",
+            "lymph.cluster",
+        )
         self._salt = {name: substream(seed, name) for name in names}
         self._salt_tumor = substream(seed, "nuclei.tumor")
         self._salt_stroma = substream(seed, "nuclei.stroma")
         self._salt_lymph = substream(seed, "nuclei.lymph")
         rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 0x61A55])
         self.textures = Textures(rng, layout.mpp, BACKGROUND_PERIOD)
-        self._margin = _MAX_NUCLEUS * self.px_per_um + 2.0
+        self.library, self._kinds = _nucleus_library(rng, self.px_per_um)
+        self._margin = self.library.reach + 2.0
         stain = layout.stain
         self._lut = _transmission_lut(
             stain.hematoxylin * stain.hematoxylin_scale, stain.eosin * stain.eosin_scale, stain.background_od
@@ -117,8 +127,8 @@ class TileRenderer:
                 tumor = None
 
         fibre = self._fibre(x0, y0, w, h)
-        eosin = 0.12 + 0.62 * fibre
-        hema = 0.05 + 0.05 * fibre
+        eosin = (0.05 + 0.6 * fibre * fibre) * self._field(self._stroma_density, x0, y0, w, h, 25.0)
+        hema = 0.03 + 0.05 * fibre
         if tumor is not None:
             nest = self._field(self._nest, x0, y0, w, h, 3.0)
             sheet = tumor & (nest > _NEST_THRESHOLD)
@@ -138,9 +148,9 @@ class TileRenderer:
 
         nuclei = self._nuclei(x0 - m, y0 - m, x0 + w + m, y0 + h + m, glands)
         if len(nuclei):
-            nuc_hema, cover = draw_nuclei(nuclei, x0, y0, w, h, self.textures.chromatin)
+            nuc_hema, cover = draw_nuclei(nuclei, self.library, x0, y0, w, h, self.textures.chromatin)
             hema = hema + nuc_hema
-            eosin = eosin * (1.0 - 0.65 * cover)
+            eosin = eosin * (1.0 - 0.45 * cover)
 
         thickness = self._field(self._thickness, x0, y0, w, h, 40.0)
         if layout.fold_edges.overlaps(x0, y0, x0 + w, y0 + h):
@@ -163,7 +173,7 @@ class TileRenderer:
         streaks = self.textures.fibre_samples(ix, iy)
         weights = self._field(self._fibre_weights, x0, y0, w, h, 16.0)  # (3, h, w)
         f = streaks[0] * weights[0] + streaks[1] * weights[1] + streaks[2] * weights[2]
-        return np.clip(0.45 + 0.3 * f, 0.0, 1.0)
+        return np.clip(0.5 + 0.7 * f, 0.0, 1.0)
 
     def _fibre_warp(self, x: F64, y: F64) -> F32:
         """Displacement (px, two channels) that makes the fibres wave."""
@@ -177,7 +187,10 @@ class TileRenderer:
         """Blend weights of the three fibre orientations (three channels summing to 1)."""
         xu, yu = self._um(x, y)
         w = np.stack(
-            [value_noise(xu / 260.0, yu / 260.0, self._salt["fibre.weight"] + k) ** 4 + 1e-3 for k in range(3)],
+            [
+                value_noise(xu / 260.0, yu / 260.0, self._salt["fibre.weight"] + k) ** 4 + 1e-3
+                for k in range(3)
+            ],
             axis=-1,
         )
         return np.asarray(w / w.sum(axis=-1, keepdims=True), dtype=np.float32)
@@ -186,6 +199,11 @@ class TileRenderer:
         """Dominant fibre direction (radians) at points."""
         weights = self._fibre_weights(x, y)
         return np.asarray(self.textures.fibre_angles[np.argmax(weights, axis=-1)], dtype=np.float32)
+
+    def _stroma_density(self, x: F64, y: F64) -> F32:
+        """Loose to dense collagen, varying over a few hundred µm."""
+        xu, yu = self._um(x, y)
+        return 0.65 + 0.6 * fbm(xu / 180.0, yu / 180.0, self._salt["stroma.density"], 2)
 
     def _nest(self, x: F64, y: F64) -> F32:
         xu, yu = self._um(x, y)
@@ -197,11 +215,11 @@ class TileRenderer:
 
     # ------------------------------------------------------------------ nuclei
 
-    def _nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Nuclei:
+    def _nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Placements:
         parts = [self._tumor_nuclei(x0, y0, x1, y1, glands), *self._stromal_nuclei(x0, y0, x1, y1, glands)]
         if len(glands):
-            parts.append(self.glands.nuclei(glands))
-        return Nuclei.concat(parts)
+            parts.append(self.glands.nuclei(glands, self._kinds.gland))
+        return Placements.concat(parts)
 
     def _regions(self, cx: F64, cy: F64, glands: Glands) -> tuple[Mask, Mask, Mask, Mask]:
         """For points: (in tissue, in a tumor sheet, in a lumen, in a normal gland)."""
@@ -213,57 +231,40 @@ class TileRenderer:
         lumen, gland = self.glands.classify(glands, cx, cy)
         return tissue, sheet, lumen, gland
 
-    def _tumor_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Nuclei:
+    def _tumor_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Placements:
         """Crowded, enlarged, pleomorphic, hyperchromatic nuclei with coarse chromatin and nucleoli."""
         if not self.layout.tumor_edges.overlaps(x0, y0, x1, y1):
-            return empty_nuclei()
-        px = self.px_per_um
-        cell = _TUMOR_CELL * px
+            return no_placements()
+        cell = _TUMOR_CELL * self.px_per_um
         ii, jj = cell_grid(x0, y0, x1, y1, cell)
-        u = uniforms(self._salt_tumor, 18, ii, jj)
+        u = uniforms(self._salt_tumor, 10, ii, jj)
         cx = (ii + 0.5 + (u[1] - 0.5) * 0.75) * cell
         cy = (jj + 0.5 + (u[2] - 0.5) * 0.75) * cell
         _, sheet, lumen, _ = self._regions(cx, cy, glands)
         keep = (u[0] < 0.93) & sheet & ~lumen
         u, cx, cy = u[:, keep], cx[keep], cy[keep]
-        radius = np.clip(4.4 * np.exp(0.22 * gaussian(u[3], u[4])), 2.9, 8.5) * px
-        aspect = np.sqrt(1.0 + 0.75 * u[5] ** 1.5)
-        dark = u[6] < 0.04  # the odd mitosis or smudged, very hyperchromatic nucleus
-        nuclei = Nuclei.build(
-            cx,
-            cy,
-            radius * aspect,
-            radius / aspect,
-            u[7] * math.pi,
-            np.where(dark, 2.5, 1.3 + 0.6 * u[8]),
-            harm2=0.16 * u[9],
-            phase2=2 * math.pi * u[10],
-            harm3=0.11 * u[11],
-            phase3=2 * math.pi * u[12],
-            rim=0.3 + 0.3 * u[13],
-            chromatin=np.where(dark, 0.2, 0.55 + 0.35 * u[14]),
+        kinds = self._kinds
+        dark = u[4] < 0.04  # the odd mitosis or smudged, very hyperchromatic nucleus
+        stamp = np.where(dark, kinds.dark.pick(u[3]), kinds.tumor.pick(u[3]))
+        nuclei = Placements.build(cx, cy, stamp)
+        has = (u[7] < 0.55) & ~dark  # a nucleolus: one small dark dot off the centre
+        off_r = 0.45 * self.library.b[stamp[has]] * u[8][has]
+        off_t = 2 * math.pi * u[9][has]
+        nucleoli = Placements.build(
+            cx[has] + off_r * np.cos(off_t),
+            cy[has] + off_r * np.sin(off_t),
+            kinds.nucleolus.pick(u[7][has] / 0.55),
         )
-        has = (u[15] < 0.55) & ~dark  # a nucleolus: one small dark dot
-        off_r = 0.35 * radius * u[16]
-        off_t = 2 * math.pi * u[17]
-        r_n = (0.55 + 0.45 * u[15] / 0.55) * px
-        nucleoli = Nuclei.build(
-            (cx + off_r * np.cos(off_t))[has],
-            (cy + off_r * np.sin(off_t))[has],
-            r_n[has],
-            r_n[has],
-            0.0,
-            0.9,
-        )
-        return Nuclei.concat([nuclei, nucleoli])
+        return Placements.concat([nuclei, nucleoli])
 
-    def _stromal_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> list[Nuclei]:
+    def _stromal_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> list[Placements]:
         """Spindle fibroblast nuclei along the fibres, and lymphocytes (sparse, sometimes clustered)."""
         px = self.px_per_um
+        kinds = self._kinds
         out = []
         cell = _STROMA_CELL * px
         ii, jj = cell_grid(x0, y0, x1, y1, cell)
-        u = uniforms(self._salt_stroma, 12, ii, jj)
+        u = uniforms(self._salt_stroma, 7, ii, jj)
         present = u[0] < 0.3
         u = u[:, present]
         cx = (ii[present] + u[1]) * cell
@@ -272,25 +273,11 @@ class TileRenderer:
         keep = tissue & ~sheet & ~lumen & ~gland
         u, cx, cy = u[:, keep], cx[keep], cy[keep]
         if cx.size:
-            out.append(
-                Nuclei.build(
-                    cx,
-                    cy,
-                    (4.5 + 3.0 * u[3]) * px,
-                    (1.0 + 0.6 * u[4]) * px,
-                    self._fibre_direction(cx, cy) + 0.25 * gaussian(u[5], u[6]),
-                    0.9 + 0.35 * u[7],
-                    harm2=0.08 * u[8],
-                    phase2=2 * math.pi * u[9],
-                    harm3=0.06 * u[10],
-                    phase3=2 * math.pi * u[11],
-                    rim=0.1,
-                    chromatin=0.3,
-                )
-            )
+            angle = self._fibre_direction(cx, cy) + 0.25 * gaussian(u[3], u[4])
+            out.append(Placements.build(cx, cy, kinds.spindle.pick(angle, u[5])))
         cell = _LYMPH_CELL * px
         ii, jj = cell_grid(x0, y0, x1, y1, cell)
-        u = uniforms(self._salt_lymph, 9, ii, jj)
+        u = uniforms(self._salt_lymph, 6, ii, jj)
         cx = (ii + u[1]) * cell
         cy = (jj + u[2]) * cell
         xu, yu = self._um(cx, cy)
@@ -301,21 +288,7 @@ class TileRenderer:
         keep = tissue & ~lumen & ~gland & (~sheet | (u[3] < 0.15))
         u, cx, cy = u[:, keep], cx[keep], cy[keep]
         if cx.size:
-            r = (2.6 + 0.8 * u[4]) * px
-            out.append(
-                Nuclei.build(
-                    cx,
-                    cy,
-                    r * 1.06,
-                    r / 1.06,
-                    math.pi * u[5],
-                    1.7 + 0.3 * u[6],
-                    harm2=0.05 * u[7],
-                    phase2=2 * math.pi * u[8],
-                    rim=0.1,
-                    chromatin=0.15,
-                )
-            )
+            out.append(Placements.build(cx, cy, kinds.lymph.pick(u[4])))
         return out
 
     # ------------------------------------------------------------------ glass, ink
@@ -376,3 +349,105 @@ def _transmission_lut(hema: F64, eosin: F64, glass_od: F64) -> U32:
     e = (np.arange(_LUT_E, dtype=np.float32) / _LUT_STEP)[None, :, None]
     od = h * hema.astype(np.float32) + e * eosin.astype(np.float32) + glass_od.astype(np.float32)
     return _pack(np.clip(255.0 * np.exp(-od) + 0.5, 0, 255).astype(np.uint8)).ravel()
+
+
+@dataclass(frozen=True, slots=True)
+class StampRun:
+    """A run of ``count`` interchangeable library stamps starting at ``start``."""
+
+    start: int
+    count: int
+
+    def pick(self, u: F32) -> NDArray[np.int64]:
+        """Stamp numbers chosen by uniforms ``u`` in [0, 1)."""
+        return self.start + np.minimum((u * self.count).astype(np.int64), self.count - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kinds:
+    """Where each kind of nucleus sits in the stamp library."""
+
+    tumor: StampRun
+    dark: StampRun
+    lymph: StampRun
+    nucleolus: StampRun
+    spindle: OrientedStamps
+    gland: OrientedStamps
+
+
+def _nucleus_library(rng: np.random.Generator, px: float) -> tuple[StampLibrary, _Kinds]:
+    """This slide's nucleus shapes and stains (sizes in µm converted to px at ``px`` px/µm)."""
+    n_tumor, n_dark, n_lymph, n_nucleolus = 384, 32, 32, 8
+    bins = 24
+    n_spindle, n_gland = 6, 4
+
+    def u(n: int) -> F64:
+        return rng.uniform(size=n)
+
+    def tumor_shapes(n: int, density: F64 | float, chromatin: F64 | float) -> NucleusShapes:
+        radius = np.clip(4.4 * np.exp(0.22 * rng.normal(size=n)), 2.9, 8.5) * px
+        aspect = np.sqrt(1.0 + 0.75 * u(n) ** 1.5)
+        return NucleusShapes.build(
+            radius * aspect,
+            radius / aspect,
+            u(n) * math.pi,
+            harm2=0.16 * u(n),
+            phase2=2 * math.pi * u(n),
+            harm3=0.11 * u(n),
+            phase3=2 * math.pi * u(n),
+            rim=0.3 + 0.3 * u(n),
+            density=density,
+            chromatin=chromatin,
+        )
+
+    tumor = tumor_shapes(n_tumor, 1.15 + 0.45 * u(n_tumor), 0.55 + 0.35 * u(n_tumor))
+    dark = tumor_shapes(n_dark, 2.1, 0.2)
+    r = (2.6 + 0.8 * u(n_lymph)) * px
+    lymph = NucleusShapes.build(
+        r * 1.06,
+        r / 1.06,
+        u(n_lymph) * math.pi,
+        harm2=0.05 * u(n_lymph),
+        phase2=2 * math.pi * u(n_lymph),
+        rim=0.1,
+        density=1.45 + 0.25 * u(n_lymph),
+        chromatin=0.15,
+    )
+    r = (0.55 + 0.45 * (np.arange(n_nucleolus) + 0.5) / n_nucleolus) * px
+    nucleolus = NucleusShapes.build(r, r, 0.0, density=0.7)
+    n = bins * n_spindle
+    spindle = NucleusShapes.build(
+        (4.5 + 3.0 * u(n)) * px,
+        (1.0 + 0.6 * u(n)) * px,
+        np.repeat(np.arange(bins) * (math.pi / bins), n_spindle) + rng.normal(0, 0.04, n),
+        harm2=0.08 * u(n),
+        phase2=2 * math.pi * u(n),
+        harm3=0.06 * u(n),
+        phase3=2 * math.pi * u(n),
+        rim=0.1,
+        density=0.85 + 0.25 * u(n),
+        chromatin=0.3,
+    )
+    n = bins * n_gland
+    size = 1.0 + 0.08 * rng.normal(size=n)
+    gland = NucleusShapes.build(
+        3.6 * px * size,
+        2.1 * px * size,
+        np.repeat(np.arange(bins) * (math.pi / bins), n_gland),
+        harm2=0.05 * u(n),
+        phase2=2 * math.pi * u(n),
+        rim=0.25,
+        density=0.95 + 0.2 * u(n),
+        chromatin=0.3,
+    )
+    library = StampLibrary(NucleusShapes.concat([tumor, dark, lymph, nucleolus, spindle, gland]))
+    starts = np.cumsum([0, n_tumor, n_dark, n_lymph, n_nucleolus, bins * n_spindle])
+    kinds = _Kinds(
+        tumor=StampRun(int(starts[0]), n_tumor),
+        dark=StampRun(int(starts[1]), n_dark),
+        lymph=StampRun(int(starts[2]), n_lymph),
+        nucleolus=StampRun(int(starts[3]), n_nucleolus),
+        spindle=OrientedStamps(int(starts[4]), bins, n_spindle),
+        gland=OrientedStamps(int(starts[5]), bins, n_gland),
+    )
+    return library, kinds

@@ -119,7 +119,9 @@ def write_svs(
         encoder = _TileEncoder(spec.quality)
         bg = _BackgroundBlock(background_tile, b, encoder)
         with tifffile.TiffWriter(partial, bigtiff=big) as tw, ThreadPoolExecutor(max(1, workers)) as pool:
-            level0 = _level0_tiles(spec, render_block, bg, encoder, sinks[0] if sinks else None, pool, workers, report)
+            level0 = _level0_tiles(
+                spec, render_block, bg, encoder, sinks[0] if sinks else None, pool, workers, report
+            )
             _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
             for _ in level0:  # tifffile stops at the last tile; let the generator finish its bookkeeping
                 raise RuntimeError("level 0 produced more tiles than its page holds")
@@ -148,7 +150,11 @@ def write_svs(
             if macro is not None:
                 image = macro(thumb)
                 _write_stripped(
-                    tw, image, spec.quality, f"{APERIO_HEADER}macro {image.shape[1]}x{image.shape[0]}", subfiletype=9
+                    tw,
+                    image,
+                    spec.quality,
+                    f"{APERIO_HEADER}macro {image.shape[1]}x{image.shape[0]}",
+                    subfiletype=9,
                 )
         os.replace(partial, path)
     log.info("wrote %s (%dx%d, %d levels)", path, spec.width, spec.height, len(sizes))
@@ -213,7 +219,9 @@ def _level0_tiles(
         pixels = render_block(bx * b, by * b, b, b)
         if pixels is None:
             return None, None
-        tiles = [encoder(pixels[r * t : (r + 1) * t, c * t : (c + 1) * t]) for r in range(per) for c in range(per)]
+        tiles = [
+            encoder(pixels[r * t : (r + 1) * t, c * t : (c + 1) * t]) for r in range(per) for c in range(per)
+        ]
         return tiles, downsample(pixels, b // FACTOR) if sink is not None else None
 
     pending: deque[Future[_BlockResult]] = deque()
@@ -245,7 +253,13 @@ def _level0_tiles(
 
 
 def _level_tiles(
-    path: Path, width: int, height: int, t: int, encoder: _TileEncoder, pool: ThreadPoolExecutor, report: Callable[[int], None]
+    path: Path,
+    width: int,
+    height: int,
+    t: int,
+    encoder: _TileEncoder,
+    pool: ThreadPoolExecutor,
+    report: Callable[[int], None],
 ) -> Iterator[bytes]:
     n_tx = math.ceil(width / t)
     for strip in read_strips(path, width, height, t):
@@ -258,7 +272,9 @@ def _level_tiles(
         report(n_tx)
 
 
-def _write_tiled(tw: tifffile.TiffWriter, tiles: Iterator[bytes], w: int, h: int, spec: SvsSpec, desc: str) -> None:
+def _write_tiled(
+    tw: tifffile.TiffWriter, tiles: Iterator[bytes], w: int, h: int, spec: SvsSpec, desc: str
+) -> None:
     px_per_cm = 1e4 / spec.mpp * (w / spec.width)
     tw.write(
         tiles,
@@ -311,4 +327,3 @@ def _small_level0(render_block: BlockRenderer, spec: SvsSpec, bg: _BackgroundBlo
             pixels = render_block(x0, y0, b, b)
             out[y0 : y0 + b, x0 : x0 + b] = blank if pixels is None else pixels
     return out[: spec.height, : spec.width]
-

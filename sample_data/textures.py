@@ -60,12 +60,16 @@ class Textures:
         base_angle = rng.uniform(0, math.pi)
         self.fibre_angles = base_angle + np.arange(3) * (math.pi / 3)
         fibres = [
-            _periodic_field(rng, self.fibre_period, 9.0 * px, 0.9 * px, float(a)) for a in self.fibre_angles
+            _periodic_field(rng, self.fibre_period, 14.0 * px, 1.6 * px, float(a))
+            + 0.35 * _periodic_field(rng, self.fibre_period, 5.0 * px, 0.35 * px, float(a))
+            for a in self.fibre_angles
         ]
         self.fibres = [f.ravel() for f in fibres]
 
     @staticmethod
-    def window(tiled: NDArray[np.generic], period: int, x0: int, y0: int, w: int, h: int) -> NDArray[np.generic]:
+    def window(
+        tiled: NDArray[np.generic], period: int, x0: int, y0: int, w: int, h: int
+    ) -> NDArray[np.generic]:
         """The ``(h, w, …)`` window at ``(x0, y0)`` of a :func:`pretile`-d periodic field (a view if small)."""
         ry, rx = y0 % period, x0 % period
         if w <= _WINDOW and h <= _WINDOW:

@@ -200,7 +200,9 @@ def rasterize_polygons(
         c0, c1 = max(0, int(x0 / downsample) - 1), min(cols, int(x1 / downsample) + 2)
         r0, r1 = max(0, int(y0 / downsample) - 1), min(rows, int(y1 / downsample) + 2)
         if c0 < c1 and r0 < r1:
-            mask[r0:r1, c0:c1] |= edges.rasterize(c0 * downsample, r0 * downsample, c1 - c0, r1 - r0, downsample)
+            mask[r0:r1, c0:c1] |= edges.rasterize(
+                c0 * downsample, r0 * downsample, c1 - c0, r1 - r0, downsample
+            )
     return mask
 
 
@@ -209,6 +211,8 @@ def truth_mask(truth_path: str | Path, shape: tuple[int, int], downsample: float
     return rasterize_polygons(read_truth(truth_path), shape, downsample)
 
 
-def tissue_truth_mask(truth_path: str | Path, shape: tuple[int, int], downsample: float = 1.0) -> NDArray[np.bool_]:
+def tissue_truth_mask(
+    truth_path: str | Path, shape: tuple[int, int], downsample: float = 1.0
+) -> NDArray[np.bool_]:
     """Tissue mask of shape ``(rows, cols)`` at ``downsample`` from level 0 (pixel centres inside)."""
     return rasterize_polygons(read_tissue(truth_path), shape, downsample)
