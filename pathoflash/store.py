@@ -9,7 +9,7 @@ Layout of ``tiles.zarr`` (see DESIGN.md)::
                          that hold tissue are written
     tissue_mask/         bool (y, x) at its own mpp (attribute ``mpp``)
     heatmap/             float32 tumor probabilities, written later by inference (attributes ``mpp`` …)
-    .pathoflash-store    marks the folder as ours (so a rebuild never deletes someone else's data)
+    .pathoflash-unreadable.jsonl   journal of unreadable tiles while a run is in progress
 
 Chunks are encoded here (Blosc-LZ4, the codec recorded in the array metadata) and written with write-to-temp
 then rename, so a chunk file either exists whole or not at all, even after SIGKILL; a resumed run trusts
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
-STORE_MARKER = ".pathoflash-store"
 UNREADABLE_JOURNAL = ".pathoflash-unreadable.jsonl"
 CODEC = {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "noshuffle"}
 FILL = 255
@@ -228,8 +227,12 @@ class TileStore:
         self.path = path
         self._group = group
         meta = group.attrs.get("pathoflash")
-        if not isinstance(meta, dict) or meta.get("store_format") != STORE_FORMAT:
+        if not isinstance(meta, dict):
             raise StoreError("not a PathoFlash tile store (no 'pathoflash' attributes)", path=path)
+        if not meta.get("created"):
+            raise StoreError("tile store creation was interrupted", path=path)
+        if meta.get("store_format") != STORE_FORMAT:
+            raise StoreError(f"tile store format {meta.get('store_format')} is not {STORE_FORMAT}", path=path)
         self._meta: dict[str, Any] = dict(meta)
         from .tiling import TileGrid
 
@@ -284,9 +287,10 @@ class TileStore:
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
             raise StoreError("folder is not empty; refusing to write a tile store into it", path=root)
-        (root / STORE_MARKER).write_text(json.dumps({"store_format": STORE_FORMAT}) + "\n")
-        group = zarr.open_group(root, mode="a", zarr_format=3)
         shapes = level_shapes(grid.width, grid.height, grid.tile_size)
+        # The group and its attributes come first (one atomic write), so a kill at any later point leaves
+        # a folder recognisably ours; ``created`` is set once every array exists.
+        group = zarr.create_group(root, zarr_format=3, attributes={"pathoflash": {"created": False}})
         t = grid.tile_size
         for level, (h, w) in enumerate(shapes):
             group.create_array(
@@ -323,6 +327,7 @@ class TileStore:
             "codec": CODEC,
             "grid": grid.to_dict(),
             "tissue_mask_mpp": tissue.mpp,
+            "created": True,
             "complete": False,
             "tiles_total": len(grid.tissue_tiles),
             "unreadable_tiles": [],
@@ -537,7 +542,16 @@ def _looks_created(root: Path) -> bool:
         meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (root / STORE_MARKER).is_file() and "pathoflash" in meta.get("attributes", {})
+    return bool(meta.get("attributes", {}).get("pathoflash", {}).get("created"))
+
+
+def _is_ours(root: Path) -> bool:
+    """Whether ``root/zarr.json`` carries our attributes (so we may delete and rebuild it)."""
+    try:
+        meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("attributes", {}).get("pathoflash"), dict)
 
 
 def reuse_store(
@@ -596,7 +610,7 @@ def classify_existing(path: Path) -> str:
         return "absent"
     if not path.is_dir():
         raise StoreError("exists and is not a folder; choose another output location", path=path)
-    if (path / STORE_MARKER).is_file():
+    if _is_ours(path):
         return "ours"
     if not any(path.iterdir()):
         return "absent"
@@ -607,8 +621,8 @@ def classify_existing(path: Path) -> str:
 
 
 def remove_store(path: Path) -> None:
-    """Delete a PathoFlash store folder (only one that carries our marker file)."""
-    if not (path / STORE_MARKER).is_file():
+    """Delete a PathoFlash store folder (only one whose zarr.json carries our attributes)."""
+    if not _is_ours(path):
         raise StoreError("refusing to delete a folder that is not a PathoFlash tile store", path=path)
     shutil.rmtree(path)
 

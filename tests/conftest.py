@@ -67,11 +67,12 @@ class Shape:
     textured: bool = False
 
     def cover(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Inside-mask on the grid of pixel centres ``xs`` (columns) × ``ys`` (rows)."""
         if self.kind == "rect":
             x0, y0, x1, y1 = self.box
-            return (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+            return ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
         cx, cy, r, _ = self.box
-        return (xs - cx) ** 2 + (ys - cy) ** 2 < r * r
+        return ((ys - cy) ** 2)[:, None] + ((xs - cx) ** 2)[None, :] < r * r
 
 
 def rect(x0: float, y0: float, x1: float, y1: float, colour: Colour = PINK, textured: bool = True) -> Shape:
@@ -89,18 +90,17 @@ def paint(
     ``None`` when nothing is drawn there and the background is transparent (a sparse tile)."""
     xs = x0 + (np.arange(w) + 0.5) * ds
     ys = y0 + (np.arange(h) + 0.5) * ds
-    gx, gy = np.meshgrid(xs, ys)
     out = np.empty((h, w, 3), np.uint8)
     out[:] = background if background is not None else (255, 255, 255)
     drawn = False
     for shape in shapes:
-        inside = shape.cover(gx, gy)
+        inside = shape.cover(xs, ys)
         if not inside.any():
             continue
         drawn = True
         out[inside] = shape.colour
         if shape.textured:
-            dots = inside & ((np.floor(gx / 12) * 7 + np.floor(gy / 12) * 3) % 5 == 0)
+            dots = inside & ((((np.floor(ys / 12) * 3)[:, None] + (np.floor(xs / 12) * 7)[None, :]) % 5) == 0)
             out[dots] = PURPLE
     if not drawn and background is None:
         return None
