@@ -249,7 +249,7 @@ def test_bad_threshold_is_rejected(tmp_path: Path) -> None:
 
 def test_checker_catches_broken_geometry() -> None:
     """The convention checker must fail on what QuPath/JTS would reject or misread."""
-    good = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+    good: list[list[float]] = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
     check_polygon([good])
     with pytest.raises(AssertionError, match="closed"):
         check_ring([*good[:-1], [0, 1]])

@@ -86,8 +86,8 @@ def test_pixel_colours_match_probabilities(written: tuple[Heatmap, Path]) -> Non
         last = tif.level_count - 1
         w, h = tif.level_dimensions[last]
         d = tif.level_downsamples[last]
-        row = np.asarray(tif.read_region((0, int(h * 0.8 * d)), last, (w, 1)))[0, :, :3].astype(int)
-        brightness = row.sum(axis=1)
+        strip = np.asarray(tif.read_region((0, int(h * 0.8 * d)), last, (w, 1)))[0, :, :3].astype(int)
+        brightness = strip.sum(axis=1)
         assert brightness[w // 10] < brightness[w // 2] < brightness[w - w // 10]
 
 
@@ -97,6 +97,7 @@ def test_tiff_layout_is_what_openslide_generic_tiff_reads(written: tuple[Heatmap
         pages = tif.pages
         assert len(pages) >= 4
         for index, page in enumerate(pages):
+            assert isinstance(page, tifffile.TiffPage)
             assert page.is_tiled and (page.tilewidth, page.tilelength) == (256, 256)
             assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
             assert page.photometric == tifffile.PHOTOMETRIC.RGB

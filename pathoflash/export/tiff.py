@@ -166,7 +166,7 @@ def _share_blank_tile(path: Path, blank: bytes) -> None:
     """
     import tifffile
 
-    with tifffile.TiffFile(path, mode="r+b") as tif:
+    with tifffile.TiffFile(path, mode="r+") as tif:
         handle = tif.filehandle
         handle.seek(0, os.SEEK_END)
         offset = handle.tell()
@@ -175,6 +175,7 @@ def _share_blank_tile(path: Path, blank: bytes) -> None:
             offset += 1
         handle.write(blank)
         for page in tif.pages:
+            assert isinstance(page, tifffile.TiffPage)
             counts = np.asarray(page.databytecounts, dtype=np.int64)
             empty = counts == 0
             if not empty.any():

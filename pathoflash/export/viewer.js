@@ -28,9 +28,128 @@
     return bytes;
   }
 
-  function inflate(bytes) {
-    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
-    return new Response(stream).arrayBuffer().then(function (buffer) { return new Uint8Array(buffer); });
+  // A small synchronous zlib/DEFLATE decoder (RFC 1950/1951, Adler-32 checked): canonical Huffman codes
+  // decoded bit by bit.
+  // Synchronous on purpose: the page is complete as soon as its images load (no stream plumbing to await),
+  // and it needs no DecompressionStream (older Safari lacks it).
+  var LENGTH_BASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
+  var LENGTH_EXTRA = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
+  var DIST_BASE = [1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073,
+    4097, 6145, 8193, 12289, 16385, 24577];
+  var DIST_EXTRA = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
+  var CODE_LENGTH_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
+
+  function huffman(lengths) {  // → {counts[len], symbols sorted by (len, symbol)}
+    var counts = new Uint16Array(16), offsets = new Uint16Array(16), symbols = new Uint16Array(lengths.length);
+    for (var i = 0; i < lengths.length; i++) counts[lengths[i]]++;
+    counts[0] = 0;
+    for (var len = 1; len < 16; len++) offsets[len] = offsets[len - 1] + counts[len - 1];
+    for (var s = 0; s < lengths.length; s++) if (lengths[s]) symbols[offsets[lengths[s]]++] = s;
+    return { counts: counts, symbols: symbols };
+  }
+
+  function adler32(bytes) {
+    var a = 1, b = 0;
+    for (var i = 0; i < bytes.length;) {
+      for (var end = Math.min(bytes.length, i + 5552); i < end; i++) { a += bytes[i]; b += a; }
+      a %= 65521; b %= 65521;
+    }
+    return ((b << 16) | a) >>> 0;
+  }
+
+  function inflate(input, expectedLength) {
+    if (input.length < 2 || (input[0] & 15) !== 8 || ((input[0] << 8) | input[1]) % 31 !== 0) {
+      throw new Error("heatmap data is not a zlib stream");
+    }
+    var out = new Uint8Array(expectedLength), op = 0;
+    var pos = 2, bitBuf = 0, bitCount = 0;
+    function bits(n) {
+      while (bitCount < n) {
+        if (pos >= input.length) throw new Error("heatmap data is truncated");
+        bitBuf |= input[pos++] << bitCount;
+        bitCount += 8;
+      }
+      var value = bitBuf & ((1 << n) - 1);
+      bitBuf >>>= n;
+      bitCount -= n;
+      return value;
+    }
+    function decode(table) {
+      var code = 0, first = 0, index = 0;
+      for (var len = 1; len < 16; len++) {
+        code |= bits(1);
+        var count = table.counts[len];
+        if (code < first + count) return table.symbols[index + code - first];
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+      }
+      throw new Error("heatmap data has an invalid Huffman code");
+    }
+    function put(byte) {
+      if (op >= expectedLength) throw new Error("heatmap data is longer than " + expectedLength + " values");
+      out[op++] = byte;
+    }
+    var fixedLit = null, fixedDist = null, last = 0;
+    while (!last) {
+      last = bits(1);
+      var type = bits(2), lit, dist;
+      if (type === 0) {  // stored
+        bitBuf = 0; bitCount = 0;
+        var n = input[pos] | (input[pos + 1] << 8);
+        pos += 4;
+        if (pos + n > input.length) throw new Error("heatmap data is truncated");
+        for (var k = 0; k < n; k++) put(input[pos++]);
+        continue;
+      } else if (type === 1) {  // fixed Huffman codes
+        if (!fixedLit) {
+          var l = new Uint8Array(288);
+          l.fill(8, 0, 144); l.fill(9, 144, 256); l.fill(7, 256, 280); l.fill(8, 280, 288);
+          fixedLit = huffman(l);
+          fixedDist = huffman(new Uint8Array(30).fill(5));
+        }
+        lit = fixedLit; dist = fixedDist;
+      } else if (type === 2) {  // dynamic Huffman codes
+        var nlen = bits(5) + 257, ndist = bits(5) + 1, ncode = bits(4) + 4;
+        var codeLengths = new Uint8Array(19);
+        for (var c = 0; c < ncode; c++) codeLengths[CODE_LENGTH_ORDER[c]] = bits(3);
+        var lengthCode = huffman(codeLengths), lengths = new Uint8Array(nlen + ndist);
+        for (var i = 0; i < nlen + ndist;) {
+          var sym = decode(lengthCode);
+          if (sym < 16) { lengths[i++] = sym; continue; }
+          var repeat, value = 0;
+          if (sym === 16) {
+            if (i === 0) throw new Error("heatmap data repeats a missing code length");
+            value = lengths[i - 1]; repeat = 3 + bits(2);
+          } else if (sym === 17) repeat = 3 + bits(3);
+          else repeat = 11 + bits(7);
+          if (i + repeat > nlen + ndist) throw new Error("heatmap data has too many code lengths");
+          while (repeat--) lengths[i++] = value;
+        }
+        lit = huffman(lengths.subarray(0, nlen));
+        dist = huffman(lengths.subarray(nlen));
+      } else {
+        throw new Error("heatmap data has an invalid block type");
+      }
+      for (;;) {
+        var symbol = decode(lit);
+        if (symbol < 256) { put(symbol); continue; }
+        if (symbol === 256) break;
+        symbol -= 257;
+        if (symbol >= 29) throw new Error("heatmap data has an invalid length code");
+        var length = LENGTH_BASE[symbol] + bits(LENGTH_EXTRA[symbol]);
+        var dsym = decode(dist);
+        if (dsym >= 30) throw new Error("heatmap data has an invalid distance code");
+        var back = DIST_BASE[dsym] + bits(DIST_EXTRA[dsym]);
+        if (back > op) throw new Error("heatmap data refers before its start");
+        for (var m = 0; m < length; m++) put(out[op - back]);
+      }
+    }
+    if (op !== expectedLength) throw new Error("heatmap has " + op + " values, expected " + expectedLength);
+    if (pos + 4 > input.length) throw new Error("heatmap data lacks its checksum");
+    var stored = ((input[pos] << 24) | (input[pos + 1] << 16) | (input[pos + 2] << 8) | input[pos + 3]) >>> 0;
+    if (stored !== adler32(out)) throw new Error("heatmap data is corrupt (checksum mismatch)");
+    return out;
   }
 
   function thresholdByte() { return Math.ceil(state.threshold * LEVELS - 1e-9); }
@@ -314,10 +433,7 @@
   applyHash();
   syncControls();
   for (var i = 0; i < levels[levels.length - 1].tiles.length; i++) tileImage(levels.length - 1, i);
-  inflate(base64ToBytes(hm.data)).then(function (bytes) {
-    if (bytes.length !== hm.rows * hm.cols) throw new Error("heatmap has " + bytes.length + " values, expected " + hm.rows * hm.cols);
-    probs = bytes;
-    updateOverlay();
-    scheduleDraw();
-  });
+  probs = inflate(base64ToBytes(hm.data), hm.rows * hm.cols);
+  updateOverlay();
+  scheduleDraw();
 })();

@@ -102,22 +102,22 @@ def slide_pyramid(
     while max(images[-1][0].shape[:2]) > OVERVIEW_MAX_SIDE:
         previous, (px, py) = images[-1]
         h, w = previous.shape[:2]
-        size = (max(1, w // 2), max(1, h // 2))
+        half = (max(1, w // 2), max(1, h // 2))
         # Each reduced pixel covers the same slide area as 2×2 of the previous level (the odd edge is cut).
-        images.append((resample(previous[: size[1] * 2, : size[0] * 2], size), (px * 2, py * 2)))
+        images.append((resample(previous[: half[1] * 2, : half[0] * 2], half), (px * 2, py * 2)))
     levels: list[dict[str, Any]] = []
     used = 0
     for image, px in reversed(images):  # coarse → fine
         level = _level(image, px)
-        size = _level_bytes(level)
-        if levels and used + size > budget:
+        nbytes = _level_bytes(level)
+        if levels and used + nbytes > budget:
             log.warning(
                 "viewer: leaving out the %dx%d slide level (%.1f MB) to stay within %.1f MB",
-                image.shape[1], image.shape[0], size / 1e6, budget / 1e6,
+                image.shape[1], image.shape[0], nbytes / 1e6, budget / 1e6,
             )  # fmt: skip
             break
         levels.append(level)
-        used += size
+        used += nbytes
     return levels[::-1]
 
 
