@@ -130,7 +130,9 @@ def run(
     threshold: Annotated[float, typer.Option("--threshold", help="Tumor probability for GeoJSON annotations.")] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Regions per model call.")] = 4,
     strict: Annotated[bool, typer.Option("--strict", help="Fail slides with unreadable tiles.")] = False,
-    no_tiles: Annotated[bool, typer.Option("--no-geojson-tiles", help="Only annotations in heatmap.geojson.")] = False,
+    geojson_tiles: Annotated[
+        bool, typer.Option("--geojson-tiles", help="Also per-patch QuPath tile objects with tumor_probability.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; table only on failures.")] = False,
 ) -> None:
     """Slides → tile stores, heatmaps and clinician-ready exports (one folder per slide, run.json)."""
@@ -138,7 +140,7 @@ def run(
 
     options = RunOptions(
         mpp=mpp, region=region, device=device, threshold=threshold, workers=workers, strict=strict,
-        model=model, batch_size=batch_size, geojson_tiles=not no_tiles,
+        model=model, batch_size=batch_size, geojson_tiles=geojson_tiles,
     )  # fmt: skip
     report = run_slides(
         slides, out, options, formats=formats, slide_mpp=slide_mpp, scheduler=scheduler, workers=None, quiet=quiet
