@@ -8,7 +8,7 @@ own background, and is neither pen ink nor black:
 - faint tissue keeps a little chroma: a hysteresis threshold keeps faint pixels connected to clearly
   stained ones (Otsu's threshold, kept within a band);
 - blue, green and black pen marks: haematoxylin and eosin both leave red above green, ink does not
-  (blue and green ink have green ≥ red), and black ink and scanner borders are dark;
+  (blue and green ink have green ≥ red), and black ink and scanner borders are dark and colourless;
 - specks are removed and small holes (lumina, fat) are filled, scaled in µm² not pixels.
 """
 
@@ -31,8 +31,10 @@ CHROMA_FAINT = 0.04
 CHROMA_STRONG_RANGE = (0.08, 0.2)
 #: Green above red by this much (0–255) marks blue or green ink, never H&E.
 INK_GREEN_OVER_RED = 15
-#: Brightest channel below this (0–255) is black: scanner borders, black ink.
+#: Black (scanner borders, black ink): brightest channel below DARK_MAX and channels within DARK_SPREAD
+#: of each other. Dense, dark haematoxylin is just as dark but clearly coloured, so it stays tissue.
 DARK_MAX = 60
+DARK_SPREAD = 25
 #: Mask pixels dropped around ink and black areas (their edges blend into colours that look stained).
 INK_RIM_PX = 2
 #: Tissue pieces smaller than this are specks (dust, debris); holes smaller than this are filled.
@@ -126,7 +128,8 @@ def tissue_mask_from_rgb(rgb: np.ndarray, *, mpp: float) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ValueError(f"expected an (h, w, 3) RGB image, got shape {rgb.shape}")
     image = rgb.astype(np.float32)
-    dark = image.max(axis=2) < DARK_MAX
+    brightest = image.max(axis=2)
+    dark = (brightest < DARK_MAX) & (brightest - image.min(axis=2) < DARK_SPREAD)
     ink = image[..., 1] - image[..., 0] > INK_GREEN_OVER_RED
     balanced = np.clip(image / _background_colour(image, dark), 0.0, 1.0)
     high = balanced.max(axis=2)

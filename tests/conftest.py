@@ -160,3 +160,21 @@ def make_tiff(tmp_path: Path) -> Callable[..., Path]:
         return write_tiff(tmp_path / name, **kwargs)
 
     return make
+
+
+# -- synthetic H&E slides (pathoflash.sample_data) ---------------------------------------------------
+SYNTHETIC_SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="session")
+def synthetic_slides(tmp_path_factory: pytest.TempPathFactory) -> list:
+    """Three small synthetic slides (2048 × 2048 px at 0.5 µm/px), seed 1 without pen marks."""
+    from pathoflash.sample_data import write_sample_slide
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    return [
+        write_sample_slide(
+            folder / f"synthetic-{seed}.svs", seed=seed, size=(2048, 2048), mpp=0.5, pen_marks=seed != 1
+        )
+        for seed in SYNTHETIC_SEEDS
+    ]
