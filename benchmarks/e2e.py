@@ -176,7 +176,9 @@ def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
     from pathoflash.options import RunOptions
 
     slides = sorted(Path(args.workdir).glob("batch-*.svs"))
-    options = RunOptions(mpp=args.mpp, device="auto", workers=args.workers, batch_size=args.batch_size, model=args.model)
+    options = RunOptions(
+        mpp=args.mpp, device="auto", workers=args.workers, batch_size=args.batch_size, model=args.model
+    )
     out = Path(args.workdir) / f"batch-out-{args.gpus_now}"
     t = time.perf_counter()
     report = run_dask_batch(collect_slides(slides), out, options, workers=args.gpus_now)
@@ -185,7 +187,13 @@ def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, "slides": ok, "slides_per_hour": ok / seconds * 3600}
 
 
-STAGES = {"decode": stage_decode, "encode": stage_encode, "e2e": stage_e2e, "naive": stage_naive, "batch": stage_batch}
+STAGES = {
+    "decode": stage_decode,
+    "encode": stage_encode,
+    "e2e": stage_e2e,
+    "naive": stage_naive,
+    "batch": stage_batch,
+}
 
 
 def _run_stage(name: str, args: argparse.Namespace, extra: list[str] | None = None) -> dict[str, Any]:
@@ -200,8 +208,12 @@ def _run_stage(name: str, args: argparse.Namespace, extra: list[str] | None = No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="45000x45000", help="level-0 size of the generated slide (0.25 µm/px)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size", default="45000x45000", help="level-0 size of the generated slide (0.25 µm/px)"
+    )
     parser.add_argument("--slide", type=Path, help="use this slide instead of generating one")
     parser.add_argument("--workdir", default="/tmp/pathoflash-e2e")
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
@@ -230,7 +242,10 @@ def main() -> None:
         if not args.slide.is_file():
             t = time.perf_counter()
             write_sample_slide(args.slide, seed=7, size=(w, h), mpp=0.25, workers=os.cpu_count())
-            print(f"generated {args.slide} ({w * h / 1e9:.2f} Gpx) in {time.perf_counter() - t:.0f} s", flush=True)
+            print(
+                f"generated {args.slide} ({w * h / 1e9:.2f} Gpx) in {time.perf_counter() - t:.0f} s",
+                flush=True,
+            )
     results: dict[str, Any] = {}
     for name in args.stages.split(","):
         results[name] = _run_stage(name, args)
@@ -256,7 +271,9 @@ def main() -> None:
         if name in results:
             r = results[name]
             busy = "" if r.get("gpu_busy") is None else f"{r['gpu_busy']:.0%}"
-            print(f"{name:8s} {r['seconds']:9.1f} {r['tiles_per_s']:9.0f} {busy:>9s} {r['peak_rss_mb']:12.0f}")
+            print(
+                f"{name:8s} {r['seconds']:9.1f} {r['tiles_per_s']:9.0f} {busy:>9s} {r['peak_rss_mb']:12.0f}"
+            )
     if {"decode", "encode", "e2e"} <= results.keys():
         bound = max(results["decode"]["seconds"], results["encode"]["seconds"])
         print(f"e2e / max(decode, encode) = {results['e2e']['seconds'] / bound:.2f}  (goal ≤ 1.2)")
@@ -264,7 +281,9 @@ def main() -> None:
         print(f"naive / e2e = {results['naive']['seconds'] / results['e2e']['seconds']:.2f}  (goal ≥ 3)")
     for key, r in results.items():
         if key.startswith("batch_"):
-            print(f"{key}: {r['slides']} slides in {r['seconds']:.0f} s = {r['slides_per_hour']:.0f} slides/hour")
+            print(
+                f"{key}: {r['slides']} slides in {r['seconds']:.0f} s = {r['slides_per_hour']:.0f} slides/hour"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
 

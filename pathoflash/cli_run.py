@@ -117,23 +117,38 @@ def run_slides(
 @app.command()
 @handle_errors
 def run(
-    slides: Annotated[list[Path], typer.Argument(help="Slide files, folders, or a manifest .csv (path, slide_mpp, id).")],
+    slides: Annotated[
+        list[Path], typer.Argument(help="Slide files, folders, or a manifest .csv (path, slide_mpp, id).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    model: Annotated[str | None, typer.Option("--model", help="Model file; default: the bundled model.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model file; default: the bundled model.")
+    ] = None,
     mpp: Annotated[float, typer.Option("--mpp", help="Target resolution for tiles and model (µm/px).")] = 0.5,
     slide_mpp: SlideMppOpt = None,
-    region: Annotated[int | None, typer.Option("--region", help="Model region side in px (default: the model's).")] = None,
+    region: Annotated[
+        int | None, typer.Option("--region", help="Model region side in px (default: the model's).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    formats: Annotated[str | None, typer.Option("--formats", help="File endings to pick from folders, e.g. svs,ndpi.")] = None,
+    formats: Annotated[
+        str | None, typer.Option("--formats", help="File endings to pick from folders, e.g. svs,ndpi.")
+    ] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Decode threads per slide.")] = None,
-    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Existing Dask scheduler, tcp://host:port.")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Tumor probability for GeoJSON annotations.")] = 0.5,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Existing Dask scheduler, tcp://host:port.")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Tumor probability for GeoJSON annotations.")
+    ] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Regions per model call.")] = 4,
     strict: Annotated[bool, typer.Option("--strict", help="Fail slides with unreadable tiles.")] = False,
     geojson_tiles: Annotated[
-        bool, typer.Option("--geojson-tiles", help="Also per-patch QuPath tile objects with tumor_probability.")
+        bool,
+        typer.Option("--geojson-tiles", help="Also per-patch QuPath tile objects with tumor_probability."),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; table only on failures.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars; table only on failures.")
+    ] = False,
 ) -> None:
     """Slides → tile stores, heatmaps and clinician-ready exports (one folder per slide, run.json)."""
     from .options import RunOptions
@@ -143,7 +158,14 @@ def run(
         model=model, batch_size=batch_size, geojson_tiles=geojson_tiles,
     )  # fmt: skip
     report = run_slides(
-        slides, out, options, formats=formats, slide_mpp=slide_mpp, scheduler=scheduler, workers=None, quiet=quiet
+        slides,
+        out,
+        options,
+        formats=formats,
+        slide_mpp=slide_mpp,
+        scheduler=scheduler,
+        workers=None,
+        quiet=quiet,
     )
     if report.failed:
         raise typer.Exit(1)
@@ -167,7 +189,9 @@ def demo(
         out.mkdir(parents=True, exist_ok=True)
         with progress_bar("making sample slide", unit="tiles") as update:
             write_sample_slide(slide, seed=DEMO_SEED, size=DEMO_SIZE, mpp=0.25, progress=update)
-        typer.echo(f"sample slide: {slide} ({DEMO_SIZE[0]} × {DEMO_SIZE[1]} px, 0.25 µm/px, seed {DEMO_SEED})")
+        typer.echo(
+            f"sample slide: {slide} ({DEMO_SIZE[0]} × {DEMO_SIZE[1]} px, 0.25 µm/px, seed {DEMO_SEED})"
+        )
     report = run_slides(
         [slide], out / "results", RunOptions(device=device), formats=None, slide_mpp=None, scheduler=None,
         workers=None, quiet=quiet,

@@ -9,7 +9,9 @@ def test_auroc_matches_pair_counting_on_random_scores_with_ties() -> None:
     scores = rng.integers(0, 5, 200).astype(float)
     labels = rng.random(200) < 0.3
     pos, neg = scores[labels], scores[~labels]
-    expected = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+    expected = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+        pos.size * neg.size
+    )
     assert auroc(scores, labels) == pytest.approx(expected)
 
 

@@ -40,6 +40,7 @@ class Case:
     scale: float | None = None
     use_lse: bool = False
     tma: bool | None = None  # force the tensor-descriptor path on or off (None: the default choice)
+    split: bool | None = None  # False: pad the head dim to a power of two instead of two column tiles
 
     @property
     def id(self) -> str:
@@ -52,6 +53,8 @@ class Case:
             parts.append("lse")
         if self.tma is not None:
             parts.append(f"tma{int(self.tma)}")
+        if self.split is not None:
+            parts.append(f"split{int(self.split)}")
         return "-".join(parts)
 
 
@@ -73,6 +76,9 @@ EXTRA_CASES = [
     Case(130, 80, layout="qkv", tma=True, use_lse=True),
     Case(7, 48, layout="contiguous", tma=True),
     Case(65, 128, layout="bnhd", tma=True, batch=2, heads=1),
+    Case(65, 48, layout="contiguous", tma=True, n_kv=100),
+    Case(130, 80, layout="qkv", split=False, use_lse=True),
+    Case(40, 96, layout="bnhd", split=False, batch=2, heads=1),
 ]
 ALL_CASES = GRID_CASES + EXTRA_CASES
 
@@ -143,11 +149,11 @@ def _errors(case: Case, fa: object, reference: object) -> dict[str, list[float]]
     def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return reference(q, k, v, scale=case.scale)  # type: ignore[operator]
 
-    fa._tma_override = case.tma  # type: ignore[attr-defined]
+    fa._tma_override, fa._split_override = case.tma, case.split  # type: ignore[attr-defined]
     try:
         got = run(ours, low)
     finally:
-        fa._tma_override = None  # type: ignore[attr-defined]
+        fa._tma_override, fa._split_override = None, None  # type: ignore[attr-defined]
     plain_low = run(plain, low)
     exact = run(plain, torch.float64)
     result = {}

@@ -128,9 +128,16 @@ def test_from_zarr_errors(tmp_path: Path) -> None:
     group = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
     with pytest.raises(StoreError, match="no 'heatmap'"):
         Heatmap.from_zarr(group)
-    group.create_array("heatmap", shape=(2, 2), dtype="float32")
-    with pytest.raises(StoreError, match="not a PathoFlash heatmap"):
+    array = group.create_array("heatmap", shape=(2, 2), dtype="float32")
+    with pytest.raises(StoreError, match="not a PathoFlash heatmap.*'slide_mpp'"):
         Heatmap.from_zarr(group)
+    array.attrs.update({"kind": "something else", "mpp": 8.0, "slide_dimensions": [32, 32], "slide_mpp": [0.5, 0.5]})
+    with pytest.raises(StoreError, match="kind='something else'"):
+        Heatmap.from_zarr(group)
+    # Written by another writer with the geometry attrs but no kind: readable.
+    array.attrs.update({"kind": None})
+    del array.attrs["kind"]
+    assert Heatmap.from_zarr(group).shape == (2, 2)
 
 
 def test_suggested_resolutions() -> None:

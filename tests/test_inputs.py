@@ -46,7 +46,11 @@ def test_manifest_paths_mpp_and_ids(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("file,mpp\na.svs,1\n", "'path' column"), ("path,slide_mpp\na.svs,abc\n", "not a number"), ("path\n\n,\n", "empty path")],
+    [
+        ("file,mpp\na.svs,1\n", "'path' column"),
+        ("path,slide_mpp\na.svs,abc\n", "not a number"),
+        ("path\n\n,\n", "empty path"),
+    ],
 )
 def test_bad_manifest_says_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
     manifest = tmp_path / "m.csv"

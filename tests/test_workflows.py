@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pathoflash.workflows import run_batch
 
 from pathoflash.inputs import collect_slides
 from pathoflash.options import RunOptions
-from pathoflash.workflows import run_batch
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -152,7 +152,7 @@ def test_distributed_run_survives_a_killed_worker(
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
     ]
     try:
         workers = [
@@ -174,7 +174,7 @@ def test_distributed_run_survives_a_killed_worker(
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
             for i in range(2)
         ]
         procs.extend(workers)

@@ -59,7 +59,16 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     found = {"python": platform.python_version()}
-    for name in ("pathoflash", "torch", "triton", "openslide-python", "openslide-bin", "zarr", "dask", "distributed"):
+    for name in (
+        "pathoflash",
+        "torch",
+        "triton",
+        "openslide-python",
+        "openslide-bin",
+        "zarr",
+        "dask",
+        "distributed",
+    ):
         try:
             found[name] = md.version(name)
         except md.PackageNotFoundError:
