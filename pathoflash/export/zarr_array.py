@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..heatmap import Heatmap, PathLike
 
 KIND = "pathoflash.heatmap"
+#: Attributes a heatmap array must carry to be read back (``kind`` may be absent, e.g. when another writer
+#: stored the array with these attributes).
+_REQUIRED = ("mpp", "slide_dimensions", "slide_mpp")
 _CHUNK = 1024
 
 
@@ -91,9 +94,11 @@ def read_zarr(store: PathLike | zarr.Group, *, name: str = "heatmap") -> Heatmap
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{name!r} is a group, not a heatmap array", path=_path_of(store))
     attrs = dict(array.attrs)
-    if attrs.get("kind") != KIND:
+    missing = [key for key in _REQUIRED if key not in attrs]
+    if ("kind" in attrs and attrs["kind"] != KIND) or missing:
         raise StoreError(
-            f"{name!r} is not a PathoFlash heatmap (attrs kind={attrs.get('kind')!r})", path=_path_of(store)
+            f"{name!r} is not a PathoFlash heatmap (kind={attrs.get('kind')!r}, missing attrs {missing})",
+            path=_path_of(store),
         )
     mask, mask_mpp = None, None
     mask_name = f"{name}_tissue_mask"
@@ -105,7 +110,7 @@ def read_zarr(store: PathLike | zarr.Group, *, name: str = "heatmap") -> Heatmap
     return Heatmap(
         probabilities=np.asarray(array[...], dtype=np.float32),
         mpp=float(attrs["mpp"]),  # type: ignore[arg-type]
-        origin=tuple(attrs["origin"]),  # type: ignore[arg-type]
+        origin=tuple(attrs.get("origin") or (0.0, 0.0)),  # type: ignore[arg-type]
         slide_dimensions=tuple(attrs["slide_dimensions"]),  # type: ignore[arg-type]
         slide_mpp=tuple(attrs["slide_mpp"]),  # type: ignore[arg-type]
         model_id=attrs.get("model_id"),  # type: ignore[arg-type]
