@@ -23,3 +23,43 @@ def test_visible_gpus_honours_cuda_visible_devices(monkeypatch) -> None:
     assert visible_gpus() == ["2", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert visible_gpus() == []
+
+
+def _worker_view(dask_worker=None) -> tuple[str, float]:
+    import os
+
+    from distributed import get_worker
+
+    worker = dask_worker or get_worker()
+    return os.environ.get("CUDA_VISIBLE_DEVICES", ""), worker.state.total_resources.get("GPU", 0)
+
+
+def test_local_cluster_pins_one_simulated_gpu_per_worker_process(monkeypatch) -> None:
+    """The real start-up path with two simulated GPUs: two worker processes, each seeing one device."""
+    from pathoflash.workflows import cluster
+
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: ["0", "1"])
+    client, use_gpu = cluster.start_client(device="auto")
+    try:
+        assert use_gpu
+        views = client.run(_worker_view)
+        assert sorted(views.values()) == [("0", 1), ("1", 1)]
+        # Two GPU tasks at once land on different workers: a card is never shared.
+        futures = [client.submit(_worker_view, resources={"GPU": 1}, pure=False) for _ in range(4)]
+        assert {f.result()[0] for f in futures} <= {"0", "1"}
+    finally:
+        client.cluster.close()
+        client.close()
+
+
+def test_device_cpu_ignores_gpus_and_runs_in_process(monkeypatch) -> None:
+    from pathoflash.workflows import cluster
+
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: ["0"])
+    client, use_gpu = cluster.start_client(device="cpu")
+    try:
+        assert not use_gpu
+        assert len(client.scheduler_info()["workers"]) == 1
+    finally:
+        client.cluster.close()
+        client.close()
