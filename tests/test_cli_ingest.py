@@ -106,10 +106,11 @@ def test_info_and_tile_never_import_torch(tmp_path: Path, cmu1: Path, command: s
 
 
 def test_cli_starts_well_under_a_second() -> None:
+    """CPU time, not wall time: CI shares its cores, which stretches wall time but not the work done."""
     code = (
-        "import time; t = time.perf_counter()\n"
+        "import time; t = time.process_time()\n"
         "import pathoflash.cli, pathoflash.slide, pathoflash.tiling, pathoflash.store\n"
-        "print(time.perf_counter() - t)\n"
+        "print(time.process_time() - t)\n"
     )
     best = min(float(_run_python(code).stdout) for _ in range(3))
-    assert best < 0.6, f"imports took {best:.2f} s"
+    assert best < 0.5, f"imports took {best:.2f} s of CPU"
