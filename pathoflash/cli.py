@@ -353,5 +353,6 @@ def main() -> None:
 
 # Pipeline commands (run, demo) live in their own module and register on ``app`` when imported.
 from . import cli_run  # noqa: E402, F401
+from . import cli_train  # noqa: E402, F401
 
 __all__ = ["app", "format_error", "handle_errors", "main", "progress_bar"]
