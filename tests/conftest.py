@@ -66,6 +66,13 @@ class Shape:
     colour: Colour
     textured: bool = False
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        if self.kind == "rect":
+            return self.box
+        cx, cy, r, _ = self.box
+        return (cx - r, cy - r, cx + r, cy + r)
+
     def cover(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Inside-mask on the grid of pixel centres ``xs`` (columns) × ``ys`` (rows)."""
         if self.kind == "rect":
@@ -90,10 +97,22 @@ def paint(
     ``None`` when nothing is drawn there and the background is transparent (a sparse tile)."""
     xs = x0 + (np.arange(w) + 0.5) * ds
     ys = y0 + (np.arange(h) + 0.5) * ds
+    touching = [
+        shape
+        for shape in shapes
+        if not (
+            shape.bounds[0] > xs[-1]
+            or shape.bounds[2] < xs[0]
+            or shape.bounds[1] > ys[-1]
+            or shape.bounds[3] < ys[0]
+        )
+    ]
+    if not touching and background is None:
+        return None
     out = np.empty((h, w, 3), np.uint8)
-    out[:] = background if background is not None else (255, 255, 255)
+    out[...] = np.asarray(background if background is not None else (255, 255, 255), np.uint8)
     drawn = False
-    for shape in shapes:
+    for shape in touching:
         inside = shape.cover(xs, ys)
         if not inside.any():
             continue
