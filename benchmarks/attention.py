@@ -3,8 +3,9 @@
 For bf16 and fp16, forward and forward+backward, at the issue's (B, H, N, D) shapes, it prints TFLOP/s
 (forward 4·B·H·N²·D, forward+backward 3.5× that) and the peak extra memory of:
 
-    ours       pathoflash.kernels.flash_attention (autotuned; TMA path on Hopper)
-    ours_ptr   the same kernels forced onto the pointer path (what Ampere runs)
+    ours       pathoflash.kernels.flash_attention (autotuned; pointer loads, split head dims)
+    ours_tma   the same kernels forced onto the tensor-descriptor (TMA) path
+    ours_pad   ours with non-power-of-two head dims padded instead of split (80 → 128)
     cudnn      torch SDPA, cuDNN backend
     flash      torch SDPA, FlashAttention-2 backend
     efficient  torch SDPA, memory-efficient backend
@@ -53,7 +54,7 @@ SHAPES = [
     (4, 16, 4096, 80),
     (2, 16, 4100, 64),
 ]
-METHODS = ("ours", "ours_ptr", "cudnn", "flash", "efficient", "flex")
+METHODS = ("ours", "ours_tma", "ours_pad", "cudnn", "flash", "efficient", "flex")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("fwd", "fwdbwd")
 EXPLORE_SHAPES = [(4, 16, 4096, 64), (4, 8, 4096, 128), (4, 16, 4096, 80)]
@@ -79,13 +80,14 @@ def flops(shape: tuple[int, int, int, int], mode: str) -> float:
 
 
 @contextlib.contextmanager
-def tma_forced(flag: bool | None) -> Iterator[None]:
-    previous = attention._tma_override
-    attention._tma_override = flag
+def variant(tma: bool | None, split: bool | None = None) -> Iterator[None]:
+    """Force the kernels' TMA path and head-dim split on or off (None: the library's own choice)."""
+    previous = attention._tma_override, attention._split_override
+    attention._tma_override, attention._split_override = tma, split
     try:
         yield
     finally:
-        attention._tma_override = previous
+        attention._tma_override, attention._split_override = previous
 
 
 _flex_compiled: Any = None
@@ -94,7 +96,7 @@ _flex_compiled: Any = None
 def method_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     from pathoflash.kernels import flash_attention
 
-    if name in ("ours", "ours_ptr"):  # ours_ptr: measure() forces the pointer path around it
+    if name.startswith("ours"):  # measure() sets the variant's switches around it
         return flash_attention
     if name == "flex":
         global _flex_compiled
@@ -143,7 +145,7 @@ def measure(
     gen = torch.Generator(device="cuda").manual_seed(1234)
     q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=gen) for _ in range(3))
     fn = method_fn(name)
-    with tma_forced(False if name == "ours_ptr" else attention._tma_override):
+    with variant(True if name == "ours_tma" else None, False if name == "ours_pad" else None):
         return _measure(fn, name, dtype_name, mode, shape, reference, q, k, v, gen)
 
 
@@ -241,8 +243,12 @@ def _explore_bwd_configs(head_dim: int) -> tuple[list[KernelConfig], list[Kernel
     return [KernelConfig(*r) for r in dkdv], [KernelConfig(*r) for r in dq]
 
 
-def _compile_one(task: tuple[str, tuple[int, int, int, int], str, bool, KernelConfig]) -> str:
-    kind, shape, dtype_name, use_tma, config = task
+Task = tuple[str, tuple[int, int, int, int], str, bool, "bool | None", KernelConfig]
+VARIANTS = {"ours": (False, None), "ours_tma": (True, None), "ours_pad": (False, False)}  # (tma, split)
+
+
+def _compile_one(task: Task) -> str:
+    kind, shape, dtype_name, use_tma, split, config = task
     b, h, _, d = shape
     n = 256  # strides stay multiples of 16 for every tuned head dim, so the specialisation matches
     dtype = DTYPES[dtype_name]
@@ -252,46 +258,68 @@ def _compile_one(task: tuple[str, tuple[int, int, int, int], str, bool, KernelCo
     delta = torch.empty_like(lse)
     launch = {"num_warps": config.num_warps, "num_stages": config.num_stages}
     start = time.perf_counter()
+    label = f"{kind} d{d} {dtype_name} tma={use_tma} split={split} {config}"
     try:
-        if kind == "fwd":
-            args, meta = attention._fwd_launch(q, k, v, o, lse, 1.0, use_tma)
-            attention._attn_fwd_kernel.warmup(*args, grid=(1,), **meta, **config.kwargs(True), **launch)
-        elif kind == "dkdv":
-            args, meta = attention._dkdv_launch(q, k, v, do, lse, delta, dx, dx, 1.0, use_tma)
-            attention._attn_bwd_dkdv_kernel.warmup(*args, grid=(1,), **meta, **config.kwargs(False), **launch)
-        else:
-            args, meta = attention._dq_launch(q, k, v, do, lse, delta, dx, 1.0, use_tma)
-            attention._attn_bwd_dq_kernel.warmup(*args, grid=(1,), **meta, **config.kwargs(False), **launch)
+        with variant(use_tma, split):
+            if kind == "fwd":
+                args, meta = attention._fwd_launch(q, k, v, o, lse, 1.0, use_tma)
+                attention._attn_fwd_kernel.warmup(*args, grid=(1,), **meta, **config.kwargs(True), **launch)
+            elif kind == "dkdv":
+                args, meta = attention._dkdv_launch(q, k, v, do, lse, delta, dx, dx, 1.0, use_tma)
+                attention._attn_bwd_dkdv_kernel.warmup(
+                    *args, grid=(1,), **meta, **config.kwargs(False), **launch
+                )
+            else:
+                args, meta = attention._dq_launch(q, k, v, do, lse, delta, dx, 1.0, use_tma)
+                attention._attn_bwd_dq_kernel.warmup(
+                    *args, grid=(1,), **meta, **config.kwargs(False), **launch
+                )
     except Exception as exc:
-        return f"{kind} d{d} {dtype_name} tma={use_tma} {config}: FAILED {type(exc).__name__}: {exc}"[:300]
-    return f"{kind} d{d} {dtype_name} tma={use_tma} {config}: {time.perf_counter() - start:.1f}s"
+        return f"{label}: FAILED {type(exc).__name__}: {exc}"[:300]
+    return f"{label}: {time.perf_counter() - start:.1f}s"
+
+
+# What tests/test_flash_attention_gpu.py runs beyond the benchmark's own kernels: (variant, head dim, dtypes).
+TEST_KERNELS = [("ours", d, ("bf16", "fp16")) for d in (32, 48, 64, 80, 96, 128)] + [
+    ("ours_tma", d, ("bf16",)) for d in (64, 80)
+]
+
+
+def _tasks_for(method: str, d: int, dtype_name: str, shape: tuple[int, int, int, int]) -> list[Task]:
+    if method not in VARIANTS or (method == "ours_pad" and not attention.head_split(d)[2]):
+        return []
+    use_tma, split = VARIANTS[method]
+    device = torch.device("cuda")
+    tables = (("fwd", attention.FWD_CONFIGS), ("dkdv", attention.DKDV_CONFIGS), ("dq", attention.DQ_CONFIGS))
+    return [
+        (kind, shape, dtype_name, use_tma, split, config)
+        for kind, table in tables
+        for config in attention.candidate_configs(table, device, d)
+    ]
 
 
 def precompile(
-    shapes: list[tuple[int, int, int, int]], dtypes: list[str], methods: list[str], explore: bool
+    shapes: list[tuple[int, int, int, int]], dtypes: list[str], methods: list[str], explore: bool, tests: bool
 ) -> None:
-    device = torch.device("cuda")
-    tasks = []
-    paths = [p for p, m in ((True, "ours"), (False, "ours_ptr")) if m in methods]
+    tasks: list[Task] = []
     for d in sorted({s[3] for s in shapes}):
         shape = next(s for s in shapes if s[3] == d)
-        for dtype_name in dtypes:
-            for use_tma in paths:
-                for kind, table in (
-                    ("fwd", attention.FWD_CONFIGS),
-                    ("dkdv", attention.DKDV_CONFIGS),
-                    ("dq", attention.DQ_CONFIGS),
-                ):
-                    for config in attention.candidate_configs(table, device, d):
-                        tasks.append((kind, shape, dtype_name, use_tma, config))
+        tasks += [
+            t for dtype_name in dtypes for method in methods for t in _tasks_for(method, d, dtype_name, shape)
+        ]
+    if tests:
+        for method, d, test_dtypes in TEST_KERNELS:
+            tasks += [
+                t for dtype_name in test_dtypes for t in _tasks_for(method, d, dtype_name, (1, 4, 256, d))
+            ]
     if explore:
         for shape in EXPLORE_SHAPES:
             d = shape[3]
             dkdv, dq = _explore_bwd_configs(d)
             for use_tma in (True, False):
-                tasks += [("fwd", shape, "bf16", use_tma, c) for c in _explore_fwd_configs(d)]
-            tasks += [("dkdv", shape, "bf16", True, c) for c in dkdv]
-            tasks += [("dq", shape, "bf16", True, c) for c in dq]
+                tasks += [("fwd", shape, "bf16", use_tma, None, c) for c in _explore_fwd_configs(d)]
+            tasks += [("dkdv", shape, "bf16", False, None, c) for c in dkdv]
+            tasks += [("dq", shape, "bf16", False, None, c) for c in dq]
     tasks = list(dict.fromkeys(tasks))
     workers = max(1, min(len(tasks), (os.cpu_count() or 2) - 2, 14))
     start = time.perf_counter()
@@ -328,7 +356,7 @@ def explore() -> list[dict[str, Any]]:
         fwd_flops = flops(shape, "fwd")
         for use_tma in (True, False):
             for config in _explore_fwd_configs(shape[3]):
-                with tma_forced(use_tma):
+                with variant(use_tma):
                     run = functools.partial(attention._forward, q, k, v, scale, config)
                     rows.append(
                         _explore_row("fwd", shape, fwd_flops, run, tma=use_tma, config=asdict(config))
@@ -337,7 +365,7 @@ def explore() -> list[dict[str, Any]]:
         dkdv, dq = _explore_bwd_configs(shape[3])
         pairs = [(c, dq[0]) for c in dkdv] + [(dkdv[0], c) for c in dq[1:]]
         for pair in pairs:
-            with tma_forced(True):
+            with variant(None):
                 run = functools.partial(attention._backward, q, k, v, o, lse, do, None, scale, pair)
                 info = {"dkdv": asdict(pair[0]), "dq": asdict(pair[1])}
                 rows.append(_explore_row("bwd", shape, 2.5 * fwd_flops, run, **info))
@@ -410,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
     parser.add_argument("--precompile", action="store_true")
     parser.add_argument("--explore", action="store_true")
+    parser.add_argument("--precompile-tests", action="store_true", help="also the GPU tests' kernels")
+    parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip measurements after this much")
     parser.add_argument(
         "--flex-budget-s", type=float, default=240.0, help="skip FlexAttention after this much"
     )
@@ -428,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(env), flush=True)
 
     if args.precompile:
-        precompile(shapes, dtypes, methods, args.explore)
+        precompile(shapes, dtypes, methods, args.explore, args.precompile_tests)
     report: dict[str, Any] = {"env": env}
     if args.explore:
         report["explore"] = explore()
@@ -436,14 +466,20 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     timings: dict[str, Any] = {}
     flex_spent = 0.0
+    started = time.perf_counter()
     for dtype_name in dtypes:
         for mode in modes:
             for shape in shapes:
                 reference = None
                 for m in methods:
-                    if m == "flex" and flex_spent > args.flex_budget_s:
+                    if time.perf_counter() - started > args.time_budget_s:
                         results.append(
                             Result(m, dtype_name, mode, shape, None, None, None, error="time budget")
+                        )
+                        continue
+                    if m == "flex" and flex_spent > args.flex_budget_s:
+                        results.append(
+                            Result(m, dtype_name, mode, shape, None, None, None, error="flex budget")
                         )
                         continue
                     start = time.perf_counter()
@@ -454,10 +490,15 @@ def main(argv: list[str] | None = None) -> int:
                         reference = out
                         timings[f"{dtype_name} {mode} {shape}"] = last_timings()
                     results.append(r)
-                    print(f"  {m:9} {dtype_name} {mode:6} {shape}: "
-                          f"{r.tflops or 0:7.1f} TFLOP/s {r.ms or 0:8.3f} ms  mem {r.peak_extra_mib or 0:8.0f} MiB"
-                          f"  diff {r.max_abs_diff_vs_ours}  {r.error or ''}", flush=True)  # fmt: skip
+                    print(
+                        f"  {m:9} {dtype_name} {mode:6} {shape}: {r.tflops or 0:7.1f} TFLOP/s {r.ms or 0:8.3f} ms"
+                        f"  mem {r.peak_extra_mib or 0:8.0f} MiB  diff {r.max_abs_diff_vs_ours}  {r.error or ''}",
+                        flush=True,
+                    )
                     torch.cuda.empty_cache()
+                if args.json:  # partial results survive a timeout
+                    with open(args.json, "w") as fh:
+                        json.dump({**report, "results": [asdict(r) for r in results]}, fh, indent=1)
     report["results"] = [asdict(r) for r in results]
     report["tuning"] = tuning_snapshot()
     report["tuning_timings_ms"] = timings

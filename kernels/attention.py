@@ -10,11 +10,11 @@ walks every key/value block for a stationary query block (dQ), after a preproces
 ``delta = rowsum(dO ∘ O)``. Nothing assumes causal structure, and nothing of size N × N is ever stored.
 
 Sequence lengths need not be multiples of the block sizes: only the last key block (and the last query
-block) is masked. Head dims that are not powers of two are padded inside the kernel with masked loads (or
-with the zero fill of tensor descriptors); the tensors themselves are never copied or padded.
+block) is masked. A head dim that is not a power of two is covered by two power-of-two column tiles
+(80 = 64 + 16) read with masked loads; the tensors themselves are never copied or padded.
 
-On Hopper and newer (compute capability ≥ 9) blocks are moved by tensor descriptors (TMA) when the strides
-allow it; otherwise, and on Ampere, plain pointer loads that Triton pipelines with ``cp.async``.
+Blocks move by pointer loads that Triton pipelines with ``cp.async`` (Ampere and Hopper). A tensor-descriptor
+(TMA) path exists for Hopper and newer but is off by default (``PREFER_TMA``): it measured slower here.
 """
 
 from __future__ import annotations
@@ -49,6 +49,40 @@ class AttentionBackendError(PathoflashError, RuntimeError):
 # ----------------------------------------------------------------------------------------------------------
 # Triton kernels
 # ----------------------------------------------------------------------------------------------------------
+# Every (N, D) head is read as tiles of BLOCK rows. The head dim is covered by a tile of HEAD_A columns and,
+# when SPLIT, a second tile of HEAD_B columns starting at HEAD_A (80 = 64 + 16, 96 = 64 + 32, 48 = 32 + 16),
+# so a head dim that is not a power of two costs 80 columns of work, not 128. Columns ≥ HEAD_DIM read as
+# zero. Without SPLIT, HEAD_A is the head dim rounded up to a power of two and HEAD_B is an unused 16.
+
+
+@triton.jit
+def _load_cols(
+    base,
+    row0,
+    n_rows,
+    stride_row,
+    stride_col,
+    BLOCK: tl.constexpr,
+    COL0: tl.constexpr,
+    WIDTH: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    MASK_ROWS: tl.constexpr,
+):
+    """Rows row0 .. row0 + BLOCK, columns COL0 .. COL0 + WIDTH of one head; zero past n_rows or HEAD_DIM."""
+    rows = row0 + tl.arange(0, BLOCK)
+    cols = COL0 + tl.arange(0, WIDTH)
+    ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+    if MASK_ROWS:
+        if COL0 + WIDTH > HEAD_DIM:
+            tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
+        else:
+            tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+    else:
+        if COL0 + WIDTH > HEAD_DIM:
+            tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
+        else:
+            tile = tl.load(ptrs)
+    return tile
 
 
 @triton.jit
@@ -61,33 +95,26 @@ def _load_tile(
     stride_col,
     BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     MASK_ROWS: tl.constexpr,
 ):
-    """Rows ``row0 .. row0 + BLOCK`` of one (N, HEAD_DIM) head, zero beyond N and beyond HEAD_DIM."""
+    """The (a, b) column tiles of rows row0 .. row0 + BLOCK (b is a stand-in unless SPLIT)."""
     if USE_TMA:
-        tile = desc.load([row0, 0])
+        a = desc.load([row0, 0])  # the descriptor's zero fill masks rows and columns
     else:
-        rows = row0 + tl.arange(0, BLOCK)
-        cols = tl.arange(0, HEAD_PAD)
-        ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
-        if MASK_ROWS:
-            if HEAD_PAD != HEAD_DIM:
-                tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
-            else:
-                tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
-        else:
-            if HEAD_PAD != HEAD_DIM:
-                tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
-            else:
-                tile = tl.load(ptrs)
-    return tile
+        a = _load_cols(base, row0, n_rows, stride_row, stride_col, BLOCK, 0, HEAD_A, HEAD_DIM, MASK_ROWS)
+    if SPLIT:
+        b = _load_cols(base, row0, n_rows, stride_row, stride_col, BLOCK, HEAD_A, HEAD_B, HEAD_DIM, MASK_ROWS)
+    else:
+        b = a
+    return a, b
 
 
 @triton.jit
-def _store_tile(
-    desc,
+def _store_cols(
     base,
     tile,
     row0,
@@ -95,34 +122,67 @@ def _store_tile(
     stride_row,
     stride_col,
     BLOCK: tl.constexpr,
+    COL0: tl.constexpr,
+    WIDTH: tl.constexpr,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
-    USE_TMA: tl.constexpr,
 ):
-    """Write the valid rows and columns of a (BLOCK, HEAD_PAD) tile back to one (N, HEAD_DIM) head."""
-    if USE_TMA:
-        desc.store([row0, 0], tile)
-    else:
-        rows = row0 + tl.arange(0, BLOCK)
-        cols = tl.arange(0, HEAD_PAD)
-        ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
-        tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
+    rows = row0 + tl.arange(0, BLOCK)
+    cols = COL0 + tl.arange(0, WIDTH)
+    ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+    tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
 
 
 @triton.jit
-def _head_desc(base, n_rows, stride_row, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr):
-    """A TMA descriptor over one (n_rows, HEAD_DIM) head; the box is padded to HEAD_PAD with zeros."""
+def _store_tile(
+    desc,
+    base,
+    a,
+    b,
+    row0,
+    n_rows,
+    stride_row,
+    stride_col,
+    BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
+    USE_TMA: tl.constexpr,
+):
+    """Write the valid rows and columns of the (a, b) tiles back to one (N, HEAD_DIM) head."""
+    if USE_TMA:
+        desc.store([row0, 0], a)
+    else:
+        _store_cols(base, a, row0, n_rows, stride_row, stride_col, BLOCK, 0, HEAD_A, HEAD_DIM)
+    if SPLIT:
+        _store_cols(base, b, row0, n_rows, stride_row, stride_col, BLOCK, HEAD_A, HEAD_B, HEAD_DIM)
+
+
+@triton.jit
+def _head_desc(base, n_rows, stride_row, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_A: tl.constexpr):
+    """A TMA descriptor over one (n_rows, HEAD_DIM) head; the box is padded to HEAD_A with zeros."""
     return tl.make_tensor_descriptor(
-        base, shape=[n_rows, HEAD_DIM], strides=[stride_row, 1], block_shape=[BLOCK, HEAD_PAD]
+        base, shape=[n_rows, HEAD_DIM], strides=[stride_row, 1], block_shape=[BLOCK, HEAD_A]
     )
 
 
 @triton.jit
+def _dot_nt(x_a, x_b, y_a, y_b, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """x · yᵀ summed over the head dim (both column tiles when SPLIT), float32."""
+    out = tl.dot(x_a, y_a.T, input_precision=DOT_PRECISION)
+    if SPLIT:
+        out = tl.dot(x_b, y_b.T, out, input_precision=DOT_PRECISION)
+    return out
+
+
+@triton.jit
 def _fwd_step(
-    acc,
+    acc_a,
+    acc_b,
     l_i,
     m_i,
-    q,
+    q_a,
+    q_b,
     k_desc,
     v_desc,
     k_base,
@@ -136,16 +196,19 @@ def _fwd_step(
     qk_scale,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     MASK_KV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e)."""
-    k = _load_tile(
-        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
-    )
-    qk = tl.dot(q, k.T, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+    k_a, k_b = _load_tile(
+        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
+        BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
+    )  # fmt: skip
+    qk = _dot_nt(q_a, q_b, k_a, k_b, SPLIT, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
     if MASK_KV:
         s = qk * qk_scale
         valid = (start_n + tl.arange(0, BLOCK_N)) < N_KV
@@ -153,16 +216,20 @@ def _fwd_step(
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
     else:
+        # scale ≥ 0, so max(qk) · scale is the max of the scaled scores; one FMA per score below.
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    v = _load_tile(
-        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
-    )
-    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-    return acc, l_i, m_new
+    v_a, v_b = _load_tile(
+        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd,
+        BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
+    )  # fmt: skip
+    p = p.to(v_a.dtype)
+    acc_a = tl.dot(p, v_a, acc_a * alpha[:, None], input_precision=DOT_PRECISION)
+    if SPLIT:
+        acc_b = tl.dot(p, v_b, acc_b * alpha[:, None], input_precision=DOT_PRECISION)
+    return acc_a, acc_b, l_i, m_new
 
 
 @triton.jit(do_not_specialize=["N_Q", "N_KV", "N_BUCKET"])
@@ -194,7 +261,9 @@ def _attn_fwd_kernel(
     N_BUCKET,
     qk_scale,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -214,49 +283,51 @@ def _attn_fwd_kernel(
     start_m = pid_m * BLOCK_M
 
     if USE_TMA:
-        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_PAD)
-        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_PAD)
-        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_PAD)
-        o_desc = _head_desc(o_base, N_Q, stride_on, BLOCK_M, HEAD_DIM, HEAD_PAD)
+        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_A)
+        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_A)
+        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_A)
+        o_desc = _head_desc(o_base, N_Q, stride_on, BLOCK_M, HEAD_DIM, HEAD_A)
     else:
         q_desc = q_base
         k_desc = k_base
         v_desc = v_base
         o_desc = o_base
 
-    q = _load_tile(
-        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True
-    )
+    q_a, q_b = _load_tile(
+        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd,
+        BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True,
+    )  # fmt: skip
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
+    acc_a = tl.zeros([BLOCK_M, HEAD_A], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_M, HEAD_B], dtype=tl.float32)
 
     n_full = (N_KV // BLOCK_N) * BLOCK_N
     if WARP_SPECIALIZE:
         for start_n in tl.range(0, n_full, BLOCK_N, warp_specialize=True):
-            acc, l_i, m_i = _fwd_step(
-                acc, l_i, m_i, q, k_desc, v_desc, k_base, v_base, start_n, N_KV,
+            acc_a, acc_b, l_i, m_i = _fwd_step(
+                acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
     else:
         for start_n in range(0, n_full, BLOCK_N):
-            acc, l_i, m_i = _fwd_step(
-                acc, l_i, m_i, q, k_desc, v_desc, k_base, v_base, start_n, N_KV,
+            acc_a, acc_b, l_i, m_i = _fwd_step(
+                acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
-    if n_full < N_KV:
-        acc, l_i, m_i = _fwd_step(
-            acc, l_i, m_i, q, k_desc, v_desc, k_base, v_base, n_full, N_KV,
+    if n_full < N_KV:  # only the last key block is masked
+        acc_a, acc_b, l_i, m_i = _fwd_step(
+            acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, n_full, N_KV,
             stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True, DOT_PRECISION,
+            BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION,
         )  # fmt: skip
 
-    acc = acc / l_i[:, None]
+    out_dtype = Out.dtype.element_ty
     _store_tile(
-        o_desc, o_base, acc.to(Out.dtype.element_ty), start_m, N_Q, stride_on, stride_od,
-        BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA,
+        o_desc, o_base, (acc_a / l_i[:, None]).to(out_dtype), (acc_b / l_i[:, None]).to(out_dtype),
+        start_m, N_Q, stride_on, stride_od, BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA,
     )  # fmt: skip
     rows = start_m + tl.arange(0, BLOCK_M)
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log
@@ -285,7 +356,7 @@ def _attn_bwd_preprocess_kernel(
     HAS_DLSE: tl.constexpr,
 ):
     """delta = rowsum(dO ∘ O) − dLSE (the gradient of the log-sum-exp output enters here)."""
-    n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
+    n_blocks = tl.cdiv(N_Q, BLOCK_M)
     pid_m = tl.program_id(0) % n_blocks
     pid_bh = tl.program_id(0) // n_blocks
     b = (pid_bh // H).to(tl.int64)
@@ -306,10 +377,14 @@ def _attn_bwd_preprocess_kernel(
 
 @triton.jit
 def _dkdv_step(
-    dk,
-    dv,
-    k,
-    v,
+    dk_a,
+    dk_b,
+    dv_a,
+    dv_b,
+    k_a,
+    k_b,
+    v_a,
+    v_b,
     q_desc,
     do_desc,
     q_base,
@@ -325,15 +400,18 @@ def _dkdv_step(
     qk_scale,
     BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     MASK_Q: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """Add one query block's contribution to dK and dV of a stationary key/value block."""
-    q = _load_tile(
-        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_Q
-    )
+    q_a, q_b = _load_tile(
+        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd,
+        BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_Q,
+    )  # fmt: skip
     rows = start_m + tl.arange(0, BLOCK_M)
     if MASK_Q:
         # Rows past N get lse = +inf, so their probabilities are exactly zero.
@@ -342,16 +420,22 @@ def _dkdv_step(
     else:
         lse2 = tl.load(lse_base + rows) * 1.4426950408889634
         delta = tl.load(delta_base + rows)
-    qk_t = tl.dot(k, q.T, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+    qk_t = _dot_nt(k_a, k_b, q_a, q_b, SPLIT, DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
     p_t = tl.math.exp2(qk_t * qk_scale - lse2[None, :])
-    do = _load_tile(
-        do_desc, do_base, start_m, N_Q, stride_don, stride_dod, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_Q
-    )
-    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
-    dp_t = tl.dot(v, do.T, input_precision=DOT_PRECISION)
-    ds_t = p_t * (dp_t - delta[None, :])
-    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
-    return dk, dv
+    do_a, do_b = _load_tile(
+        do_desc, do_base, start_m, N_Q, stride_don, stride_dod,
+        BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_Q,
+    )  # fmt: skip
+    p_low = p_t.to(do_a.dtype)
+    dv_a = tl.dot(p_low, do_a, dv_a, input_precision=DOT_PRECISION)
+    if SPLIT:
+        dv_b = tl.dot(p_low, do_b, dv_b, input_precision=DOT_PRECISION)
+    dp_t = _dot_nt(v_a, v_b, do_a, do_b, SPLIT, DOT_PRECISION)
+    ds_t = (p_t * (dp_t - delta[None, :])).to(q_a.dtype)
+    dk_a = tl.dot(ds_t, q_a, dk_a, input_precision=DOT_PRECISION)
+    if SPLIT:
+        dk_b = tl.dot(ds_t, q_b, dk_b, input_precision=DOT_PRECISION)
+    return dk_a, dk_b, dv_a, dv_b
 
 
 @triton.jit(do_not_specialize=["N_Q", "N_KV", "N_BUCKET"])
@@ -395,7 +479,9 @@ def _attn_bwd_dkdv_kernel(
     qk_scale,
     sm_scale,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -417,12 +503,12 @@ def _attn_bwd_dkdv_kernel(
     start_n = pid_n * BLOCK_N
 
     if USE_TMA:
-        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_PAD)
-        do_desc = _head_desc(do_base, N_Q, stride_don, BLOCK_M, HEAD_DIM, HEAD_PAD)
-        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_PAD)
-        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_PAD)
-        dk_desc = _head_desc(dk_base, N_KV, stride_dkn, BLOCK_N, HEAD_DIM, HEAD_PAD)
-        dv_desc = _head_desc(dv_base, N_KV, stride_dvn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_A)
+        do_desc = _head_desc(do_base, N_Q, stride_don, BLOCK_M, HEAD_DIM, HEAD_A)
+        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_A)
+        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_A)
+        dk_desc = _head_desc(dk_base, N_KV, stride_dkn, BLOCK_N, HEAD_DIM, HEAD_A)
+        dv_desc = _head_desc(dv_base, N_KV, stride_dvn, BLOCK_N, HEAD_DIM, HEAD_A)
     else:
         q_desc = q_base
         do_desc = do_base
@@ -431,45 +517,53 @@ def _attn_bwd_dkdv_kernel(
         dk_desc = dk_base
         dv_desc = dv_base
 
-    k = _load_tile(
-        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True
-    )
-    v = _load_tile(
-        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True
-    )
-    dk = tl.zeros([BLOCK_N, HEAD_PAD], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_PAD], dtype=tl.float32)
+    k_a, k_b = _load_tile(
+        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
+        BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True,
+    )  # fmt: skip
+    v_a, v_b = _load_tile(
+        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd,
+        BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True,
+    )  # fmt: skip
+    dk_a = tl.zeros([BLOCK_N, HEAD_A], dtype=tl.float32)
+    dk_b = tl.zeros([BLOCK_N, HEAD_B], dtype=tl.float32)
+    dv_a = tl.zeros([BLOCK_N, HEAD_A], dtype=tl.float32)
+    dv_b = tl.zeros([BLOCK_N, HEAD_B], dtype=tl.float32)
 
     m_full = (N_Q // BLOCK_M) * BLOCK_M
     for start_m in range(0, m_full, BLOCK_M):
-        dk, dv = _dkdv_step(
-            dk, dv, k, v, q_desc, do_desc, q_base, do_base, lse_base, delta_base, start_m, N_Q,
-            stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
-            BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+        dk_a, dk_b, dv_a, dv_b = _dkdv_step(
+            dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, q_desc, do_desc, q_base, do_base, lse_base,
+            delta_base, start_m, N_Q, stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
+            BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
         )  # fmt: skip
-    if m_full < N_Q:
-        dk, dv = _dkdv_step(
-            dk, dv, k, v, q_desc, do_desc, q_base, do_base, lse_base, delta_base, m_full, N_Q,
-            stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
-            BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True, DOT_PRECISION,
+    if m_full < N_Q:  # only the last query block is masked
+        dk_a, dk_b, dv_a, dv_b = _dkdv_step(
+            dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, q_desc, do_desc, q_base, do_base, lse_base,
+            delta_base, m_full, N_Q, stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
+            BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION,
         )  # fmt: skip
 
-    dk = dk * sm_scale
+    dk_dtype = DK.dtype.element_ty
+    dv_dtype = DV.dtype.element_ty
     _store_tile(
-        dk_desc, dk_base, dk.to(DK.dtype.element_ty), start_n, N_KV, stride_dkn, stride_dkd,
-        BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA,
+        dk_desc, dk_base, (dk_a * sm_scale).to(dk_dtype), (dk_b * sm_scale).to(dk_dtype), start_n, N_KV,
+        stride_dkn, stride_dkd, BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA,
     )  # fmt: skip
     _store_tile(
-        dv_desc, dv_base, dv.to(DV.dtype.element_ty), start_n, N_KV, stride_dvn, stride_dvd,
-        BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA,
+        dv_desc, dv_base, dv_a.to(dv_dtype), dv_b.to(dv_dtype), start_n, N_KV,
+        stride_dvn, stride_dvd, BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA,
     )  # fmt: skip
 
 
 @triton.jit
 def _dq_step(
-    dq,
-    q,
-    do,
+    dq_a,
+    dq_b,
+    q_a,
+    q_b,
+    do_a,
+    do_b,
     lse2,
     delta,
     k_desc,
@@ -485,27 +579,33 @@ def _dq_step(
     qk_scale,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     MASK_KV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """Add one key/value block's contribution to dQ of a stationary query block."""
-    k = _load_tile(
-        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
-    )
-    v = _load_tile(
-        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, MASK_KV
-    )
-    qk = tl.dot(q, k.T, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+    k_a, k_b = _load_tile(
+        k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
+        BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
+    )  # fmt: skip
+    v_a, v_b = _load_tile(
+        v_desc, v_base, start_n, N_KV, stride_vn, stride_vd,
+        BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
+    )  # fmt: skip
+    qk = _dot_nt(q_a, q_b, k_a, k_b, SPLIT, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
     p = tl.math.exp2(qk * qk_scale - lse2[:, None])
     if MASK_KV:
         valid = (start_n + tl.arange(0, BLOCK_N)) < N_KV
         p = tl.where(valid[None, :], p, 0.0)
-    dp = tl.dot(do, v.T, input_precision=DOT_PRECISION)
-    ds = p * (dp - delta[:, None])
-    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
-    return dq
+    dp = _dot_nt(do_a, do_b, v_a, v_b, SPLIT, DOT_PRECISION)
+    ds = (p * (dp - delta[:, None])).to(k_a.dtype)
+    dq_a = tl.dot(ds, k_a, dq_a, input_precision=DOT_PRECISION)
+    if SPLIT:
+        dq_b = tl.dot(ds, k_b, dq_b, input_precision=DOT_PRECISION)
+    return dq_a, dq_b
 
 
 @triton.jit(do_not_specialize=["N_Q", "N_KV", "N_BUCKET"])
@@ -544,13 +644,15 @@ def _attn_bwd_dq_kernel(
     qk_scale,
     sm_scale,
     HEAD_DIM: tl.constexpr,
-    HEAD_PAD: tl.constexpr,
+    HEAD_A: tl.constexpr,
+    HEAD_B: tl.constexpr,
+    SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
+    n_blocks = tl.cdiv(N_Q, BLOCK_M)
     pid_m = tl.program_id(0) % n_blocks
     pid_bh = tl.program_id(0) // n_blocks
     b = (pid_bh // H).to(tl.int64)
@@ -563,11 +665,11 @@ def _attn_bwd_dq_kernel(
     start_m = pid_m * BLOCK_M
 
     if USE_TMA:
-        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_PAD)
-        do_desc = _head_desc(do_base, N_Q, stride_don, BLOCK_M, HEAD_DIM, HEAD_PAD)
-        dq_desc = _head_desc(dq_base, N_Q, stride_dqn, BLOCK_M, HEAD_DIM, HEAD_PAD)
-        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_PAD)
-        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_PAD)
+        q_desc = _head_desc(q_base, N_Q, stride_qn, BLOCK_M, HEAD_DIM, HEAD_A)
+        do_desc = _head_desc(do_base, N_Q, stride_don, BLOCK_M, HEAD_DIM, HEAD_A)
+        dq_desc = _head_desc(dq_base, N_Q, stride_dqn, BLOCK_M, HEAD_DIM, HEAD_A)
+        k_desc = _head_desc(k_base, N_KV, stride_kn, BLOCK_N, HEAD_DIM, HEAD_A)
+        v_desc = _head_desc(v_base, N_KV, stride_vn, BLOCK_N, HEAD_DIM, HEAD_A)
     else:
         q_desc = q_base
         do_desc = do_base
@@ -575,36 +677,39 @@ def _attn_bwd_dq_kernel(
         k_desc = k_base
         v_desc = v_base
 
-    q = _load_tile(
-        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True
-    )
-    do = _load_tile(
-        do_desc, do_base, start_m, N_Q, stride_don, stride_dod, BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA, True
-    )
+    q_a, q_b = _load_tile(
+        q_desc, q_base, start_m, N_Q, stride_qn, stride_qd,
+        BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True,
+    )  # fmt: skip
+    do_a, do_b = _load_tile(
+        do_desc, do_base, start_m, N_Q, stride_don, stride_dod,
+        BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True,
+    )  # fmt: skip
     rows = start_m + tl.arange(0, BLOCK_M)
     offs = pid_bh.to(tl.int64) * N_Q + rows
     lse2 = tl.load(LSE + offs, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
     delta = tl.load(DELTA + offs, mask=rows < N_Q, other=0.0)
-    dq = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
+    dq_a = tl.zeros([BLOCK_M, HEAD_A], dtype=tl.float32)
+    dq_b = tl.zeros([BLOCK_M, HEAD_B], dtype=tl.float32)
 
     n_full = (N_KV // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
-        dq = _dq_step(
-            dq, q, do, lse2, delta, k_desc, v_desc, k_base, v_base, start_n, N_KV,
+        dq_a, dq_b = _dq_step(
+            dq_a, dq_b, q_a, q_b, do_a, do_b, lse2, delta, k_desc, v_desc, k_base, v_base, start_n, N_KV,
             stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, False, DOT_PRECISION,
+            BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
         )  # fmt: skip
-    if n_full < N_KV:
-        dq = _dq_step(
-            dq, q, do, lse2, delta, k_desc, v_desc, k_base, v_base, n_full, N_KV,
+    if n_full < N_KV:  # only the last key block is masked
+        dq_a, dq_b = _dq_step(
+            dq_a, dq_b, q_a, q_b, do_a, do_b, lse2, delta, k_desc, v_desc, k_base, v_base, n_full, N_KV,
             stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            BLOCK_N, HEAD_DIM, HEAD_PAD, USE_TMA, True, DOT_PRECISION,
+            BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION,
         )  # fmt: skip
 
-    dq = dq * sm_scale
+    dq_dtype = DQ.dtype.element_ty
     _store_tile(
-        dq_desc, dq_base, dq.to(DQ.dtype.element_ty), start_m, N_Q, stride_dqn, stride_dqd,
-        BLOCK_M, HEAD_DIM, HEAD_PAD, USE_TMA,
+        dq_desc, dq_base, (dq_a * sm_scale).to(dq_dtype), (dq_b * sm_scale).to(dq_dtype), start_m, N_Q,
+        stride_dqn, stride_dqd, BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA,
     )  # fmt: skip
 
 
@@ -644,36 +749,39 @@ class KernelConfig:
         )
 
 
-def _table(
-    rows: dict[tuple[bool, bool], list[tuple[int, int, int, int]]],
-) -> dict[tuple[bool, bool], tuple[KernelConfig, ...]]:
+ConfigTable = dict[tuple[bool, bool], tuple[KernelConfig, ...]]
+
+
+def _table(rows: dict[tuple[bool, bool], list[tuple[int, int, int, int]]]) -> ConfigTable:
     return {
         key: tuple(KernelConfig(bm, bn, w, s) for bm, bn, w, s in entries) for key, entries in rows.items()
     }
 
 
-# Candidates per (Hopper or newer?, padded head dim ≤ 64?): (BLOCK_M, BLOCK_N, num_warps, num_stages).
-# BLOCK_M is always the query block and BLOCK_N the key/value block. The autotuner picks among them.
+# Candidates per (Hopper or newer?, head dim ≤ 64?): (BLOCK_M, BLOCK_N, num_warps, num_stages); BLOCK_M is
+# always the query block, BLOCK_N the key/value block. The autotuner picks among them per (bucketed N, head
+# dim, dtype). The Hopper rows are the front-runners of a sweep on an H100 (benchmarks/ATTENTION_NOTES.md);
+# the others were not measured (no Ampere card here) and are conservative.
 FWD_CONFIGS = _table(
     {
-        (True, True): [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 4, 2), (64, 64, 4, 3)],
-        (True, False): [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3)],
+        (True, True): [(128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 4, 4), (64, 64, 4, 3), (256, 64, 8, 3)],
+        (True, False): [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (64, 64, 4, 3)],
         (False, True): [(128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4)],
         (False, False): [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
     }
 )
 DKDV_CONFIGS = _table(
     {
-        (True, True): [(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 4, 3), (64, 64, 4, 3)],
-        (True, False): [(64, 128, 8, 2), (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
+        (True, True): [(64, 64, 4, 3), (32, 128, 4, 3), (32, 64, 4, 4), (64, 128, 8, 3)],
+        (True, False): [(64, 128, 8, 3), (32, 64, 4, 4), (64, 128, 8, 2), (32, 128, 8, 3)],
         (False, True): [(32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
         (False, False): [(32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 3)],
     }
 )
 DQ_CONFIGS = _table(
     {
-        (True, True): [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 3), (64, 64, 4, 3)],
-        (True, False): [(128, 64, 8, 2), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+        (True, True): [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)],
+        (True, False): [(128, 64, 8, 3), (128, 32, 8, 3), (128, 128, 8, 2), (128, 32, 4, 3)],
         (False, True): [(128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
         (False, False): [(128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3)],
     }
@@ -687,15 +795,13 @@ _FLOAT32_CONFIG = KernelConfig(64, 32, 4, 2)
 _PREPROCESS_BLOCK = 64
 
 
-def candidate_configs(
-    table: dict[tuple[bool, bool], tuple[KernelConfig, ...]], device: torch.device, head_dim: int
-) -> tuple[KernelConfig, ...]:
+def candidate_configs(table: ConfigTable, device: torch.device, head_dim: int) -> tuple[KernelConfig, ...]:
     """The configurations the autotuner tries for this device and head dim."""
     hopper = torch.cuda.get_device_capability(device)[0] >= 9
-    return table[(hopper, _head_pad(head_dim) <= 64)]
+    return table[(hopper, head_dim <= 64)]
 
 
-def _autotuned(kernel: Any, table: dict[tuple[bool, bool], tuple[KernelConfig, ...]], forward: bool) -> Any:
+def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
     every = list(dict.fromkeys(c for entries in table.values() for c in entries))
 
     def prune(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
@@ -705,7 +811,7 @@ def _autotuned(kernel: Any, table: dict[tuple[bool, bool], tuple[KernelConfig, .
 
     return triton.autotune(
         configs=[c.triton_config(forward) for c in every],
-        key=["N_BUCKET", "HEAD_DIM", "USE_TMA"],  # + the dtypes, which Triton's autotuner adds itself
+        key=["N_BUCKET", "HEAD_DIM", "USE_TMA", "SPLIT"],  # + the tensors' dtypes (the autotuner adds them)
         prune_configs_by={"early_config_prune": prune},
     )(kernel)
 
@@ -720,7 +826,12 @@ _attn_bwd_dq_tuned = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, forward=False)
 # ----------------------------------------------------------------------------------------------------------
 
 _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
-_tma_override: bool | None = None  # tests and benchmarks force one path; None = choose by capability
+# Tensor descriptors (TMA) are supported on Hopper and newer but off by default: on an H100 with Triton 3.6
+# the pointer path (cp.async pipelining) was 2-8% faster in every forward configuration measured and level
+# in the backward (benchmarks/ATTENTION_NOTES.md). Tests and benchmarks force either path with the override.
+PREFER_TMA = False
+_tma_override: bool | None = None
+_split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -740,7 +851,7 @@ def _tma_compatible(t: torch.Tensor) -> bool:
 def _use_tma(tensors: tuple[torch.Tensor, ...]) -> bool:
     if _tma_override is not None:
         return _tma_override
-    if _INTERPRETED or not hasattr(tl, "make_tensor_descriptor"):
+    if not PREFER_TMA or _INTERPRETED or not hasattr(tl, "make_tensor_descriptor"):
         return False
     q = tensors[0]
     if q.dtype == torch.float32 or torch.cuda.get_device_capability(q.device)[0] < 9:
@@ -752,10 +863,25 @@ def _head_pad(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
+def head_split(head_dim: int, use_tma: bool = False) -> tuple[int, int, bool]:
+    """(HEAD_A, HEAD_B, SPLIT): the column tiles covering the head dim (see the kernels' header)."""
+    pad = _head_pad(head_dim)
+    head_a = max(16, 1 << (head_dim.bit_length() - 1))  # largest power of two ≤ head_dim
+    if use_tma or head_a >= head_dim or _split_override is False:
+        return pad, 16, False
+    head_b = max(16, triton.next_power_of_2(head_dim - head_a))
+    if head_a + head_b >= pad:
+        return pad, 16, False
+    return head_a, head_b, True
+
+
 def _common_meta(q: torch.Tensor, use_tma: bool) -> dict[str, Any]:
+    head_a, head_b, split = head_split(q.shape[3], use_tma)
     return {
         "HEAD_DIM": q.shape[3],
-        "HEAD_PAD": _head_pad(q.shape[3]),
+        "HEAD_A": head_a,
+        "HEAD_B": head_b,
+        "SPLIT": split,
         "USE_TMA": use_tma,
         # float32 inputs get true float32 products ("ieee"), not TF32: exact attention is the contract.
         "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
