@@ -41,13 +41,30 @@ def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def box_reduce(image: np.ndarray, ky: int, kx: int) -> np.ndarray:
-    """Average ``ky × kx`` blocks of an ``(h, w, c)`` uint8 image whose sides are multiples of the block."""
+    """Average ``ky × kx`` blocks of an ``(h, w, c)`` uint8 image whose sides are multiples of the block.
+
+    Rounds half up. Small blocks (the 2× and 4× of tile reads) add strided views, which is several times
+    faster than summing a reshaped array over two axes.
+    """
     if ky == 1 and kx == 1:
         return image
     h, w = image.shape[:2]
-    blocks = image.reshape(h // ky, ky, w // kx, kx, *image.shape[2:])
-    summed = blocks.sum(axis=(1, 3), dtype=np.uint32)
-    return ((summed + (ky * kx) // 2) // (ky * kx)).astype(np.uint8)
+    n = ky * kx
+    if n <= 16 and image.ndim == 3:
+        c = image.shape[2]
+        rows = image[0::ky].astype(np.uint16)
+        for dy in range(1, ky):
+            rows += image[dy::ky]
+        grouped = rows.reshape(h // ky, w // kx, kx * c)  # the kx pixels of a block side by side
+        total = grouped[:, :, :c].copy()
+        for dx in range(1, kx):
+            total += grouped[:, :, dx * c : (dx + 1) * c]
+    else:
+        blocks = image.reshape(h // ky, ky, w // kx, kx, *image.shape[2:])
+        total = blocks.sum(axis=(1, 3), dtype=np.uint32)
+    total += n // 2
+    total //= n
+    return total.astype(np.uint8)
 
 
 def resample_window(

@@ -327,12 +327,15 @@ class Slide:
         return best
 
     # -- pixels ---------------------------------------------------------------------------------------
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int], *, contiguous: bool = True
+    ) -> np.ndarray:
         """Read ``size = (w, h)`` pixels of ``level`` at level-0 ``location = (x, y)``.
 
         Returns ``(h, w, 3)`` uint8 RGB; transparent pixels (outside the scanned area) become white.
         A failed read reopens the OpenSlide handle (its errors latch) and retries once; a second failure
-        raises :class:`TileReadError`.
+        raises :class:`TileReadError`. ``contiguous=False`` may return a strided view of the RGBA buffer
+        (saves a copy when the caller reduces the region anyway).
         """
         if not 0 <= level < self.level_count:
             raise ValueError(f"level {level} out of range 0..{self.level_count - 1}")
@@ -342,7 +345,8 @@ class Slide:
         x, y = int(location[0]), int(location[1])
         handle, generation = self._acquire()
         try:
-            return _rgba_to_rgb_on_white(np.asarray(handle.read_region((x, y), level, (width, height))))
+            rgb = _rgba_to_rgb_on_white(np.asarray(handle.read_region((x, y), level, (width, height))))
+            return np.ascontiguousarray(rgb) if contiguous else rgb
         except Exception as exc:  # OpenSlideError, or OSError from a latched handle
             first_error = exc
         finally:
@@ -363,7 +367,9 @@ class Slide:
                 f"slide cannot be reopened after a read error: {exc.message}", path=self.path
             ) from exc
         try:
-            return _rgba_to_rgb_on_white(np.asarray(private.read_region((x, y), level, (width, height))))
+            return np.ascontiguousarray(
+                _rgba_to_rgb_on_white(np.asarray(private.read_region((x, y), level, (width, height))))
+            )
         except Exception as exc:
             raise TileReadError(
                 f"unreadable region at level {level} x={x} y={y} size={width}x{height}: {exc}",
@@ -504,7 +510,7 @@ class Slide:
     def associated_image(self, name: str) -> np.ndarray:
         handle, generation = self._acquire()
         try:
-            return _rgba_to_rgb_on_white(np.asarray(handle.associated_images[name]))
+            return np.ascontiguousarray(_rgba_to_rgb_on_white(np.asarray(handle.associated_images[name])))
         finally:
             self._release(generation)
 
@@ -534,10 +540,11 @@ def _close_quietly(handle: Any) -> None:
 
 
 def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
+    """RGB composited onto white; a strided view of ``rgba`` when it is fully opaque."""
     rgb = rgba[..., :3]
     alpha = rgba[..., 3]
     if alpha.min(initial=255) == 255:
-        return np.ascontiguousarray(rgb)
+        return rgb
     a = alpha[..., None].astype(np.uint16)
     out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
     return out.astype(np.uint8)

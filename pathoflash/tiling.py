@@ -242,8 +242,10 @@ def read_grid_region(slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: in
     if grid.integer_reduction:
         kx, ky = round(fx), round(fy)
         lx, ly = x * kx, y * ky
-        region = slide.read_region((round(lx * downsample), round(ly * downsample)), level, (w * kx, h * ky))
-        return box_reduce(region, ky, kx)
+        reduce = kx > 1 or ky > 1
+        location = (round(lx * downsample), round(ly * downsample))
+        region = slide.read_region(location, level, (w * kx, h * ky), contiguous=not reduce)
+        return box_reduce(region, ky, kx) if reduce else region
     # Non-integer factor: read a window with a margin for the anti-aliasing filter, then resample exactly.
     sx0, sy0 = x * fx, y * fy
     mx, my = math.ceil(2 * max(fx, 1.0)) + 1, math.ceil(2 * max(fy, 1.0)) + 1
