@@ -12,6 +12,7 @@ import tifffile
 
 import pathoflash as pf
 from pathoflash.export.colormap import NO_DATA_RGB, viridis_lut
+from pathoflash.export.tiff import tiff_palette
 from pathoflash.heatmap import Heatmap
 
 CMU1 = Path(__file__).parent / "fixtures" / "CMU-1-Small-Region.svs"
@@ -20,8 +21,18 @@ CMU1_MPP = 0.499
 
 
 def colour_of(p: float) -> tuple[int, int, int]:
-    r, g, b = viridis_lut()[round(p * 255)]
+    """The TIFF's colour for probability ``p``: palette index round(254 p), i.e. the colour map at that step."""
+    r, g, b = tiff_palette()[round(p * 254)]
     return int(r), int(g), int(b)
+
+
+def test_palette_is_the_colour_map() -> None:
+    palette, lut = tiff_palette(), viridis_lut()
+    assert palette.shape == (256, 3)
+    assert (
+        (palette[0] == lut[0]).all() and (palette[254] == lut[255]).all() and (palette[127] == lut[128]).all()
+    )
+    assert tuple(palette[255]) == NO_DATA_RGB
 
 
 def cmu1_heatmap() -> Heatmap:
@@ -100,12 +111,19 @@ def test_tiff_layout_is_what_openslide_generic_tiff_reads(written: tuple[Heatmap
             assert isinstance(page, tifffile.TiffPage)
             assert page.is_tiled and (page.tilewidth, page.tilelength) == (256, 256)
             assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
-            assert page.photometric == tifffile.PHOTOMETRIC.RGB
+            assert page.photometric == tifffile.PHOTOMETRIC.PALETTE
             assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
             assert page.subfiletype == (0 if index == 0 else tifffile.FILETYPE.REDUCEDIMAGE)
             assert not page.subifds  # levels are top-level IFDs
         level0 = pages[0].asarray()
-    assert level0.shape == (CMU1_SIZE[1], CMU1_SIZE[0], 3)
+    assert level0.shape == (CMU1_SIZE[1], CMU1_SIZE[0]) and level0.dtype == np.uint8
+    # The stored values are the quantised probabilities themselves (255 = no data).
+    heatmap = cmu1_heatmap()
+    sx, sy = heatmap.pixel_size
+    for row, col in [(30, 10), (150, 100)]:
+        expected = round(float(heatmap.probabilities[row, col]) * 254)
+        assert level0[int((row + 0.5) * sy), int((col + 0.5) * sx)] == expected
+    assert level0[100, 100] == 255
 
 
 def test_coarser_base_keeps_the_physical_frame(tmp_path: Path) -> None:

@@ -76,6 +76,62 @@ def point_in_ring(x: float, y: float, ring: np.ndarray) -> bool:
     return bool(np.count_nonzero(crosses & (x < x_at)) % 2)
 
 
+def simplify_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas–Peucker on a closed ring (first point = last), vectorised per split; keeps the closure.
+
+    The ring is first split at the vertex farthest from its start, so both halves have a proper chord. Rings
+    of up to 16 points (specks of a few pixels, where per-split overhead dominates and nothing is gained) are
+    returned as they are.
+    """
+    n = len(ring)
+    if n <= 16:
+        return ring
+    keep = np.zeros(n, dtype=bool)
+    keep[0] = keep[-1] = True
+    far = int(np.argmax(np.hypot(*(ring - ring[0]).T)))
+    keep[far] = True
+    stack = [(0, far), (far, n - 1)]
+    while stack:
+        start, end = stack.pop()
+        if end - start < 2:
+            continue
+        a, b = ring[start], ring[end]
+        inner = ring[start + 1 : end]
+        ab = b - a
+        length = float(np.hypot(*ab))
+        if length == 0.0:
+            distance = np.hypot(*(inner - a).T)
+        else:  # distance to the chord's line
+            distance = np.abs(ab[0] * (inner[:, 1] - a[1]) - ab[1] * (inner[:, 0] - a[0])) / length
+        i = int(np.argmax(distance))
+        if distance[i] > tolerance:
+            split = start + 1 + i
+            keep[split] = True
+            stack.append((start, split))
+            stack.append((split, end))
+    return ring[keep]
+
+
+def _assign_holes(exteriors: list[np.ndarray], holes: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Give each hole to the smallest exterior that contains it (islands in holes are exteriors themselves)."""
+    holes_of: list[list[np.ndarray]] = [[] for _ in exteriors]
+    if not exteriors or not holes:
+        return holes_of
+    areas = np.array([signed_area(e) for e in exteriors])
+    lo = np.array([e.min(axis=0) for e in exteriors])  # (n, 2) bounding boxes
+    hi = np.array([e.max(axis=0) for e in exteriors])
+    for hole in holes:
+        hx, hy = float(hole[0, 0]), float(hole[0, 1])
+        candidates = np.flatnonzero((lo[:, 0] <= hx) & (hx <= hi[:, 0]) & (lo[:, 1] <= hy) & (hy <= hi[:, 1]))
+        for i in candidates[np.argsort(areas[candidates])]:  # smallest first: the innermost enclosing shell
+            if point_in_ring(hx, hy, exteriors[i]):
+                holes_of[i].append(hole)
+                break
+        else:
+            log.debug("dropping a hole with no enclosing region at (%.1f, %.1f)", hx, hy)
+    return holes_of
+
+
 def tumor_regions(
     probabilities: np.ndarray, threshold: float, *, simplify: float = 0.25, min_area: float = 0.0
 ) -> list[Region]:
@@ -84,7 +140,7 @@ def tumor_regions(
     NaN counts as 0. ``simplify`` is the Douglas–Peucker tolerance and ``min_area`` the smallest ring area
     kept, both in heatmap pixels.
     """
-    from skimage.measure import approximate_polygon, find_contours
+    from skimage.measure import find_contours
 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -101,7 +157,7 @@ def tumor_regions(
         # (row, col) in padded index space → (x, y) in pixel-edge space: −1 for the pad, +0.5 to the centre.
         ring = contour[:, ::-1] - 0.5
         if simplify > 0:
-            ring = approximate_polygon(ring, tolerance=simplify)
+            ring = simplify_ring(ring, simplify)
         if not np.array_equal(ring[0], ring[-1]):
             ring = np.vstack([ring, ring[:1]])
         if len(ring) < 4:
@@ -113,22 +169,7 @@ def tumor_regions(
             exteriors.append(ring[::-1].copy())  # make it positive
         else:
             holes.append(ring[::-1].copy())  # make it negative
-    exterior_areas = [signed_area(e) for e in exteriors]
-    bounds = [(e[:, 0].min(), e[:, 1].min(), e[:, 0].max(), e[:, 1].max()) for e in exteriors]
-    holes_of: list[list[np.ndarray]] = [[] for _ in exteriors]
-    for hole in holes:
-        hx, hy = float(hole[0, 0]), float(hole[0, 1])
-        best = -1
-        for i, exterior in enumerate(exteriors):
-            x0, y0, x1, y1 = bounds[i]
-            if not (x0 <= hx <= x1 and y0 <= hy <= y1):
-                continue
-            if (best < 0 or exterior_areas[i] < exterior_areas[best]) and point_in_ring(hx, hy, exterior):
-                best = i
-        if best < 0:
-            log.debug("dropping a hole with no enclosing region at (%.1f, %.1f)", hx, hy)
-            continue
-        holes_of[best].append(hole)
+    holes_of = _assign_holes(exteriors, holes)
     regions = [Region(e, tuple(h)) for e, h in zip(exteriors, holes_of, strict=True)]
     regions.sort(key=lambda r: -r.area)
     return regions

@@ -4,7 +4,9 @@ Layout (what OpenSlide's generic-TIFF reader, and so QuPath's OpenSlide server, 
 
 * every level is a top-level tiled IFD (256 × 256 tiles by default); level 0 first, then each further level
   halves the previous one and carries ``NewSubfileType = reduced-resolution image``;
-* 8-bit RGB, Deflate-compressed (lossless: colours are exactly the colour map's);
+* 8-bit palette colour (one byte per pixel: the probability quantised to 0…254, 255 = no data, with the
+  colour map as the TIFF ColorMap), Deflate-compressed and lossless. Compared with RGB this writes a third
+  of the bytes and compresses about three times faster; libtiff (so OpenSlide and QuPath) expands it to RGB;
 * ``XResolution``/``YResolution`` in pixels per centimetre, so OpenSlide reports ``openslide.mpp-x/y``.
 
 By default level 0 has exactly the slide's level-0 size and mpp, so a pixel of the TIFF and of the slide at
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .atomic import atomic_path
-from .colormap import NO_DATA_RGB, colorize
+from .colormap import LUT_SIZE, NO_DATA_RGB, viridis_lut
 from .sampling import gather, nanmean_reduce, reduction_factors, source_indices
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +54,31 @@ class TiffLevel:
     width: int
     height: int
     pixel_size: tuple[float, float]  # level-0 pixels per level pixel (x, y)
+
+
+#: Palette index of pixels without a probability (white).
+NO_DATA_INDEX = 255
+_LEVELS = 254  # probabilities map to indices 0…254
+
+
+def palette_index(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities → uint8 palette indices ``round(p · 254)``; NaN → :data:`NO_DATA_INDEX`."""
+    finite = np.isfinite(probabilities)
+    index = np.full(probabilities.shape, NO_DATA_INDEX, dtype=np.uint8)
+    index[finite] = np.rint(np.clip(probabilities[finite], 0.0, 1.0) * _LEVELS).astype(np.uint8)
+    return index
+
+
+def tiff_palette() -> np.ndarray:
+    """``(256, 3)`` uint8 RGB of each palette index: the colour map resampled to 255 steps, then white."""
+    lut = viridis_lut()
+    steps = np.rint(np.arange(_LEVELS + 1) * (LUT_SIZE - 1) / _LEVELS).astype(np.intp)
+    return np.concatenate([lut[steps], np.asarray([NO_DATA_RGB], dtype=np.uint8)])
+
+
+def tiff_colormap() -> np.ndarray:
+    """The TIFF ColorMap tag: ``(3, 256)`` uint16, 8-bit colours scaled by 257."""
+    return tiff_palette().T.astype(np.uint16) * 257
 
 
 @functools.cache
@@ -109,7 +136,7 @@ class _LevelTiles:
         hm_px = heatmap.pixel_size
         ky, kx = reduction_factors(level.pixel_size, hm_px)
         probabilities = nanmean_reduce(heatmap.probabilities, ky, kx)
-        self.colours = colorize(probabilities)
+        self.index = palette_index(probabilities)
         src_px = (hm_px[0] * kx, hm_px[1] * ky)
         t = tile_size
         self.n_rows, self.n_cols = math.ceil(level.height / t), math.ceil(level.width / t)
@@ -137,12 +164,12 @@ class _LevelTiles:
         )
         self.tile_has_data = (counts > 0) & (r_hi >= r_lo)[:, None] & (c_hi >= c_lo)[None, :]
         self.tile_size = t
-        self.fill = np.asarray(NO_DATA_RGB, dtype=np.uint8)
+        self.fill = NO_DATA_INDEX
 
     def encode(self, ij: tuple[int, int]) -> bytes:
         i, j = ij
         t = self.tile_size
-        tile = gather(self.colours, self.rows[i * t : (i + 1) * t], self.cols[j * t : (j + 1) * t], self.fill)
+        tile = gather(self.index, self.rows[i * t : (i + 1) * t], self.cols[j * t : (j + 1) * t], self.fill)
         return _deflate(np.ascontiguousarray(tile).tobytes())
 
     def encoded(self, pool: ThreadPoolExecutor) -> Iterator[bytes]:
@@ -202,14 +229,13 @@ def write_tiff(
         raise ValueError(f"tile_size must be a positive multiple of 16, got {tile_size}")
     base = base_size_for(heatmap, base_mpp)
     levels = pyramid_levels(heatmap.slide_dimensions, base, tile_size)
-    blank_tile = np.empty((tile_size, tile_size, 3), dtype=np.uint8)
-    blank_tile[:] = NO_DATA_RGB
-    blank = _deflate(blank_tile.tobytes())
-    raw_bytes = sum(lv.width * lv.height * 3 for lv in levels)
+    blank = _deflate(np.full((tile_size, tile_size), NO_DATA_INDEX, dtype=np.uint8).tobytes())
+    raw_bytes = sum(lv.width * lv.height for lv in levels)
+    colormap = tiff_colormap()
     workers = workers or min(4, os.cpu_count() or 1)
     description = (
         f"PathoFlash tumor heatmap; model={heatmap.model_id or 'unknown'}; "
-        f"heatmap_mpp={heatmap.mpp:g}; colormap=viridis; white=no data"
+        f"heatmap_mpp={heatmap.mpp:g}; palette index = round(254 * probability), 255 = no data; colormap=viridis"
     )
     with atomic_path(path) as tmp:
         with (
@@ -222,10 +248,10 @@ def write_tiff(
                 mpp_y = heatmap.slide_mpp[1] * level.pixel_size[1]
                 tif.write(
                     _LevelTiles(heatmap, level, tile_size).encoded(pool),
-                    shape=(level.height, level.width, 3),
+                    shape=(level.height, level.width),
                     dtype=np.uint8,
-                    photometric="rgb",
-                    planarconfig="contig",
+                    photometric="palette",
+                    colormap=colormap,
                     tile=(tile_size, tile_size),
                     compression="adobe_deflate",
                     resolution=(1e4 / mpp_x, 1e4 / mpp_y),
@@ -240,4 +266,12 @@ def write_tiff(
     return Path(path)
 
 
-__all__ = ["TiffLevel", "base_size_for", "pyramid_levels", "write_tiff"]
+__all__ = [
+    "NO_DATA_INDEX",
+    "TiffLevel",
+    "base_size_for",
+    "palette_index",
+    "pyramid_levels",
+    "tiff_palette",
+    "write_tiff",
+]
