@@ -145,7 +145,7 @@ class GlandModel:
         )
         px, py = _ring_points(g, 12.0 * self.px_per_um)
         ok = layout.tissue_edges.contains(px, py) & ~layout.tumor_edges.contains(px, py)
-        return g.select(ok.reshape(len(g), -1).all(axis=1))
+        return g.select(np.asarray(ok.reshape(len(g), -1).all(axis=1)))
 
     def _tumor(self, x0: float, y0: float, x1: float, y1: float) -> Glands:
         g = self._candidates(self._salt_tumor, _TUMOR_CELL, _TUMOR_P, _TUMOR_LUMEN, (x0, y0, x1, y1))
@@ -156,7 +156,7 @@ class GlandModel:
         g = replace(g, harm2=0.1 + 0.25 * u8, harm3=0.05 + 0.15 * u9)
         px, py = _ring_points(g, 6.0 * self.px_per_um)
         ok = self.layout.tumor_edges.contains(px, py)
-        return g.select(ok.reshape(len(g), -1).all(axis=1))
+        return g.select(np.asarray(ok.reshape(len(g), -1).all(axis=1)))
 
     def classify(self, glands: Glands, px: F64, py: F64) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """For points: (inside any lumen, inside any normal gland's epithelial ring or lumen)."""

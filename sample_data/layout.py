@@ -18,7 +18,6 @@ from scipy import ndimage
 from skimage import measure
 
 from .geometry import EdgeSet, Ring, radial_blob, ring_area, smooth_curve
-from .noise import substream
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class SlideLayout:
     tissue_edges: EdgeSet
     tumor_edges: EdgeSet
     fold_edges: EdgeSet
-    render_salt: int
+    piece_boxes: tuple[tuple[float, float, float, float], ...]  # x0, y0, x1, y1 of each piece
 
     @property
     def tissue_area(self) -> float:
@@ -81,15 +80,20 @@ class SlideLayout:
     def tumor_area(self) -> float:
         return sum(ring_area(r) for r in self.tumors)
 
+    def touches_tissue(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """Whether the box ``[x0, x1) x [y0, y1)`` meets the bounding box of some tissue piece."""
+        return any(_boxes_meet(box, x0, y0, x1, y1) for box in self.piece_boxes)
+
     def touches(self, x0: float, y0: float, x1: float, y1: float) -> bool:
         """Whether anything but bare glass may be drawn in the box ``[x0, x1) x [y0, y1)``."""
-        if self.tissue_edges.overlaps(x0, y0, x1, y1):
-            return True
-        for pen in self.pens:
-            bx0, by0, bx1, by1 = pen.bbox
-            if x0 <= bx1 and bx0 < x1 and y0 <= by1 and by0 < y1:
-                return True
-        return False
+        return self.touches_tissue(x0, y0, x1, y1) or any(
+            _boxes_meet(p.bbox, x0, y0, x1, y1) for p in self.pens
+        )
+
+
+def _boxes_meet(box: tuple[float, float, float, float], x0: float, y0: float, x1: float, y1: float) -> bool:
+    bx0, by0, bx1, by1 = box
+    return x0 <= bx1 and bx0 < x1 and y0 <= by1 and by0 < y1
 
 
 def default_tissue_fraction(width: int, height: int) -> float:
@@ -134,7 +138,10 @@ def make_layout(
         tissue_edges=tissue_edges,
         tumor_edges=EdgeSet.from_rings(tumors),
         fold_edges=EdgeSet.from_rings(fold_rings),
-        render_salt=substream(seed, "render"),
+        piece_boxes=tuple(
+            (float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max()))
+            for p in pieces
+        ),
     )
     log.debug(
         "layout seed=%d: %d pieces, %d tumor regions (%.1f%% of tissue), %d folds, %d pen strokes",
@@ -352,7 +359,8 @@ def _pen_strokes(
 def _stroke(
     line: F64, stroke_width: float, ink: tuple[float, float, float], width: int, height: int
 ) -> PenStroke:
-    line = np.round(np.stack([np.clip(line[:, 0], 0, width), np.clip(line[:, 1], 0, height)], axis=1), 2)
+    clipped = np.stack([np.clip(line[:, 0], 0, width), np.clip(line[:, 1], 0, height)], axis=1)
+    line = np.round(clipped, 2).astype(np.float64)
     pad = stroke_width
     bbox = (
         float(line[:, 0].min() - pad),

@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 F32 = NDArray[np.float32]
+Floats = NDArray[np.floating[Any]]
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
@@ -43,17 +45,17 @@ class NucleusShapes:
     @classmethod
     def build(
         cls,
-        a: F32 | float,
-        b: F32 | float,
-        angle: F32 | float,
+        a: ArrayLike,
+        b: ArrayLike,
+        angle: ArrayLike,
         *,
-        harm2: F32 | float = 0.0,
-        phase2: F32 | float = 0.0,
-        harm3: F32 | float = 0.0,
-        phase3: F32 | float = 0.0,
-        rim: F32 | float = 0.0,
-        density: F32 | float = 1.0,
-        chromatin: F32 | float = 0.0,
+        harm2: ArrayLike = 0.0,
+        phase2: ArrayLike = 0.0,
+        harm3: ArrayLike = 0.0,
+        phase3: ArrayLike = 0.0,
+        rim: ArrayLike = 0.0,
+        density: ArrayLike = 1.0,
+        chromatin: ArrayLike = 0.0,
     ) -> NucleusShapes:
         """Shapes from per-nucleus arrays or scalars shared by all (broadcast together)."""
         values = (a, b, angle, harm2, phase2, harm3, phase3, rim, density, chromatin)
@@ -84,7 +86,7 @@ class Placements:
         return int(self.cx.size)
 
     @classmethod
-    def build(cls, cx: F64, cy: F64, stamp: I64) -> Placements:
+    def build(cls, cx: ArrayLike, cy: ArrayLike, stamp: ArrayLike) -> Placements:
         return cls(
             np.asarray(cx, dtype=np.float64),
             np.asarray(cy, dtype=np.float64),
@@ -128,7 +130,9 @@ def irregular_radius(
     )
 
 
-def _modulated_radius(u: F32, v: F32, c2: F32, s2: F32, c3: F32, s3: F32, *, third: bool) -> F32:
+def _modulated_radius(
+    u: Floats, v: Floats, c2: Floats, s2: Floats, c3: Floats, s3: Floats, *, third: bool
+) -> F32:
     uu = u * u
     vv = v * v
     r2 = np.maximum(uu + vv, np.float32(1e-6))

@@ -92,15 +92,16 @@ class TileRenderer:
 
     def is_background(self, x0: int, y0: int, width: int, height: int) -> bool:
         """True when the window is certainly bare glass (then it equals :meth:`background_tile` tiles)."""
-        m = self._margin
-        return not self.layout.touches(x0 - m, y0 - m, x0 + width + m, y0 + height + m)
+        return not self.layout.touches(x0, y0, x0 + width, y0 + height)
 
     def render(self, x0: int, y0: int, width: int, height: int) -> U8:
         """RGB pixels of the level-0 window at ``(x0, y0)``, shape ``(height, width, 3)``."""
-        m = self._margin
         glass = self._glass(x0, y0, width, height)
-        if self.layout.tissue_edges.overlaps(x0 - m, y0 - m, x0 + width + m, y0 + height + m):
-            hema, eosin, tissue = self._tissue(x0, y0, width, height)
+        tissue = None
+        if self.layout.touches_tissue(x0, y0, x0 + width, y0 + height):
+            tissue = self.layout.tissue_edges.rasterize(x0, y0, width, height)
+        if tissue is not None and tissue.any():  # nothing is drawn outside the tissue but ink
+            hema, eosin = self._tissue(x0, y0, width, height, tissue)
             index = (hema * _LUT_STEP + 0.5).astype(np.int32)
             np.minimum(index, _LUT_H - 1, out=index)
             e_index = (eosin * _LUT_STEP + 0.5).astype(np.int32)
@@ -116,10 +117,9 @@ class TileRenderer:
 
     # ------------------------------------------------------------------ tissue
 
-    def _tissue(self, x0: int, y0: int, w: int, h: int) -> tuple[F32, F32, Mask]:
-        """Hematoxylin and eosin concentrations (thickness and folds applied) and the tissue mask."""
+    def _tissue(self, x0: int, y0: int, w: int, h: int, tissue: Mask) -> tuple[F32, F32]:
+        """Hematoxylin and eosin concentrations (thickness and folds applied) of a window with tissue."""
         layout = self.layout
-        tissue = layout.tissue_edges.rasterize(x0, y0, w, h)
         tumor: Mask | None = None
         if layout.tumor_edges.overlaps(x0, y0, x0 + w, y0 + h):
             tumor = layout.tumor_edges.rasterize(x0, y0, w, h) & tissue
@@ -156,7 +156,7 @@ class TileRenderer:
         if layout.fold_edges.overlaps(x0, y0, x0 + w, y0 + h):
             folded = layout.fold_edges.rasterize(x0, y0, w, h)
             thickness = np.where(folded, thickness * _FOLD_FACTOR, thickness)
-        return (hema * thickness).astype(np.float32), (eosin * thickness).astype(np.float32), tissue
+        return (hema * thickness).astype(np.float32), (eosin * thickness).astype(np.float32)
 
     def _field(self, fn: Callable[[F64, F64], F32], x0: int, y0: int, w: int, h: int, step_um: float) -> F32:
         return smooth_field(fn, x0, y0, w, h, max(1.0, step_um * self.px_per_um))

@@ -123,8 +123,6 @@ def write_svs(
                 spec, render_block, bg, encoder, sinks[0] if sinks else None, pool, workers, report
             )
             _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
-            for _ in level0:  # tifffile stops at the last tile; let the generator finish its bookkeeping
-                raise RuntimeError("level 0 produced more tiles than its page holds")
             if sinks:
                 sinks[0].close()
             coarsest = read_level(sinks[-1].path, *sizes[-1]) if sinks else None
@@ -135,8 +133,6 @@ def write_svs(
                 tiles = _level_tiles(sink.path, w, h, t, encoder, pool, report)
                 ds = FACTOR**level
                 _write_tiled(tw, tiles, w, h, spec, spec.description(f" -> {w}x{h} (downsample {ds})"))
-                for _ in tiles:
-                    raise RuntimeError(f"level {level} produced more tiles than its page holds")
             if label is not None:
                 tw.write(
                     label,
@@ -238,9 +234,11 @@ def _level0_tiles(
             nxt = next(coords, None)
             if nxt is not None:
                 pending.append(pool.submit(job, *nxt))
+        # bookkeeping before the last yield: tifffile closes this generator once it has all the tiles
         if sink is not None:
             strip = np.concatenate([bg.reduced if red is None else red for _, red in row], axis=1)
             sink.write(strip[:, : sink.width])
+        report(min(per, n_ty - by * per) * n_tx)
         for r in range(per):
             ty = by * per + r
             if ty >= n_ty:
@@ -249,7 +247,6 @@ def _level0_tiles(
                 for c in range(per):
                     if bx * per + c < n_tx:
                         yield bg.tile_bytes if tiles is None else tiles[r * per + c]
-        report(min(per, n_ty - by * per) * n_tx)
 
 
 def _level_tiles(
@@ -268,8 +265,9 @@ def _level_tiles(
         if strip.shape[0] < t:
             padded[strip.shape[0] :, :width] = strip[-1:]
         padded[:, width:] = padded[:, width - 1 : width]
-        yield from pool.map(encoder, [padded[:, c * t : (c + 1) * t] for c in range(n_tx)])
+        encoded = list(pool.map(encoder, [padded[:, c * t : (c + 1) * t] for c in range(n_tx)]))
         report(n_tx)
+        yield from encoded
 
 
 def _write_tiled(

@@ -10,11 +10,14 @@ the renderer so that fibres wave and turn across the slide.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import fft
 
 F32 = NDArray[np.float32]
+T = TypeVar("T", bound=np.generic)
 
 _WINDOW = 1024 + 256  # windows up to this size are plain slices of a pre-tiled copy
 
@@ -23,20 +26,19 @@ def _periodic_field(
     rng: np.random.Generator, period: int, sigma_along: float, sigma_across: float, angle: float
 ) -> F32:
     """A zero-mean, unit-variance periodic Gaussian random field with an (anisotropic) Gaussian spectrum."""
-    freq = np.fft.fftfreq(period)
-    fy, fx = np.meshgrid(freq, freq, indexing="ij")
+    fy, fx = np.meshgrid(np.fft.fftfreq(period), np.fft.rfftfreq(period), indexing="ij")
     c, s = math.cos(angle), math.sin(angle)
     f_along = fx * c + fy * s
     f_across = fy * c - fx * s
     transfer = np.exp(-2.0 * math.pi**2 * ((sigma_along * f_along) ** 2 + (sigma_across * f_across) ** 2))
-    white = rng.normal(size=(period, period))
-    field = np.fft.ifft2(np.fft.fft2(white) * transfer).real
+    white = rng.standard_normal(size=(period, period), dtype=np.float32)
+    field = fft.irfft2(fft.rfft2(white) * transfer.astype(np.float32), s=(period, period))
     field -= field.mean()
     field /= field.std() + 1e-12
     return field.astype(np.float32)
 
 
-def pretile(field: NDArray[np.generic], extra: int = _WINDOW) -> NDArray[np.generic]:
+def pretile(field: NDArray[T], extra: int = _WINDOW) -> NDArray[T]:
     """The periodic ``field`` repeated to ``period + extra`` on a side, so any window is a slice."""
     period = field.shape[0]
     reps = 1 + math.ceil(extra / period)
@@ -67,9 +69,7 @@ class Textures:
         self.fibres = [f.ravel() for f in fibres]
 
     @staticmethod
-    def window(
-        tiled: NDArray[np.generic], period: int, x0: int, y0: int, w: int, h: int
-    ) -> NDArray[np.generic]:
+    def window(tiled: NDArray[T], period: int, x0: int, y0: int, w: int, h: int) -> NDArray[T]:
         """The ``(h, w, …)`` window at ``(x0, y0)`` of a :func:`pretile`-d periodic field (a view if small)."""
         ry, rx = y0 % period, x0 % period
         if w <= _WINDOW and h <= _WINDOW:

@@ -132,6 +132,8 @@ def _polygons(geometry: dict[str, Any] | None, path: Path) -> list[TruthPolygon]
             return []  # points and lines carry no area
         out = []
         for rings in groups:
+            if not isinstance(rings, list):
+                raise TypeError("a polygon must be a list of rings")
             arrays = [_open_ring(np.asarray(r, dtype=np.float64)[:, :2]) for r in rings]
             if arrays and len(arrays[0]) >= 3:
                 out.append(TruthPolygon(arrays[0], tuple(a for a in arrays[1:] if len(a) >= 3)))
