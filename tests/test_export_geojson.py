@@ -259,3 +259,26 @@ def test_checker_catches_broken_geometry() -> None:
         check_polygon([good[::-1]])
     with pytest.raises(AssertionError, match="outside"):
         check_polygon([good, [[20, 20], [20, 25], [25, 25], [25, 20], [20, 20]]])
+
+
+def test_simplify_ring_keeps_corners_and_stays_within_tolerance() -> None:
+    from pathoflash.export.geojson import simplify_ring
+
+    t = np.linspace(0, 2 * np.pi, 400)
+    ring = np.stack([50 + 30 * np.cos(t) + 0.05 * np.sin(37 * t), 50 + 20 * np.sin(t)], axis=1)
+    ring[-1] = ring[0]
+    simple = simplify_ring(ring, 0.25)
+    assert np.array_equal(simple[0], simple[-1]) and 8 < len(simple) < 100
+    # Every dropped vertex is within the tolerance of the simplified outline.
+    a, b = simple[:-1], simple[1:]
+    ab = b - a
+    for p in ring:
+        t_ = np.clip(((p - a) * ab).sum(1) / (ab * ab).sum(1), 0, 1)
+        assert np.min(np.hypot(*(a + t_[:, None] * ab - p).T)) <= 0.25 + 1e-9
+    side = np.linspace(0, 10, 11)[:-1]  # a 10 × 10 square with a vertex every unit: 41 points
+    zeros, tens = np.zeros(10), np.full(10, 10.0)
+    square = np.concatenate(
+        [np.c_[side, zeros], np.c_[tens, side], np.c_[10 - side, tens], np.c_[zeros, 10 - side], [[0.0, 0.0]]]
+    )
+    corners = simplify_ring(square, 0.1)
+    assert {tuple(p) for p in corners.tolist()} == {(0, 0), (10, 0), (10, 10), (0, 10)}
