@@ -328,14 +328,21 @@ class Slide:
 
     # -- pixels ---------------------------------------------------------------------------------------
     def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int], *, contiguous: bool = True
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        *,
+        reduce: int | tuple[int, int] = 1,
     ) -> np.ndarray:
         """Read ``size = (w, h)`` pixels of ``level`` at level-0 ``location = (x, y)``.
 
         Returns ``(h, w, 3)`` uint8 RGB; transparent pixels (outside the scanned area) become white.
+        ``reduce = k`` or ``(kx, ky)`` averages ``k × k`` blocks (sides must be multiples) and returns
+        ``(h // ky, w // kx, 3)``; done by PIL before the pixels become a numpy array, it costs less than
+        converting the full-size region would.
         A failed read reopens the OpenSlide handle (its errors latch) and retries once; a second failure
-        raises :class:`TileReadError`. ``contiguous=False`` may return a strided view of the RGBA buffer
-        (saves a copy when the caller reduces the region anyway).
+        raises :class:`TileReadError`.
         """
         if not 0 <= level < self.level_count:
             raise ValueError(f"level {level} out of range 0..{self.level_count - 1}")
@@ -343,10 +350,12 @@ class Slide:
         if width <= 0 or height <= 0:
             raise ValueError(f"region size must be positive, got {size}")
         x, y = int(location[0]), int(location[1])
+        kx, ky = (reduce, reduce) if isinstance(reduce, int) else (int(reduce[0]), int(reduce[1]))
+        if kx < 1 or ky < 1 or width % kx or height % ky:
+            raise ValueError(f"reduce {reduce} must be ≥ 1 and divide the region size {size}")
         handle, generation = self._acquire()
         try:
-            rgb = _rgba_to_rgb_on_white(np.asarray(handle.read_region((x, y), level, (width, height))))
-            return np.ascontiguousarray(rgb) if contiguous else rgb
+            return _pil_to_rgb_on_white(handle.read_region((x, y), level, (width, height)), kx, ky)
         except Exception as exc:  # OpenSlideError, or OSError from a latched handle
             first_error = exc
         finally:
@@ -367,9 +376,7 @@ class Slide:
                 f"slide cannot be reopened after a read error: {exc.message}", path=self.path
             ) from exc
         try:
-            return np.ascontiguousarray(
-                _rgba_to_rgb_on_white(np.asarray(private.read_region((x, y), level, (width, height))))
-            )
+            return _pil_to_rgb_on_white(private.read_region((x, y), level, (width, height)), kx, ky)
         except Exception as exc:
             raise TileReadError(
                 f"unreadable region at level {level} x={x} y={y} size={width}x{height}: {exc}",
@@ -456,8 +463,7 @@ class Slide:
             row = []
             for x in range(0, full_w, step):
                 w = min(step, full_w - x)
-                region = self._read_lenient(level, x, y, w, h, unit=k, failures=failures)
-                row.append(box_reduce(region, k, k))
+                row.append(self._read_lenient(level, x, y, w, h, unit=k, failures=failures))
             rows.append(np.concatenate(row, axis=1))
         rgb = resample(np.concatenate(rows, axis=0), (out_w, out_h))
         unreadable = np.zeros((out_h, out_w), bool)
@@ -486,17 +492,19 @@ class Slide:
         unit: int,
         failures: list[tuple[int, int, int, int, TileReadError]],
     ) -> np.ndarray:
-        """``read_region`` at level pixels ``(x, y)``; on failure split in two (keeping sides multiples
-        of ``unit``) down to ~256 px, and return white for what stays unreadable."""
+        """``read_region`` at level pixels ``(x, y)`` reduced by ``unit``; on failure split in two (keeping
+        sides multiples of ``unit``) down to ~256 px, and return white for what stays unreadable."""
         downsample = self.level_downsamples[level]
         try:
-            return self.read_region((round(x * downsample), round(y * downsample)), level, (w, h))
+            return self.read_region(
+                (round(x * downsample), round(y * downsample)), level, (w, h), reduce=unit
+            )
         except TileReadError as exc:
             if len(failures) >= _MAX_THUMBNAIL_FAILURES:
                 raise
             if max(w, h) <= max(256, 2 * unit):
                 failures.append((x, y, w, h, exc))
-                return np.full((h, w, 3), 255, np.uint8)
+                return np.full((h // unit, w // unit, 3), 255, np.uint8)
         if w >= h:
             half = max(unit, (w // 2) // unit * unit)
             left = self._read_lenient(level, x, y, half, h, unit=unit, failures=failures)
@@ -510,7 +518,7 @@ class Slide:
     def associated_image(self, name: str) -> np.ndarray:
         handle, generation = self._acquire()
         try:
-            return np.ascontiguousarray(_rgba_to_rgb_on_white(np.asarray(handle.associated_images[name])))
+            return _pil_to_rgb_on_white(handle.associated_images[name])
         finally:
             self._release(generation)
 
@@ -539,15 +547,20 @@ def _close_quietly(handle: Any) -> None:
         log.debug("closing an OpenSlide handle failed: %s", exc)
 
 
-def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
-    """RGB composited onto white; a strided view of ``rgba`` when it is fully opaque."""
-    rgb = rgba[..., :3]
-    alpha = rgba[..., 3]
-    if alpha.min(initial=255) == 255:
-        return rgb
-    a = alpha[..., None].astype(np.uint16)
-    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
+def _pil_to_rgb_on_white(image: Any, kx: int = 1, ky: int = 1) -> np.ndarray:
+    """An OpenSlide RGBA PIL image as contiguous ``(h, w, 3)`` uint8 RGB composited onto white, averaged
+    over ``kx × ky`` blocks.
+
+    Opaque images (nearly all tiles) are converted and reduced by PIL in C: copying RGB out of an RGBA
+    array with numpy is a strided copy that costs more than decoding the JPEG tile did.
+    """
+    if image.mode == "RGBA" and image.getextrema()[3][0] == 255:
+        rgb = image.convert("RGB")
+        return np.asarray(rgb.reduce((kx, ky)) if kx > 1 or ky > 1 else rgb)
+    rgba = np.asarray(image.convert("RGBA"))
+    a = rgba[..., 3:4].astype(np.uint16)
+    out = ((rgba[..., :3].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    return box_reduce(out, ky, kx)
 
 
 def open_slide(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, TileReadError
-from .resample import box_reduce, resample_window
+from .resample import resample_window
 from .slide import Slide, open_slide
 from .tile_stream import WriteBehind, decode_in_order
 from .tissue import TissueMask, detect_tissue
@@ -242,10 +242,8 @@ def read_grid_region(slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: in
     if grid.integer_reduction:
         kx, ky = round(fx), round(fy)
         lx, ly = x * kx, y * ky
-        reduce = kx > 1 or ky > 1
         location = (round(lx * downsample), round(ly * downsample))
-        region = slide.read_region(location, level, (w * kx, h * ky), contiguous=not reduce)
-        return box_reduce(region, ky, kx) if reduce else region
+        return slide.read_region(location, level, (w * kx, h * ky), reduce=(kx, ky))
     # Non-integer factor: read a window with a margin for the anti-aliasing filter, then resample exactly.
     sx0, sy0 = x * fx, y * fy
     mx, my = math.ceil(2 * max(fx, 1.0)) + 1, math.ceil(2 * max(fy, 1.0)) + 1
