@@ -111,3 +111,14 @@ def test_bad_inputs_are_rejected(cmu1: tuple[Heatmap, np.ndarray], tmp_path: Pat
     with pytest.raises(ValueError, match="uint8"):
         heatmap.to_png(tmp_path / "a.png", thumbnail.astype(np.float32), thumbnail_mpp=THUMB_MPP)
     assert not list(tmp_path.iterdir())
+
+
+def test_thumbnail_mpp_is_inferred_from_its_size(cmu1: tuple[Heatmap, np.ndarray], tmp_path: Path) -> None:
+    """Without ``thumbnail_mpp`` the thumbnail is taken to cover the whole slide: pixel = extent / size."""
+    heatmap, thumbnail = cmu1
+    w_um, h_um = heatmap.extent_um()
+    h, w = thumbnail.shape[:2]
+    path = heatmap.to_png(tmp_path / "inferred.png", thumbnail)
+    with Image.open(path) as im:
+        inferred = np.asarray(im)
+    assert np.array_equal(inferred, render_png(heatmap, thumbnail, thumbnail_mpp=(w_um / w, h_um / h)))
