@@ -7,7 +7,6 @@ summary.json) can be written from it without ever building a full-resolution hea
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import zarr
 
     from .slide import Slide
-
-log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
