@@ -118,9 +118,12 @@ def method_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
     return sdpa
 
 
+REP_MS = 200  # do_bench's repetition time per measurement (--rep-ms)
+
+
 def median_ms(fn: Callable[[], Any], grad_to_none: list[torch.Tensor] | None = None) -> float:
     return float(
-        triton.testing.do_bench(fn, warmup=25, rep=200, grad_to_none=grad_to_none, return_mode="median")
+        triton.testing.do_bench(fn, warmup=25, rep=REP_MS, grad_to_none=grad_to_none, return_mode="median")
     )
 
 
@@ -373,6 +376,51 @@ def explore() -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Correctness on the GPU (quick; the full set is tests/test_flash_attention_gpu.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_grads(
+    fn: Callable[..., Any], qkv: torch.Tensor, do: torch.Tensor, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    leaf = qkv.detach().to(dtype).requires_grad_()
+    q, k, v = leaf.permute(2, 0, 3, 1, 4)  # (B, H, N, D) views of one fused projection
+    o, lse = fn(q, k, v)
+    (o * do.to(o.dtype)).sum().backward()
+    assert leaf.grad is not None
+    return [o, lse, leaf.grad]
+
+
+def check(head_dims: list[int], dtypes: list[str]) -> bool:
+    """Forward and backward of ours on a fused-qkv view vs float32, tolerance 2× plain low precision."""
+    from pathoflash.kernels import flash_attention
+    from pathoflash.kernels.reference import attention_reference
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    ok = True
+    for dtype_name in dtypes:
+        for d in head_dims:
+            b, h, n = 2, 3, 4097
+            dtype = DTYPES[dtype_name]
+            qkv = torch.randn(b, n, 3, h, d, device="cuda", dtype=dtype)
+            do = torch.randn(b, n, h, d, device="cuda", dtype=dtype).transpose(1, 2)
+            got = _check_grads(lambda *x: flash_attention(*x, return_lse=True), qkv, do, dtype)
+            plain = _check_grads(attention_reference, qkv, do, dtype)
+            exact = _check_grads(attention_reference, qkv, do, torch.float32)
+            for name, g, p_, e in zip(("o", "lse", "dqkv"), got, plain, exact, strict=True):
+                err = (g.float() - e).abs().max().item()
+                tol = 2 * (p_.float() - e).abs().max().item() + 2e-4 * e.abs().max().item()
+                passed = err <= tol and bool(torch.isfinite(g).all())
+                ok &= passed
+                verdict = "ok" if passed else "FAIL"
+                print(
+                    f"check {dtype_name} d{d} {name}: error {err:.2e} tolerance {tol:.2e} {verdict}",
+                    flush=True,
+                )
+    return ok
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------
 
@@ -439,12 +487,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precompile", action="store_true")
     parser.add_argument("--explore", action="store_true")
     parser.add_argument("--precompile-tests", action="store_true", help="also the GPU tests' kernels")
+    parser.add_argument("--check", action="store_true", help="first check ours against float32 at N = 4097")
     parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip measurements after this much")
     parser.add_argument(
         "--flex-budget-s", type=float, default=240.0, help="skip FlexAttention after this much"
     )
+    parser.add_argument("--rep-ms", type=int, default=200, help="do_bench repetition time per measurement")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    global REP_MS
+    REP_MS = args.rep_ms
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -460,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.precompile:
         precompile(shapes, dtypes, methods, args.explore, args.precompile_tests)
     report: dict[str, Any] = {"env": env}
+    if args.check:
+        report["check_passed"] = check(sorted({s[3] for s in shapes}), dtypes)
     if args.explore:
         report["explore"] = explore()
 

@@ -827,8 +827,8 @@ _attn_bwd_dq_tuned = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, forward=False)
 
 _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
 # Tensor descriptors (TMA) are supported on Hopper and newer but off by default: on an H100 with Triton 3.6
-# the pointer path (cp.async pipelining) was 2-8% faster in every forward configuration measured and level
-# in the backward (benchmarks/ATTENTION_NOTES.md). Tests and benchmarks force either path with the override.
+# the fastest pointer-path forward (cp.async pipelining) beat the fastest TMA one by 4-7% at head dims 64, 80
+# and 128, and the backward was level (benchmarks/ATTENTION_NOTES.md). Tests and benchmarks force either path.
 PREFER_TMA = False
 _tma_override: bool | None = None
 _split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
