@@ -26,20 +26,26 @@ DEMO_SEED = 20261125
 
 @contextmanager
 def _run_log(out: Path) -> Iterator[None]:
-    """Everything the library logs during the run also goes to ``OUT/run.log``."""
+    """Everything the library logs at INFO and above also goes to ``OUT/run.log``; the terminal keeps the
+    verbosity the person asked for (``--verbose``/``--debug``)."""
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     package = logging.getLogger("pathoflash")
-    previous = package.level
+    previous = package.level or logging.WARNING
+    consoles = [(h, h.level) for h in package.handlers]
+    for console, level in consoles:
+        console.setLevel(max(level, previous))
     package.addHandler(handler)
-    package.setLevel(min(previous or logging.WARNING, logging.INFO))
+    package.setLevel(min(previous, logging.INFO))
     try:
         yield
     finally:
         package.removeHandler(handler)
         package.setLevel(previous)
+        for console, level in consoles:
+            console.setLevel(level)
         handler.close()
 
 

@@ -235,7 +235,7 @@ def compute_heatmap(
     if tiler_error:
         raise tiler_error[0]
     store = TileStore.open(store_path)
-    heatmap = _make_heatmap(probabilities, slide, store, model, options)
+    heatmap = _make_heatmap(probabilities, slide, store, model, grid)
     store.write_heatmap(probabilities, heatmap.mpp, model_id=model.model_id)
     return heatmap, store
 
@@ -251,7 +251,7 @@ class _GatedSource:
         return self._store.read_region(x, y, w, h)
 
 
-def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any, options: RunOptions) -> Any:
+def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any, grid: Any) -> Any:
     """The heatmap on the slide, with NaN wherever the tissue mask says background."""
     import dataclasses
 
@@ -260,7 +260,8 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
     tissue = store.tissue_mask
     heatmap = Heatmap(
         probabilities=probabilities,
-        mpp=options.mpp * model.patch_size,
+        mpp=grid.mpp * model.patch_size,  # the grid's effective mpp (snapped reductions are exact)
+        scale=(grid.scale[0] * model.patch_size, grid.scale[1] * model.patch_size),
         slide_dimensions=slide.dimensions,
         slide_mpp=slide.mpp,
         tissue_mask=tissue.mask,
