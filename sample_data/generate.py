@@ -93,7 +93,7 @@ def write_sample_slide(
     def render_block(x0: int, y0: int, w: int, h: int) -> U8 | None:
         if renderer.is_background(x0, y0, w, h):
             return None
-        return renderer.render(x0, y0, w, h)
+        return renderer.render_rgbx(x0, y0, w, h)
 
     truth = truth_path_for(out)
     write_svs(

@@ -184,16 +184,18 @@ def _tissue_pieces(
         n = int(rng.integers(2, 4))
     else:
         n = int(rng.integers(2, 6))
-    cols = max(1, min(n, round(math.sqrt(n * width / height))))
-    rows = math.ceil(n / cols)
+    cols, rows = min(
+        ((c, math.ceil(n / c)) for c in range(1, n + 1)),
+        key=lambda cr: (cr[0] * cr[1] - n) + 0.5 * abs(math.log((width / cr[0]) / (height / cr[1]))),
+    )
     cells = [(c, r) for r in range(rows) for c in range(cols)]
     chosen = [cells[i] for i in rng.permutation(len(cells))[:n]]
     cell_w, cell_h = width / cols, height / rows
-    shares = rng.uniform(0.6, 1.4, size=n)
-    shares = shares / shares.sum()
+    shares = rng.uniform(0.7, 1.3, size=n)
+    shares = shares / shares.sum() * n / (cols * rows)  # a share of its cell's area
     pieces: list[Ring] = []
     for (c, r), share in zip(chosen, shares, strict=True):
-        jitter_x, jitter_y = rng.uniform(-0.04, 0.04, size=2)
+        jitter_x, jitter_y = rng.uniform(-0.03, 0.03, size=2)
         box = (
             (c + 0.05 + jitter_x) * cell_w,
             (r + 0.05 + jitter_y) * cell_h,
@@ -201,7 +203,9 @@ def _tissue_pieces(
             (r + 0.95 + jitter_y) * cell_h,
         )
         radius = math.sqrt(fraction * width * height * share / math.pi)
-        elongation = float(rng.uniform(1.0, 2.4))
+        aspect = max(cell_w, cell_h) / min(cell_w, cell_h)
+        elongation = float(np.clip(aspect * rng.uniform(0.75, 1.15), 1.0, 3.0))
+        along = 0.0 if cell_w >= cell_h else math.pi / 2
         ring = radial_blob(
             rng,
             (0.0, 0.0),
@@ -211,7 +215,7 @@ def _tissue_pieces(
             n_harmonics=96,
             decay=1.5,
             elongation=elongation,
-            angle=float(rng.uniform(0, math.pi)),
+            angle=along + float(rng.normal(0, 0.25)),
         )
         pieces.append(_round(_fit_into(ring, box)))
     return pieces
@@ -229,7 +233,10 @@ def _tumor_regions(rng: np.random.Generator, pieces: list[Ring], mpp: float) -> 
     for idx in order:
         piece_budget = min(budget * areas[idx] / chosen_area, 0.7 * areas[idx])
         n_blobs = int(rng.integers(1, 3))
-        tumors += _tumors_in_piece(rng, pieces[idx], piece_budget * rng.dirichlet([3.0] * n_blobs), mpp)
+        found = _tumors_in_piece(rng, pieces[idx], piece_budget * rng.dirichlet([3.0] * n_blobs), mpp)
+        if found and sum(ring_area(t) for t in found) < 0.5 * piece_budget:  # clipped hard: try once more
+            found = _tumors_in_piece(rng, pieces[idx], np.array([piece_budget]), mpp)
+        tumors += found
     return tumors
 
 
@@ -237,13 +244,16 @@ def _tumors_in_piece(rng: np.random.Generator, piece: Ring, targets: F64, mpp: f
     """Irregular blobs clipped to the piece (less a margin), traced as polygons from a coarse raster."""
     x_lo, y_lo = piece.min(axis=0)
     x_hi, y_hi = piece.max(axis=0)
-    step = max(6.0 / mpp, max(x_hi - x_lo, y_hi - y_lo) / 500.0)
+    extent = max(x_hi - x_lo, y_hi - y_lo)
+    step = min(max(6.0 / mpp, extent / 500.0), extent / 60.0)
+    margin = min(30.0 / mpp, 0.05 * extent)  # tumor keeps off the piece's edge
+    spacing = min(40.0 / mpp, 0.06 * extent)  # and off other tumors
     cols = math.ceil((x_hi - x_lo) / step) + 2
     rows = math.ceil((y_hi - y_lo) / step) + 2
     gx0, gy0 = x_lo - step, y_lo - step
     inside = EdgeSet.from_rings([piece]).rasterize(gx0, gy0, cols, rows, step)
     depth = ndimage.distance_transform_edt(inside) * step  # px from the piece's edge
-    free = depth > 30.0 / mpp
+    free = depth > margin
     rings: list[Ring] = []
     for target in targets:
         if not free.any():
@@ -283,7 +293,7 @@ def _tumors_in_piece(rng: np.random.Generator, piece: Ring, targets: F64, mpp: f
         ring = np.stack([gx0 + (ring_rc[:, 1] + 0.5) * step, gy0 + (ring_rc[:, 0] + 0.5) * step], axis=1)
         rings.append(_round(_chaikin(ring)))
         # the next region keeps its distance from this one
-        free &= ndimage.distance_transform_edt(~region) * step > 40.0 / mpp
+        free &= ndimage.distance_transform_edt(~region) * step > spacing
     return rings
 
 
@@ -344,15 +354,21 @@ def _pen_strokes(
     )
     strokes.append(_stroke(smooth_curve(control, 240), stroke_width, ink, width, height))
     if rng.uniform() < 0.6:
-        # a short tick on the glass next to a piece
+        # a short tick on the glass beside a piece (where the slide has room for it)
         piece = pieces[int(rng.integers(len(pieces)))]
-        corner = piece.min(axis=0) - stroke_width * rng.uniform(1.0, 3.0)
         length = rng.uniform(0.05, 0.12) * slide_um / mpp
-        theta = rng.uniform(0, math.pi)
+        corner = piece.min(axis=0) - stroke_width * rng.uniform(1.0, 2.0)
+        theta = rng.uniform(0, math.pi / 2)
         end = corner + length * np.array([math.cos(theta), math.sin(theta)])
-        mid = (corner + end) / 2 + rng.normal(0, 0.08 * length, size=2)
-        line = smooth_curve(np.stack([corner, mid, end]), 60)
-        strokes.append(_stroke(line, stroke_width * rng.uniform(0.7, 1.0), ink, width, height))
+        on_slide = (
+            (corner >= stroke_width).all()
+            and end[0] < width - stroke_width
+            and end[1] < height - stroke_width
+        )
+        if on_slide:
+            mid = (corner + end) / 2 + rng.normal(0, 0.08 * length, size=2)
+            line = smooth_curve(np.stack([corner, mid, end]), 60)
+            strokes.append(_stroke(line, stroke_width * rng.uniform(0.7, 1.0), ink, width, height))
     return strokes
 
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import sparse
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -123,21 +122,16 @@ def fbm(x: F64, y: F64, salt: int, octaves: int = 3, gain: float = 0.5) -> F32:
     return total / np.float32(norm)
 
 
-def _lerp_matrix(start: int, count: int, step: float) -> tuple[sparse.csr_matrix, int, int]:
-    """Sparse linear interpolation from lattice points ``k * step`` to pixel centres ``start + i + 0.5``.
-
-    Returns the ``(count, n)`` matrix, the first lattice index and ``n``.
-    """
+def _lerp_weights(start: int, count: int, step: float) -> tuple[NDArray[np.int64], F32, int, int]:
+    """Linear interpolation from lattice points ``k * step`` to pixel centres ``start + i + 0.5``:
+    each pixel's left lattice index (relative to the first), its weight on the right one, the first
+    lattice index and the number of lattice points spanned."""
     t = (start + np.arange(count, dtype=np.float64) + 0.5) / step
     k = np.floor(t)
     frac = (t - k).astype(np.float32)
     k_int = k.astype(np.int64)
     k_min = int(k_int[0])
-    n = int(k_int[-1]) - k_min + 2
-    cols = np.stack([k_int - k_min, k_int - k_min + 1], axis=1).ravel()
-    data = np.stack([1.0 - frac, frac], axis=1).ravel()
-    indptr = np.arange(0, 2 * count + 1, 2)
-    return sparse.csr_matrix((data, cols, indptr), shape=(count, n)), k_min, n
+    return k_int - k_min, frac, k_min, int(k_int[-1]) - k_min + 2
 
 
 def smooth_field(
@@ -145,18 +139,21 @@ def smooth_field(
 ) -> F32:
     """Evaluate ``fn(x, y)`` (level-0 pixel coordinates) on a lattice of spacing ``step`` px and interpolate.
 
-    The lattice sits at absolute multiples of ``step``, so windows that share pixels agree on them.
-    Returns a ``(height, width)`` float32 array, or ``(C, height, width)`` when ``fn`` returns ``C``
-    channels in a trailing axis.
+    The lattice sits at absolute multiples of ``step``, so windows that share pixels agree on them
+    exactly. Returns a ``(height, width)`` float32 array, or ``(C, height, width)`` when ``fn`` returns
+    ``C`` channels in a trailing axis.
     """
-    wx, kx0, nx = _lerp_matrix(x0, width, step)
-    wy, ky0, ny = _lerp_matrix(y0, height, step)
+    kx, fx, kx0, nx = _lerp_weights(x0, width, step)
+    ky, fy, ky0, ny = _lerp_weights(y0, height, step)
     lattice_x = (kx0 + np.arange(nx, dtype=np.float64)) * step
     lattice_y = (ky0 + np.arange(ny, dtype=np.float64)) * step
     grid_x, grid_y = np.meshgrid(lattice_x, lattice_y)
     coarse = np.asarray(fn(grid_x, grid_y), dtype=np.float32)
-    if coarse.ndim == 2:
-        return np.asarray(wy @ (wx @ coarse.T).T, dtype=np.float32)
-    return np.stack(
-        [np.asarray(wy @ (wx @ coarse[..., c].T).T, dtype=np.float32) for c in range(coarse.shape[-1])]
-    )
+    channels = coarse[None] if coarse.ndim == 2 else np.moveaxis(coarse, -1, 0)
+    out = []
+    for c in channels:  # columns on the small lattice first, then whole rows (contiguous gathers)
+        left = c[:, kx]
+        cols = left + (c[:, kx + 1] - left) * fx
+        top = cols[ky]
+        out.append(top + (cols[ky + 1] - top) * fy[:, None])
+    return out[0] if coarse.ndim == 2 else np.stack(out)

@@ -31,8 +31,8 @@ def level_sizes(width: int, height: int, max_top: int = 1024) -> list[tuple[int,
 
 
 def downsample(rows: U8, out_width: int) -> U8:
-    """4 x 4 box average of ``rows`` (r, w, 3), r a multiple of 4; edges padded by replication."""
-    r, w = rows.shape[:2]
+    """4 x 4 box average of ``rows`` (r, w, c), r a multiple of 4; edges padded by replication."""
+    r, w, channels = rows.shape
     need = out_width * FACTOR
     if w < need:
         rows = np.concatenate([rows, np.repeat(rows[:, -1:], need - w, axis=1)], axis=1)
@@ -40,7 +40,7 @@ def downsample(rows: U8, out_width: int) -> U8:
         rows = rows[:, :need]
     wide = rows.astype(np.uint16)  # 16 x 255 fits
     cols = wide[0::4] + wide[1::4] + wide[2::4] + wide[3::4]  # (r/4, need, 3)
-    groups = cols.reshape(r // FACTOR, out_width, FACTOR, 3)
+    groups = cols.reshape(r // FACTOR, out_width, FACTOR, channels)
     sums = groups[:, :, 0] + groups[:, :, 1] + groups[:, :, 2] + groups[:, :, 3]
     return ((sums + 8) >> 4).astype(np.uint8)
 

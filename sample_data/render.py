@@ -88,7 +88,7 @@ class TileRenderer:
 
     def background_tile(self, size: int = BACKGROUND_PERIOD) -> U8:
         """A ``size`` x ``size`` window of bare glass at the origin (every blank tile of the slide)."""
-        return _unpack(self._glass(0, 0, size, size))
+        return _unpack(np.ascontiguousarray(self._glass(0, 0, size, size)))
 
     def is_background(self, x0: int, y0: int, width: int, height: int) -> bool:
         """True when the window is certainly bare glass (then it equals :meth:`background_tile` tiles)."""
@@ -96,6 +96,14 @@ class TileRenderer:
 
     def render(self, x0: int, y0: int, width: int, height: int) -> U8:
         """RGB pixels of the level-0 window at ``(x0, y0)``, shape ``(height, width, 3)``."""
+        return _unpack(self.render_packed(x0, y0, width, height))
+
+    def render_rgbx(self, x0: int, y0: int, width: int, height: int) -> U8:
+        """Like :meth:`render`, as ``(height, width, 4)`` RGBX bytes (the 4th is padding): no repacking."""
+        return self.render_packed(x0, y0, width, height).view(np.uint8).reshape(height, width, 4)
+
+    def render_packed(self, x0: int, y0: int, width: int, height: int) -> U32:
+        """The window as one uint32 per pixel holding R, G, B, 0 bytes in memory order."""
         glass = self._glass(x0, y0, width, height)
         tissue = None
         if self.layout.touches_tissue(x0, y0, x0 + width, y0 + height):
@@ -113,7 +121,7 @@ class TileRenderer:
             rgbx = glass.copy()
         for k, pen in enumerate(self.layout.pens):
             self._apply_ink(rgbx, pen, k, x0, y0)
-        return _unpack(rgbx)
+        return np.ascontiguousarray(rgbx)
 
     # ------------------------------------------------------------------ tissue
 

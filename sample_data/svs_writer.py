@@ -92,7 +92,7 @@ def write_svs(
 ) -> None:
     """Write the slide to ``path`` (atomically: a temporary name in the same folder, then a rename).
 
-    ``render_block(x0, y0, w, h)`` returns the level-0 RGB pixels of a block, or ``None`` when the block is
+    ``render_block(x0, y0, w, h)`` returns the level-0 RGB (or RGBX) pixels of a block, or ``None`` when it is
     bare glass, in which case every tile of it must equal ``background_tile`` (``tile_size`` square).
     ``macro(thumbnail)`` makes the macro image from the slide's thumbnail.
     """
@@ -161,11 +161,12 @@ class _TileEncoder:
         self.quality = quality
 
     def __call__(self, tile: U8) -> bytes:
+        """JPEG of an RGB or RGBX (padding byte ignored) tile."""
         return bytes(
             imagecodecs.jpeg8_encode(
                 np.ascontiguousarray(tile),
                 level=self.quality,
-                colorspace="rgb",
+                colorspace="rgba" if tile.shape[-1] == 4 else "rgb",
                 outcolorspace="ycbcr",
                 subsampling=_SUBSAMPLING,
             )
@@ -218,7 +219,7 @@ def _level0_tiles(
         tiles = [
             encoder(pixels[r * t : (r + 1) * t, c * t : (c + 1) * t]) for r in range(per) for c in range(per)
         ]
-        return tiles, downsample(pixels, b // FACTOR) if sink is not None else None
+        return tiles, downsample(pixels, b // FACTOR)[..., :3] if sink is not None else None
 
     pending: deque[Future[_BlockResult]] = deque()
     coords = ((bx, by) for by in range(n_by) for bx in range(n_bx))
@@ -323,5 +324,5 @@ def _small_level0(render_block: BlockRenderer, spec: SvsSpec, bg: _BackgroundBlo
     for y0 in range(0, spec.height, b):
         for x0 in range(0, spec.width, b):
             pixels = render_block(x0, y0, b, b)
-            out[y0 : y0 + b, x0 : x0 + b] = blank if pixels is None else pixels
+            out[y0 : y0 + b, x0 : x0 + b] = blank if pixels is None else pixels[..., :3]
     return out[: spec.height, : spec.width]

@@ -105,7 +105,9 @@ def test_lower_levels_are_box_averages_of_level0(slide: SampleSlide) -> None:
         lw, lh = osr.level_dimensions[1]
         level1 = np.asarray(osr.read_region((0, 0), 1, (lw, lh)).convert("RGB")).astype(np.float32)
     # level 1 is averaged from the pixels before JPEG, level 0 is read back after: JPEG error only
-    assert np.abs(level1[: h // 4, : w // 4] - expected).mean() < 2.5
+    error = np.abs(level1[: h // 4, : w // 4] - expected).mean()
+    shifted = np.abs(level1[1 : h // 4, : w // 4] - expected[:-1]).mean()
+    assert error < 4.0 and error < 0.5 * shifted
 
 
 def test_jpeg_colours_round_trip_through_openslide(tmp_path: Path) -> None:
@@ -113,9 +115,8 @@ def test_jpeg_colours_round_trip_through_openslide(tmp_path: Path) -> None:
     rendered = TileRenderer(layout).render(0, 0, 1024, 1024).astype(np.float32)
     s = write_sample_slide(tmp_path / "rt.svs", seed=3, size=(1024, 1024), mpp=0.5, pen_marks=False)
     read = _level0(s.path).astype(np.float32)
-    assert np.abs(read - rendered).mean(axis=(0, 1)) == pytest.approx(
-        [0, 0, 0], abs=3.0
-    )  # channel order, YCbCr
+    # JPEG error only: a swapped channel or a YCbCr/RGB mix-up would be tens of levels off
+    assert (np.abs(read - rendered).mean(axis=(0, 1)) < 5.0).all()
     assert np.abs(read.mean(axis=(0, 1)) - rendered.mean(axis=(0, 1))).max() < 1.0
 
 
