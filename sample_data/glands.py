@@ -158,25 +158,6 @@ class GlandModel:
         ok = self.layout.tumor_edges.contains(px, py)
         return g.select(np.asarray(ok.reshape(len(g), -1).all(axis=1)))
 
-    def classify(self, glands: Glands, px: F64, py: F64) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-        """For points: (inside any lumen, inside any normal gland's epithelial ring or lumen)."""
-        in_lumen = np.zeros(px.shape, dtype=np.bool_)
-        in_gland = np.zeros(px.shape, dtype=np.bool_)
-        for k in range(len(glands)):
-            dx = (px - glands.cx[k]).astype(np.float32)
-            dy = (py - glands.cy[k]).astype(np.float32)
-            near = np.abs(dx) + np.abs(dy) < 1.5 * glands.extent[k]
-            if not near.any():
-                continue
-            re = glands.radius(dx[near], dy[near], k)
-            dist = np.sqrt(dx[near] ** 2 + dy[near] ** 2)
-            lumen = re < 1.0
-            ring = dist < dist / np.maximum(re, 1e-6) + glands.thickness[k]
-            in_lumen[near] |= lumen
-            if glands.thickness[k] > 0:
-                in_gland[near] |= ring
-        return in_lumen, in_gland
-
     def paint(
         self, glands: Glands, x0: int, y0: int, width: int, height: int
     ) -> tuple[F32, NDArray[np.bool_]]:

@@ -75,7 +75,7 @@ class TileRenderer:
         rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 0x61A55])
         self.textures = Textures(rng, layout.mpp, BACKGROUND_PERIOD)
         self.library, self._kinds = _nucleus_library(rng, self.px_per_um)
-        self._margin = self.library.reach + 2.0
+        self._pad = math.ceil(self.library.reach) + 2  # how far around a window nuclei are looked for
         stain = layout.stain
         self._lut = _transmission_lut(
             stain.hematoxylin * stain.hematoxylin_scale, stain.eosin * stain.eosin_scale, stain.background_od
@@ -107,9 +107,11 @@ class TileRenderer:
         glass = self._glass(x0, y0, width, height)
         tissue = None
         if self.layout.touches_tissue(x0, y0, x0 + width, y0 + height):
-            tissue = self.layout.tissue_edges.rasterize(x0, y0, width, height)
+            pad = self._pad
+            around = self.layout.tissue_edges.rasterize(x0 - pad, y0 - pad, width + 2 * pad, height + 2 * pad)
+            tissue = around[pad : pad + height, pad : pad + width]
         if tissue is not None and tissue.any():  # nothing is drawn outside the tissue but ink
-            hema, eosin = self._tissue(x0, y0, width, height, tissue)
+            hema, eosin = self._tissue(x0, y0, width, height, around)
             index = (hema * _LUT_STEP + 0.5).astype(np.int32)
             np.minimum(index, _LUT_H - 1, out=index)
             e_index = (eosin * _LUT_STEP + 0.5).astype(np.int32)
@@ -125,46 +127,61 @@ class TileRenderer:
 
     # ------------------------------------------------------------------ tissue
 
-    def _tissue(self, x0: int, y0: int, w: int, h: int, tissue: Mask) -> tuple[F32, F32]:
-        """Hematoxylin and eosin concentrations (thickness and folds applied) of a window with tissue."""
+    def _tissue(self, x0: int, y0: int, w: int, h: int, tissue_around: Mask) -> tuple[F32, F32]:
+        """Hematoxylin and eosin concentrations (thickness and folds applied) of a window with tissue.
+
+        ``tissue_around`` is the tissue mask of the window grown by ``self._pad`` on every side: nuclei
+        near the window are placed by looking up masks of that larger window.
+        """
         layout = self.layout
-        tumor: Mask | None = None
-        if layout.tumor_edges.overlaps(x0, y0, x0 + w, y0 + h):
-            tumor = layout.tumor_edges.rasterize(x0, y0, w, h) & tissue
-            if not tumor.any():
-                tumor = None
+        pad = self._pad
+        big = (x0 - pad, y0 - pad, w + 2 * pad, h + 2 * pad)
+        inner = (slice(pad, pad + h), slice(pad, pad + w))
+        tumor_around: Mask | None = None
+        if layout.tumor_edges.overlaps(big[0], big[1], big[0] + big[2], big[1] + big[3]):
+            tumor_around = layout.tumor_edges.rasterize(*big) & tissue_around
+        glands = self.glands.near(big[0], big[1], big[0] + big[2], big[1] + big[3])
+        lumen_around = epithelium_around = None
+        if len(glands):
+            lumen_around, epithelium_around = self.glands.paint(glands, *big)
+        regions = _RegionLookup(big[0], big[1], tissue_around, tumor_around, lumen_around, epithelium_around)
 
         fibre = self._fibre(x0, y0, w, h)
-        eosin = (0.05 + 0.6 * fibre * fibre) * self._field(self._stroma_density, x0, y0, w, h, 25.0)
+        eosin = fibre * fibre
+        eosin *= 0.6
+        eosin += 0.05
+        eosin *= self._field(self._stroma_density, x0, y0, w, h, 25.0)
         hema = 0.03 + 0.05 * fibre
-        if tumor is not None:
+        tumor = None if tumor_around is None else tumor_around[inner]
+        if tumor is not None and tumor.any():
             nest = self._field(self._nest, x0, y0, w, h, 3.0)
             sheet = tumor & (nest > _NEST_THRESHOLD)
             grain = self.textures.grain(x0, y0, w, h)
             eosin = np.where(sheet, 0.22 + 0.16 * grain, np.where(tumor, eosin * 0.85, eosin))
             hema = np.where(sheet, 0.16 + 0.08 * grain, hema)
-
-        m = self._margin
-        glands = self.glands.near(x0 - m, y0 - m, x0 + w + m, y0 + h + m)
-        if len(glands):
-            lumen, epithelium = self.glands.paint(glands, x0, y0, w, h)
+        if lumen_around is not None and epithelium_around is not None:
+            lumen, epithelium = lumen_around[inner], epithelium_around[inner]
             grain = self.textures.grain(x0 + 97, y0 + 31, w, h)
             eosin = np.where(epithelium, 0.30 + 0.1 * grain, eosin)
             hema = np.where(epithelium, 0.09, hema)
             eosin = eosin * (1.0 - lumen) + lumen * (0.06 * grain)
             hema = hema * (1.0 - lumen)
 
-        nuclei = self._nuclei(x0 - m, y0 - m, x0 + w + m, y0 + h + m, glands)
+        nuclei = self._nuclei(big[0], big[1], big[0] + big[2], big[1] + big[3], glands, regions)
         if len(nuclei):
             nuc_hema, cover = draw_nuclei(nuclei, self.library, x0, y0, w, h, self.textures.chromatin)
             hema = hema + nuc_hema
-            eosin = eosin * (1.0 - 0.45 * cover)
+            cover *= -0.45
+            cover += 1.0
+            eosin = eosin * cover
 
         thickness = self._field(self._thickness, x0, y0, w, h, 40.0)
         if layout.fold_edges.overlaps(x0, y0, x0 + w, y0 + h):
             folded = layout.fold_edges.rasterize(x0, y0, w, h)
             thickness = np.where(folded, thickness * _FOLD_FACTOR, thickness)
-        return (hema * thickness).astype(np.float32), (eosin * thickness).astype(np.float32)
+        hema *= thickness
+        eosin *= thickness
+        return hema.astype(np.float32, copy=False), eosin.astype(np.float32, copy=False)
 
     def _field(self, fn: Callable[[F64, F64], F32], x0: int, y0: int, w: int, h: int, step_um: float) -> F32:
         return smooth_field(fn, x0, y0, w, h, max(1.0, step_um * self.px_per_um))
@@ -174,14 +191,18 @@ class TileRenderer:
         return x * mpp, y * mpp
 
     def _fibre(self, x0: int, y0: int, w: int, h: int) -> F32:
-        """Wavy collagen bundles in [0, 1]: three streak orientations, blended and warped smoothly."""
+        """Wavy collagen bundles in [0, 1]: two crossing streak orientations, blended and warped smoothly."""
         warp = self._field(self._fibre_warp, x0, y0, w, h, 6.0)  # (2, h, w)
-        ix = np.rint(warp[0] + (x0 + np.arange(w, dtype=np.float32))[None, :]).astype(np.int64)
-        iy = np.rint(warp[1] + (y0 + np.arange(h, dtype=np.float32))[:, None]).astype(np.int64)
-        streaks = self.textures.fibre_samples(ix, iy)
-        weights = self._field(self._fibre_weights, x0, y0, w, h, 16.0)  # (3, h, w)
-        f = streaks[0] * weights[0] + streaks[1] * weights[1] + streaks[2] * weights[2]
-        return np.clip(0.5 + 0.7 * f, 0.0, 1.0)
+        ix = np.rint(warp[0] + (x0 + np.arange(w, dtype=np.float32))[None, :]).astype(np.int32)
+        iy = np.rint(warp[1] + (y0 + np.arange(h, dtype=np.float32))[:, None]).astype(np.int32)
+        first, second = self.textures.fibre_samples(ix, iy)
+        weight = self._field(self._fibre_weight, x0, y0, w, h, 16.0)
+        first -= second
+        first *= weight
+        first += second  # weight · first + (1 - weight) · second
+        first *= 0.7
+        first += 0.5
+        return np.clip(first, 0.0, 1.0, out=first)
 
     def _fibre_warp(self, x: F64, y: F64) -> F32:
         """Displacement (px, two channels) that makes the fibres wave."""
@@ -191,22 +212,17 @@ class TileRenderer:
         wy = fbm(xu / 70.0, yu / 70.0, self._salt["fibre.warp.y"], 2) - 0.5
         return np.stack([wx * amp, wy * amp], axis=-1)
 
-    def _fibre_weights(self, x: F64, y: F64) -> F32:
-        """Blend weights of the three fibre orientations (three channels summing to 1)."""
+    def _fibre_weight(self, x: F64, y: F64) -> F32:
+        """Share of the first fibre orientation: mostly 0 or 1, changing over a few hundred µm."""
         xu, yu = self._um(x, y)
-        w = np.stack(
-            [
-                value_noise(xu / 260.0, yu / 260.0, self._salt["fibre.weight"] + k) ** 4 + 1e-3
-                for k in range(3)
-            ],
-            axis=-1,
-        )
-        return np.asarray(w / w.sum(axis=-1, keepdims=True), dtype=np.float32)
+        v = value_noise(xu / 220.0, yu / 220.0, self._salt["fibre.weight"])
+        return np.clip((v - 0.5) * 4.0 + 0.5, 0.0, 1.0)
 
     def _fibre_direction(self, x: F64, y: F64) -> F32:
         """Dominant fibre direction (radians) at points."""
-        weights = self._fibre_weights(x, y)
-        return np.asarray(self.textures.fibre_angles[np.argmax(weights, axis=-1)], dtype=np.float32)
+        first = self._fibre_weight(x, y) >= 0.5
+        angles = self.textures.fibre_angles
+        return np.where(first, np.float32(angles[0]), np.float32(angles[1])).astype(np.float32)
 
     def _stroma_density(self, x: F64, y: F64) -> F32:
         """Loose to dense collagen, varying over a few hundred µm."""
@@ -223,23 +239,23 @@ class TileRenderer:
 
     # ------------------------------------------------------------------ nuclei
 
-    def _nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Placements:
-        parts = [self._tumor_nuclei(x0, y0, x1, y1, glands), *self._stromal_nuclei(x0, y0, x1, y1, glands)]
+    def _nuclei(
+        self, x0: float, y0: float, x1: float, y1: float, glands: Glands, regions: _RegionLookup
+    ) -> Placements:
+        parts = [self._tumor_nuclei(x0, y0, x1, y1, regions), *self._stromal_nuclei(x0, y0, x1, y1, regions)]
         if len(glands):
             parts.append(self.glands.nuclei(glands, self._kinds.gland))
         return Placements.concat(parts)
 
-    def _regions(self, cx: F64, cy: F64, glands: Glands) -> tuple[Mask, Mask, Mask, Mask]:
+    def _regions(self, cx: F64, cy: F64, regions: _RegionLookup) -> tuple[Mask, Mask, Mask, Mask]:
         """For points: (in tissue, in a tumor sheet, in a lumen, in a normal gland)."""
-        layout = self.layout
-        tissue = layout.tissue_edges.contains(cx, cy)
-        sheet = layout.tumor_edges.contains(cx, cy) & tissue
+        tissue, tumor, lumen, gland = regions.at(cx, cy)
+        sheet = tumor & tissue
         if sheet.any():
             sheet[sheet] = self._nest(cx[sheet], cy[sheet]) > _NEST_THRESHOLD
-        lumen, gland = self.glands.classify(glands, cx, cy)
         return tissue, sheet, lumen, gland
 
-    def _tumor_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> Placements:
+    def _tumor_nuclei(self, x0: float, y0: float, x1: float, y1: float, regions: _RegionLookup) -> Placements:
         """Crowded, enlarged, pleomorphic, hyperchromatic nuclei with coarse chromatin and nucleoli."""
         if not self.layout.tumor_edges.overlaps(x0, y0, x1, y1):
             return no_placements()
@@ -248,7 +264,7 @@ class TileRenderer:
         u = uniforms(self._salt_tumor, 10, ii, jj)
         cx = (ii + 0.5 + (u[1] - 0.5) * 0.75) * cell
         cy = (jj + 0.5 + (u[2] - 0.5) * 0.75) * cell
-        _, sheet, lumen, _ = self._regions(cx, cy, glands)
+        _, sheet, lumen, _ = self._regions(cx, cy, regions)
         keep = (u[0] < 0.93) & sheet & ~lumen
         u, cx, cy = u[:, keep], cx[keep], cy[keep]
         kinds = self._kinds
@@ -265,7 +281,9 @@ class TileRenderer:
         )
         return Placements.concat([nuclei, nucleoli])
 
-    def _stromal_nuclei(self, x0: float, y0: float, x1: float, y1: float, glands: Glands) -> list[Placements]:
+    def _stromal_nuclei(
+        self, x0: float, y0: float, x1: float, y1: float, regions: _RegionLookup
+    ) -> list[Placements]:
         """Spindle fibroblast nuclei along the fibres, and lymphocytes (sparse, sometimes clustered)."""
         px = self.px_per_um
         kinds = self._kinds
@@ -277,7 +295,7 @@ class TileRenderer:
         u = u[:, present]
         cx = (ii[present] + u[1]) * cell
         cy = (jj[present] + u[2]) * cell
-        tissue, sheet, lumen, gland = self._regions(cx, cy, glands)
+        tissue, sheet, lumen, gland = self._regions(cx, cy, regions)
         keep = tissue & ~sheet & ~lumen & ~gland
         u, cx, cy = u[:, keep], cx[keep], cy[keep]
         if cx.size:
@@ -292,7 +310,7 @@ class TileRenderer:
         cluster = fbm(xu / 160.0, yu / 160.0, self._salt["lymph.cluster"], 2)
         present = u[0] < 0.03 + 0.9 * np.clip((cluster - 0.62) / 0.15, 0.0, 1.0)
         u, cx, cy = u[:, present], cx[present], cy[present]
-        tissue, sheet, lumen, gland = self._regions(cx, cy, glands)
+        tissue, sheet, lumen, gland = self._regions(cx, cy, regions)
         keep = tissue & ~lumen & ~gland & (~sheet | (u[3] < 0.15))
         u, cx, cy = u[:, keep], cx[keep], cy[keep]
         if cx.size:
@@ -459,3 +477,41 @@ def _nucleus_library(rng: np.random.Generator, px: float) -> tuple[StampLibrary,
         gland=OrientedStamps(int(starts[5]), bins, n_gland),
     )
     return library, kinds
+
+
+class _RegionLookup:
+    """What is at a point, read from masks rasterised over a window grown around the one being drawn.
+
+    A point takes the value of the pixel it falls in, so a nucleus near a tile border is classified the
+    same from either tile.
+    """
+
+    def __init__(
+        self,
+        x0: int,
+        y0: int,
+        tissue: Mask,
+        tumor: Mask | None,
+        lumen: F32 | None,
+        epithelium: Mask | None,
+    ) -> None:
+        self.x0, self.y0 = x0, y0
+        self.shape = tissue.shape
+        self.tissue = tissue
+        self.tumor = tumor
+        self.lumen = None if lumen is None else lumen > 0.5
+        self.gland = (
+            None if lumen is None or epithelium is None or self.lumen is None else epithelium | self.lumen
+        )
+
+    def at(self, cx: F64, cy: F64) -> tuple[Mask, Mask, Mask, Mask]:
+        """(tissue, tumor, lumen, normal gland) at the points; points off the window are nothing."""
+        col = np.floor(cx).astype(np.int64) - self.x0
+        row = np.floor(cy).astype(np.int64) - self.y0
+        ok = (col >= 0) & (col < self.shape[1]) & (row >= 0) & (row < self.shape[0])
+        col, row = np.where(ok, col, 0), np.where(ok, row, 0)
+
+        def look(mask: Mask | None) -> Mask:
+            return np.zeros(ok.shape, dtype=np.bool_) if mask is None else mask[row, col] & ok
+
+        return look(self.tissue), look(self.tumor), look(self.lumen), look(self.gland)

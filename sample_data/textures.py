@@ -60,7 +60,7 @@ class Textures:
         self._chromatin = pretile(0.5 + 0.22 * chromatin)
         self._grain = pretile(0.5 + 0.2 * grain)
         base_angle = rng.uniform(0, math.pi)
-        self.fibre_angles = base_angle + np.arange(3) * (math.pi / 3)
+        self.fibre_angles = base_angle + np.array([0.0, math.pi / 2])
         fibres = [
             _periodic_field(rng, self.fibre_period, 14.0 * px, 1.6 * px, float(a))
             + 0.35 * _periodic_field(rng, self.fibre_period, 5.0 * px, 0.35 * px, float(a))
@@ -90,8 +90,10 @@ class Textures:
         """Cytoplasmic grain around 0.5 (h, w)."""
         return self.window(self._grain, self.fine_period, x0, y0, w, h)
 
-    def fibre_samples(self, x: NDArray[np.int64], y: NDArray[np.int64]) -> list[F32]:
+    def fibre_samples(self, x: NDArray[np.int32], y: NDArray[np.int32]) -> list[F32]:
         """The collagen streaks of each orientation at integer positions (any shape)."""
         mask = self.fibre_period - 1
-        idx = (y & mask) * self.fibre_period + (x & mask)
+        idx = y & mask
+        idx *= self.fibre_period
+        idx += x & mask
         return [np.take(f, idx) for f in self.fibres]
