@@ -284,7 +284,7 @@ def _print_tiled(store: Any, path: Path, seconds: float) -> None:
     report = store.last_report
     total = len(grid.tissue_tiles)
     state = ""
-    if report is not None and report.tiles_done_before == total:
+    if report is not None and total and report.tiles_done_before == total:
         state = " (already complete)"
     elif report is not None and report.tiles_done_before:
         state = f" (resumed: {report.tiles_done_before} tiles were already there)"
@@ -352,7 +352,6 @@ def main() -> None:
 
 
 # Pipeline commands (run, demo) live in their own module and register on ``app`` when imported.
-from . import cli_run  # noqa: E402, F401
-from . import cli_train  # noqa: E402, F401
+from . import cli_run, cli_train  # noqa: E402, F401
 
 __all__ = ["app", "format_error", "handle_errors", "main", "progress_bar"]
