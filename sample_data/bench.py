@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
             path = Path(tmp) / f"bench-{width}x{height}.svs"
             start, cpu = time.perf_counter(), time.process_time()
             slide = write_sample_slide(
-                path, seed=args.seed, size=(width, height), mpp=args.mpp, tissue_fraction=tissue, workers=args.workers
+                path,
+                seed=args.seed,
+                size=(width, height),
+                mpp=args.mpp,
+                tissue_fraction=tissue,
+                workers=args.workers,
             )
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             mpx = width * height / 1e6

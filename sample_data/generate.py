@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from skimage.transform import resize
 from pathoflash.errors import ConfigError
 
 from .layout import SlideLayout, default_tissue_fraction, make_layout
-from .render import BACKGROUND_PERIOD, TileRenderer
+from .render import BACKGROUND_PERIOD, TileRenderer, background_tile
 from .svs_writer import SvsSpec, write_svs
 from .truth import truth_path_for, write_truth
 
@@ -28,6 +29,7 @@ U8 = NDArray[np.uint8]
 MAX_SIDE = 500_000
 _TILE = 256
 _BLOCK = 512
+_PROCESSES_FROM_PX = 48e6
 assert _TILE % BACKGROUND_PERIOD == 0, "blank tiles must all look alike"
 
 
@@ -78,7 +80,6 @@ def write_sample_slide(
     layout = make_layout(
         seed, width, height, mpp, tissue_fraction=fraction, tumor=tumor, folds=folds, pen_marks=pen_marks
     )
-    renderer = TileRenderer(layout)
     spec = SvsSpec(
         width=width,
         height=height,
@@ -90,20 +91,25 @@ def write_sample_slide(
         comment=f"synthetic H&E, pathoflash.sample_data seed {seed}",
     )
 
-    def render_block(x0: int, y0: int, w: int, h: int) -> U8 | None:
-        if renderer.is_background(x0, y0, w, h):
-            return None
-        return renderer.render_rgbx(x0, y0, w, h)
-
     truth = truth_path_for(out)
+    # processes pay ~2 s each to start, and win only when there is a lot of tissue to draw
+    drawn_px = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in layout.piece_boxes)
+    processes = n_workers > 1 and drawn_px > _PROCESSES_FROM_PX
+    log.debug(
+        "rendering %.0f Mpx of tissue boxes with %d %s",
+        drawn_px / 1e6,
+        n_workers,
+        "processes" if processes else "threads",
+    )
     write_svs(
         out,
         spec,
-        render_block,
-        renderer.background_tile(_TILE),
+        partial(_block_renderer, layout),
+        background_tile(layout, _TILE),
         label=_label(seed, out.stem),
         macro=lambda thumb: _macro(thumb, _label(seed, out.stem)),
         workers=n_workers,
+        processes=processes,
         progress=progress,
     )
     write_truth(truth, layout)
@@ -145,6 +151,18 @@ def sample_layout(
     return make_layout(
         seed, width, height, mpp, tissue_fraction=fraction, tumor=tumor, folds=folds, pen_marks=pen_marks
     )
+
+
+def _block_renderer(layout: SlideLayout) -> Callable[[int, int, int, int], U8 | None]:
+    """``render_block`` for the SVS writer: ``None`` for bare glass, RGBX pixels otherwise."""
+    renderer = TileRenderer(layout)
+
+    def render_block(x0: int, y0: int, w: int, h: int) -> U8 | None:
+        if renderer.is_background(x0, y0, w, h):
+            return None
+        return renderer.render_rgbx(x0, y0, w, h)
+
+    return render_block
 
 
 def _check(

@@ -73,22 +73,20 @@ class TileRenderer:
         self._salt_stroma = substream(seed, "nuclei.stroma")
         self._salt_lymph = substream(seed, "nuclei.lymph")
         rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 0x61A55])
-        self.textures = Textures(rng, layout.mpp, BACKGROUND_PERIOD)
+        self.textures = Textures(rng, layout.mpp)
         self.library, self._kinds = _nucleus_library(rng, self.px_per_um)
         self._pad = math.ceil(self.library.reach) + 2  # how far around a window nuclei are looked for
         stain = layout.stain
         self._lut = _transmission_lut(
             stain.hematoxylin * stain.hematoxylin_scale, stain.eosin * stain.eosin_scale, stain.background_od
         )
-        glass_rgb = 255.0 * np.exp(-stain.background_od)
-        glass = np.clip(glass_rgb + self.textures.glass_field() + 0.5, 0, 255).astype(np.uint8)
-        self._glass_rgbx = pretile(_pack(glass))
+        self._glass_rgbx = pretile(_pack(glass_pattern(layout)))
 
     # ------------------------------------------------------------------ public
 
     def background_tile(self, size: int = BACKGROUND_PERIOD) -> U8:
         """A ``size`` x ``size`` window of bare glass at the origin (every blank tile of the slide)."""
-        return _unpack(np.ascontiguousarray(self._glass(0, 0, size, size)))
+        return background_tile(self.layout, size)
 
     def is_background(self, x0: int, y0: int, width: int, height: int) -> bool:
         """True when the window is certainly bare glass (then it equals :meth:`background_tile` tiles)."""
@@ -355,6 +353,23 @@ class TileRenderer:
             transmission = np.exp(-ink[inked][:, None] * pen.ink_od.astype(np.float32))
             under = _unpack(rgbx[inked])
             rgbx[inked] = _pack(np.clip(under * transmission + 0.5, 0, 255).astype(np.uint8))
+
+
+def glass_pattern(layout: SlideLayout) -> U8:
+    """One period of the bare glass as scanned: the glass colour plus faint sensor noise, (P, P, 3)."""
+    seed = layout.seed
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, 0x61A55, 1])
+    noise = rng.normal(0.0, 1.1, size=(BACKGROUND_PERIOD, BACKGROUND_PERIOD, 3))
+    glass_rgb = 255.0 * np.exp(-layout.stain.background_od)
+    return np.clip(glass_rgb + noise + 0.5, 0, 255).astype(np.uint8)
+
+
+def background_tile(layout: SlideLayout, size: int = BACKGROUND_PERIOD) -> U8:
+    """A ``size`` x ``size`` window of bare glass at the origin; every blank tile whose corner sits on a
+    multiple of the period looks exactly like it."""
+    pattern = glass_pattern(layout)
+    reps = -(-size // BACKGROUND_PERIOD)
+    return np.ascontiguousarray(np.tile(pattern, (reps, reps, 1))[:size, :size])
 
 
 def _pack(rgb: U8) -> U32:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,23 +78,27 @@ class SvsSpec:
 
 
 BlockRenderer = Callable[[int, int, int, int], "U8 | None"]
+RendererFactory = Callable[[], BlockRenderer]  # must pickle when rendering in processes
 
 
 def write_svs(
     path: Path,
     spec: SvsSpec,
-    render_block: BlockRenderer,
+    make_renderer: RendererFactory,
     background_tile: U8,
     *,
     label: U8 | None = None,
     macro: Callable[[U8], U8] | None = None,
     workers: int = 1,
+    processes: bool = False,
     progress: Progress | None = None,
 ) -> None:
     """Write the slide to ``path`` (atomically: a temporary name in the same folder, then a rename).
 
-    ``render_block(x0, y0, w, h)`` returns the level-0 RGB (or RGBX) pixels of a block, or ``None`` when it is
-    bare glass, in which case every tile of it must equal ``background_tile`` (``tile_size`` square).
+    ``make_renderer()`` returns ``render_block(x0, y0, w, h)``, which gives the level-0 RGB (or RGBX) pixels
+    of a block, or ``None`` when it is bare glass, in which case every tile of it must equal
+    ``background_tile`` (``tile_size`` square). Level 0 is rendered by ``workers`` threads, or with
+    ``processes`` by that many worker processes (each calls ``make_renderer`` once; it must pickle).
     ``macro(thumbnail)`` makes the macro image from the slide's thumbnail.
     """
     t, b = spec.tile_size, spec.block_size
@@ -118,15 +123,34 @@ def write_svs(
         sinks = _make_sinks(tmp_dir, sizes)
         encoder = _TileEncoder(spec.quality)
         bg = _BackgroundBlock(background_tile, b, encoder)
+        local: list[BlockRenderer] = []
+
+        def renderer() -> BlockRenderer:
+            if not local:
+                local.append(make_renderer())
+            return local[0]
+
+        sink = sinks[0] if sinks else None
         with tifffile.TiffWriter(partial, bigtiff=big) as tw, ThreadPoolExecutor(max(1, workers)) as pool:
-            level0 = _level0_tiles(
-                spec, render_block, bg, encoder, sinks[0] if sinks else None, pool, workers, report
-            )
-            _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
+            if processes and workers > 1:
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(
+                    workers, mp_context=context, initializer=_init_worker, initargs=(make_renderer, spec)
+                ) as procs:
+                    level0 = _level0_tiles(spec, bg, sink, procs, _worker_job, workers, report)
+                    _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
+            else:
+                render_block = renderer()
+
+                def job(bx: int, by: int, reduce: bool) -> _BlockResult:
+                    return _block_job(render_block, encoder, spec, bx, by, reduce)
+
+                level0 = _level0_tiles(spec, bg, sink, pool, job, workers, report)
+                _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
             if sinks:
                 sinks[0].close()
             coarsest = read_level(sinks[-1].path, *sizes[-1]) if sinks else None
-            thumb = _thumbnail(coarsest if coarsest is not None else _small_level0(render_block, spec, bg))
+            thumb = _thumbnail(coarsest if coarsest is not None else _small_level0(renderer(), spec, bg))
             th, tw_ = thumb.shape[:2]
             _write_stripped(tw, thumb, spec.quality, f"{spec.description()} -> {tw_}x{th}", subfiletype=0)
             for level, ((w, h), sink) in enumerate(zip(sizes[1:], sinks, strict=True), start=1):
@@ -195,37 +219,60 @@ def _make_sinks(tmp_dir: Path, sizes: list[tuple[int, int]]) -> list[LevelSink]:
 
 
 _BlockResult = tuple[list[bytes] | None, U8 | None]
+_Job = Callable[[int, int, bool], _BlockResult]
+
+
+def _block_job(
+    render_block: BlockRenderer, encoder: _TileEncoder, spec: SvsSpec, bx: int, by: int, reduce: bool
+) -> _BlockResult:
+    """Render block (bx, by), encode its tiles, and (if ``reduce``) its 4x reduction for level 1."""
+    t, b = spec.tile_size, spec.block_size
+    pixels = render_block(bx * b, by * b, b, b)
+    if pixels is None:
+        return None, None
+    per = b // t
+    tiles = [
+        encoder(pixels[r * t : (r + 1) * t, c * t : (c + 1) * t]) for r in range(per) for c in range(per)
+    ]
+    return tiles, downsample(pixels, b // FACTOR)[..., :3] if reduce else None
+
+
+_WORKER: tuple[BlockRenderer, _TileEncoder, SvsSpec] | None = None
+
+
+def _init_worker(make_renderer: RendererFactory, spec: SvsSpec) -> None:
+    """Set up a rendering process: its own renderer and encoder."""
+    global _WORKER
+    _WORKER = (make_renderer(), _TileEncoder(spec.quality), spec)
+
+
+def _worker_job(bx: int, by: int, reduce: bool) -> _BlockResult:
+    assert _WORKER is not None, "worker process not initialised"
+    render_block, encoder, spec = _WORKER
+    return _block_job(render_block, encoder, spec, bx, by, reduce)
 
 
 def _level0_tiles(
     spec: SvsSpec,
-    render_block: BlockRenderer,
     bg: _BackgroundBlock,
-    encoder: _TileEncoder,
     sink: LevelSink | None,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
+    job: _Job,
     workers: int,
     report: Callable[[int], None],
 ) -> Iterator[bytes]:
+    """Level-0 tiles in TIFF order, rendered block by block a bounded number ahead; feeds level 1."""
     t, b = spec.tile_size, spec.block_size
     per = b // t
     n_tx, n_ty = math.ceil(spec.width / t), math.ceil(spec.height / t)
     n_bx, n_by = math.ceil(spec.width / b), math.ceil(spec.height / b)
-
-    def job(bx: int, by: int) -> _BlockResult:
-        pixels = render_block(bx * b, by * b, b, b)
-        if pixels is None:
-            return None, None
-        tiles = [
-            encoder(pixels[r * t : (r + 1) * t, c * t : (c + 1) * t]) for r in range(per) for c in range(per)
-        ]
-        return tiles, downsample(pixels, b // FACTOR)[..., :3] if sink is not None else None
+    reduce = sink is not None
 
     pending: deque[Future[_BlockResult]] = deque()
     coords = ((bx, by) for by in range(n_by) for bx in range(n_bx))
     ahead = max(2, 2 * workers) + n_bx
     for bx, by in coords:
-        pending.append(pool.submit(job, bx, by))
+        pending.append(pool.submit(job, bx, by, reduce))
         if len(pending) >= ahead:
             break
     for by in range(n_by):
@@ -234,7 +281,7 @@ def _level0_tiles(
             row.append(pending.popleft().result())
             nxt = next(coords, None)
             if nxt is not None:
-                pending.append(pool.submit(job, *nxt))
+                pending.append(pool.submit(job, *nxt, reduce))
         # bookkeeping before the last yield: tifffile closes this generator once it has all the tiles
         if sink is not None:
             strip = np.concatenate([bg.reduced if red is None else red for _, red in row], axis=1)

@@ -1,6 +1,6 @@
 """Periodic fine-scale textures of one slide, made once and then read by slicing or gathering.
 
-Micron-scale texture (chromatin granules, cytoplasmic grain, glass noise, collagen streaks) is far too
+Micron-scale texture (chromatin granules, cytoplasmic grain, collagen streaks) is far too
 fine to evaluate procedurally per pixel at speed, and too fine for its periodicity to show: each is a
 seamless periodic random field built in the Fourier domain, indexed by absolute pixel position modulo
 its period, so neighbouring tiles agree. Collagen comes in a few orientations, blended and warped by
@@ -49,12 +49,10 @@ def pretile(field: NDArray[T], extra: int = _WINDOW) -> NDArray[T]:
 class Textures:
     """The periodic textures of one slide at ``mpp`` µm/px."""
 
-    def __init__(self, rng: np.random.Generator, mpp: float, glass_period: int) -> None:
+    def __init__(self, rng: np.random.Generator, mpp: float) -> None:
         px = 1.0 / mpp
-        self.glass_period = glass_period
         self.fine_period = 256
         self.fibre_period = 1024 if px > 2.5 else 512
-        self._glass_noise = rng.normal(0.0, 1.1, size=(glass_period, glass_period, 3)).astype(np.float32)
         chromatin = _periodic_field(rng, self.fine_period, 0.45 * px, 0.45 * px, 0.0)
         grain = _periodic_field(rng, self.fine_period, 1.2 * px, 1.2 * px, 0.0)
         self._chromatin = pretile(0.5 + 0.22 * chromatin)
@@ -77,10 +75,6 @@ class Textures:
         rows = (y0 + np.arange(h)) % period
         cols = (x0 + np.arange(w)) % period
         return tiled[rows[:, None], cols[None, :]]
-
-    def glass_field(self) -> F32:
-        """Scanner noise on the glass: one period, ``(P, P, 3)``, zero-mean, in 8-bit levels."""
-        return self._glass_noise
 
     def chromatin(self, x0: int, y0: int, w: int, h: int) -> F32:
         """Granular nuclear texture around 0.5 (h, w)."""

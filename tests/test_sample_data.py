@@ -132,6 +132,16 @@ def test_same_seed_same_bytes_other_seed_other_pixels(tmp_path: Path) -> None:
     assert np.abs(pa.astype(int) - pc.astype(int)).mean() > 5
 
 
+def test_worker_processes_write_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathoflash.sample_data import generate
+
+    kwargs = {"seed": 9, "size": (1536, 1024), "mpp": 0.5, "workers": 2}
+    threads = write_sample_slide(tmp_path / "t" / "s.svs", **kwargs)
+    monkeypatch.setattr(generate, "_PROCESSES_FROM_PX", 0)  # any tissue at all: render in processes
+    procs = write_sample_slide(tmp_path / "p" / "s.svs", **kwargs)
+    assert threads.path.read_bytes() == procs.path.read_bytes()
+
+
 def test_tiles_join_without_seams() -> None:
     layout = sample_layout(seed=2, size=(4096, 4096), mpp=0.25, tissue_fraction=0.6)
     renderer = TileRenderer(layout)
