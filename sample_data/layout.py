@@ -245,7 +245,7 @@ def _tumors_in_piece(rng: np.random.Generator, piece: Ring, targets: F64, mpp: f
     x_lo, y_lo = piece.min(axis=0)
     x_hi, y_hi = piece.max(axis=0)
     extent = max(x_hi - x_lo, y_hi - y_lo)
-    step = min(max(6.0 / mpp, extent / 500.0), extent / 60.0)
+    step = min(max(3.0 / mpp, extent / 1200.0), extent / 60.0)
     margin = min(30.0 / mpp, 0.05 * extent)  # tumor keeps off the piece's edge
     spacing = min(40.0 / mpp, 0.06 * extent)  # and off other tumors
     cols = math.ceil((x_hi - x_lo) / step) + 2
@@ -291,7 +291,9 @@ def _tumors_in_piece(rng: np.random.Generator, piece: Ring, targets: F64, mpp: f
         contours = measure.find_contours(np.pad(region, 1).astype(np.float32), 0.5)
         ring_rc = max(contours, key=len)[:-1] - 1.0
         ring = np.stack([gx0 + (ring_rc[:, 1] + 0.5) * step, gy0 + (ring_rc[:, 0] + 0.5) * step], axis=1)
-        rings.append(_round(_chaikin(ring)))
+        smooth = _chaikin(_chaikin(ring))
+        closed = measure.approximate_polygon(np.concatenate([smooth, smooth[:1]]), tolerance=0.5)
+        rings.append(_round(closed[:-1]))
         # the next region keeps its distance from this one
         free &= ndimage.distance_transform_edt(~region) * step > spacing
     return rings

@@ -228,8 +228,12 @@ class TileRenderer:
         return 0.65 + 0.6 * fbm(xu / 180.0, yu / 180.0, self._salt["stroma.density"], 2)
 
     def _nest(self, x: F64, y: F64) -> F32:
+        """Tumor nests (high) and the desmoplastic septa between them (below the threshold)."""
         xu, yu = self._um(x, y)
-        return fbm(xu / 60.0, yu / 60.0, self._salt["nest"], 2)
+        # a lattice turned off the image axes, so nest outlines show no horizontal or vertical runs
+        u = 0.8 * xu - 0.6 * yu
+        v = 0.6 * xu + 0.8 * yu
+        return fbm(u / 60.0, v / 60.0, self._salt["nest"], 3, gain=0.45)
 
     def _thickness(self, x: F64, y: F64) -> F32:
         xu, yu = self._um(x, y)
