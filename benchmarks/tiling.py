@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ with pf.open_slide(job["slide"]) as slide:
     grid = plan_grid(slide, mpp=job["mpp"], tile_size=job["tile_size"])
     planned = time.perf_counter()
     cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-    store = pf.tile_slide(slide, job["out"], grid=grid, workers=job["workers"])
+    store = pf.tile_slide(slide, job["out"], grid=grid, workers=job["workers"], codec=job["codec"])
 done = time.perf_counter()
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": done - planned, "tissue_seconds": planned - start,
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--mpp", type=float, default=0.5, help="target µm/px")
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--codec", default="lz4", choices=("lz4", "zstd", "none"), help="chunk codec")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of both sides (medians reported)")
     args = parser.parse_args()
 
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -180,36 +183,44 @@ def main() -> None:
         f"{args.workers} threads",
         flush=True,
     )
-    bare = _child(
-        OPENSLIDE_CHILD,
-        {"slide": str(slide_path), "level": info["level"], "read_size": info["read_size"],
-         "locations": locations, "workers": args.workers},
-    )  # fmt: skip
-    with tempfile.TemporaryDirectory(dir=args.cache) as scratch:
-        ours = _child(
-            PATHOFLASH_CHILD,
-            {"slide": str(slide_path), "out": str(Path(scratch) / "tiles.zarr"), "mpp": args.mpp,
-             "tile_size": args.tile_size, "workers": args.workers},
-        )  # fmt: skip
-    assert ours["tiles"] == len(locations), (ours["tiles"], len(locations))
-    bare_rate = bare["tiles"] / bare["seconds"]
-    our_rate = ours["tiles"] / ours["seconds"]
-    print()
-    print("| what | tiles | seconds | tiles/s | CPU ms/tile | peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, row, rate in (
-        ("bare OpenSlide read_region", bare, bare_rate),
-        ("pathoflash tile_slide (store + pyramid)", ours, our_rate),
-    ):
-        print(
-            f"| {name} | {row['tiles']} | {row['seconds']:.1f} | {rate:.0f} | "
-            f"{1e3 * row['cpu_seconds'] / row['tiles']:.1f} | {row['peak_rss_mb']:.0f} MB |"
-        )
-    cpu_ratio = bare["cpu_seconds"] / ours["cpu_seconds"]
+    bare_job = {"slide": str(slide_path), "level": info["level"], "read_size": info["read_size"],
+                "locations": locations, "workers": args.workers}  # fmt: skip
+    runs: dict[str, list[dict]] = {"openslide": [], "pathoflash": []}
+    print("\n| round | what | seconds | tiles/s | CPU ms/tile | peak RSS |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for round_no in range(1, args.repeat + 1):
+        # Alternate which side goes first: on a shared machine the load drifts between runs.
+        order = ("openslide", "pathoflash") if round_no % 2 else ("pathoflash", "openslide")
+        for side in order:
+            if side == "openslide":
+                row = _child(OPENSLIDE_CHILD, bare_job)
+            else:
+                with tempfile.TemporaryDirectory(dir=args.cache) as scratch:
+                    row = _child(
+                        PATHOFLASH_CHILD,
+                        {"slide": str(slide_path), "out": str(Path(scratch) / "tiles.zarr"), "mpp": args.mpp,
+                         "tile_size": args.tile_size, "workers": args.workers, "codec": args.codec},
+                    )  # fmt: skip
+                assert row["tiles"] == len(locations), (row["tiles"], len(locations))
+            runs[side].append(row)
+            print(
+                f"| {round_no} | {side} | {row['seconds']:.1f} | {row['tiles'] / row['seconds']:.0f} | "
+                f"{1e3 * row['cpu_seconds'] / row['tiles']:.1f} | {row['peak_rss_mb']:.0f} MB |",
+                flush=True,
+            )
+    rate = {side: statistics.median(r["tiles"] / r["seconds"] for r in rows) for side, rows in runs.items()}
+    cpu = {
+        side: statistics.median(r["cpu_seconds"] / r["tiles"] for r in rows) for side, rows in runs.items()
+    }
+    rss = {side: max(r["peak_rss_mb"] for r in rows) for side, rows in runs.items()}
+    ours = runs["pathoflash"][-1]
     print(
-        f"\nratio pathoflash / OpenSlide: {our_rate / bare_rate:.2f}× in tiles/s, {cpu_ratio:.2f}× in CPU per "
-        f"tile (goal ≥ 0.8×); tissue detection + grid: {ours['tissue_seconds']:.1f} s; "
-        f"pyramid levels: {ours['levels']}"
+        f"\nmedians over {args.repeat} rounds: OpenSlide {rate['openslide']:.0f} tiles/s "
+        f"({1e3 * cpu['openslide']:.1f} CPU ms/tile, peak RSS {rss['openslide']:.0f} MB); pathoflash "
+        f"{rate['pathoflash']:.0f} tiles/s ({1e3 * cpu['pathoflash']:.1f} CPU ms/tile, peak RSS "
+        f"{rss['pathoflash']:.0f} MB)\nratio pathoflash / OpenSlide: {rate['pathoflash'] / rate['openslide']:.2f}× "
+        f"in tiles/s, {cpu['openslide'] / cpu['pathoflash']:.2f}× in CPU per tile (goal ≥ 0.8×); tissue "
+        f"detection + grid: {ours['tissue_seconds']:.1f} s; pyramid levels: {ours['levels']}"
     )
     print("\n| chunk codec | encode ms/tile | size / raw |")
     print("|---|---:|---:|")

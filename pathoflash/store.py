@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     import zarr
@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
 UNREADABLE_JOURNAL = ".pathoflash-unreadable.jsonl"
-CODEC = {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "noshuffle"}
+#: Chunk codecs a store can be written with; the default is picked by measurement (benchmarks/RESULTS.md).
+CHUNK_CODECS = ("lz4", "zstd", "none")
+DEFAULT_CODEC = "lz4"
 FILL = 255
 TISSUE_MASK = "tissue_mask"
 HEATMAP = "heatmap"
@@ -172,13 +174,12 @@ class ChunkFiles:
     """Encode, write (atomically) and decode the chunk files of one pyramid level."""
 
     def __init__(self, root: Path, array: zarr.Array, tile_size: int):
-        import numcodecs
 
         self.root = root
         self.tile_size = tile_size
         self.shape = (int(array.shape[1]), int(array.shape[2]))
         self._encoding = array.metadata.chunk_key_encoding  # type: ignore[union-attr]
-        self._codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
+        self._codec = _numcodecs_codec(array)
         self._made_dirs: set[Path] = set()
 
     def path(self, row: int, col: int) -> Path:
@@ -199,7 +200,8 @@ class ChunkFiles:
                 chunk[:, t - over_y :] = FILL
             if over_x > 0:
                 chunk[:, :, t - over_x :] = FILL
-        data = self._codec.encode(np.ascontiguousarray(chunk))
+        chunk = np.ascontiguousarray(chunk)
+        data = chunk.tobytes() if self._codec is None else self._codec.encode(chunk)
         target = self.path(row, col)
         if target.parent not in self._made_dirs:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +218,43 @@ class ChunkFiles:
         except FileNotFoundError:
             return None
         t = self.tile_size
-        return np.frombuffer(self._codec.decode(data), dtype=np.uint8).reshape(3, t, t)
+        raw = data if self._codec is None else self._codec.decode(data)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(3, t, t)
+
+
+def _zarr_compressors(codec: str) -> list[Any]:
+    """The zarr v3 codec chain for a chunk codec name (after the implicit ``bytes`` codec)."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if codec == "lz4":
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1, blocksize=0)]
+    if codec == "zstd":
+        return [ZstdCodec(level=1, checksum=False)]
+    return []
+
+
+def _numcodecs_codec(array: zarr.Array) -> Any:
+    """The numcodecs codec that produces exactly the bytes of ``array``'s compressor (None: raw)."""
+    import numcodecs
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    compressors = array.compressors
+    if not compressors:
+        return None
+    (compressor,) = compressors
+    if isinstance(compressor, BloscCodec):
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[str(compressor.shuffle.value)]
+        return numcodecs.Blosc(
+            cname=str(compressor.cname.value),
+            clevel=compressor.clevel,
+            shuffle=shuffle,
+            blocksize=compressor.blocksize,
+        )
+    if isinstance(compressor, ZstdCodec):
+        if compressor.checksum:
+            raise StoreError("zstd chunks with checksums are not written by PathoFlash")
+        return numcodecs.Zstd(level=compressor.level)
+    raise StoreError(f"unsupported chunk compressor {compressor!r} in a tile store")
 
 
 # -- the store ----------------------------------------------------------------------------------------
@@ -278,11 +316,13 @@ class TileStore:
         tissue: TissueMask,
         source: SourceInfo,
         name: str,
+        codec: str = DEFAULT_CODEC,
     ) -> TileStore:
         """Create an empty store for ``grid`` at ``path`` (which must be absent or an empty folder)."""
         import zarr
-        from zarr.codecs import BloscCodec
 
+        if codec not in CHUNK_CODECS:
+            raise ConfigError(f"chunk codec {codec!r} is not one of {', '.join(CHUNK_CODECS)}")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
@@ -299,7 +339,7 @@ class TileStore:
                 chunks=(3, t, t),
                 dtype="uint8",
                 fill_value=FILL,
-                compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1, blocksize=0)],
+                compressors=_zarr_compressors(codec),
                 chunk_key_encoding={"name": "default", "separator": "/"},
                 dimension_names=["c", "y", "x"],
             )
@@ -324,7 +364,7 @@ class TileStore:
             "requested_mpp": grid.requested_mpp,
             "tile_size": grid.tile_size,
             "level_count": len(shapes),
-            "codec": CODEC,
+            "codec": codec,
             "grid": grid.to_dict(),
             "tissue_mask_mpp": tissue.mpp,
             "created": True,

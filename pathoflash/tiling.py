@@ -297,6 +297,7 @@ def tile_slide(
     tissue: TissueMask | None = None,
     on_store: Callable[[TileStore], None] | None = None,
     name: str | None = None,
+    codec: str | None = None,
 ) -> TileStore:
     """Tile a slide's tissue at ``mpp`` µm/px into a Zarr tile store at ``out`` (a ``tiles.zarr`` folder).
 
@@ -314,14 +315,18 @@ def tile_slide(
       The array is shared: do not modify it.
     - ``grid``: a grid from :func:`plan_grid` for this slide (skips planning; its tissue mask is reused).
       ``tissue``: a precomputed mask. ``on_store(store)``: called once the store exists, before tiling.
+    - ``codec``: chunk compression of a new store, ``"lz4"`` (default, Blosc-LZ4), ``"zstd"`` (level 1,
+      smaller, slower) or ``"none"`` (fastest, largest). An existing store keeps its codec.
 
     Tiles that stay unreadable after a reopen-and-retry are left white, listed in the store's attributes
     (``TileStore.unreadable_tiles``) and logged; with ``strict=True`` the first one raises
     :class:`TileReadError` instead (the store stays incomplete and resumable).
     """
-    from .store import PyramidBuilder, SourceInfo, TileStore, reuse_store
+    from .store import CHUNK_CODECS, DEFAULT_CODEC, PyramidBuilder, SourceInfo, TileStore, reuse_store
 
     started = time.perf_counter()
+    if codec is not None and codec not in CHUNK_CODECS:
+        raise ConfigError(f"chunk codec {codec!r} is not one of {', '.join(CHUNK_CODECS)}")
     if grid is not None:
         mpp, tile_size = grid.requested_mpp, grid.tile_size
     _check_options(mpp, tile_size)
@@ -340,7 +345,12 @@ def tile_slide(
                 grid = plan_grid(slide, mpp=mpp, tile_size=tile_size, tissue=tissue)
             mask = grid.tissue_mask or tissue or detect_tissue(slide)
             store = TileStore.create(
-                root, grid=grid, tissue=mask, source=source, name=name or slide.path.stem
+                root,
+                grid=grid,
+                tissue=mask,
+                source=source,
+                name=name or slide.path.stem,
+                codec=codec or DEFAULT_CODEC,
             )
         if on_store is not None:
             on_store(store)

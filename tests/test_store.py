@@ -36,7 +36,7 @@ def test_layout_and_provenance(cmu1_store: TileStore, cmu1: Path) -> None:
     assert attrs["source"]["mtime_ns"] == cmu1.stat().st_mtime_ns
     assert attrs["source"]["mpp"] == [0.499, 0.499]
     assert attrs["requested_mpp"] == 0.5 and attrs["mpp"] == pytest.approx(0.499)
-    assert attrs["codec"]["cname"] == "lz4"
+    assert attrs["codec"] == "lz4"
     assert attrs["tiles_written"] == len(store.grid.tissue_tiles)
     image = zarr.open_array(store.path / "0", mode="r")
     assert image.shape == (3, 2967, 2220) and image.dtype == np.uint8
@@ -236,3 +236,13 @@ def test_pending_tiles_and_store_matching(tmp_path: Path, cmu1: Path) -> None:
         assert TileStore.pending_tiles(out, slide, grid) == [grid.tissue_tiles[0]]
         resumed = pf.tile_slide(slide, out, grid=grid, workers=2)
         assert resumed.last_report is not None and resumed.last_report.tiles_decoded == 1
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_other_chunk_codecs(tmp_path: Path, cmu1: Path, cmu1_store: TileStore, codec: str) -> None:
+    store = pf.tile_slide(cmu1, tmp_path / f"{codec}.zarr", workers=2, codec=codec)
+    assert store.attrs["codec"] == codec
+    via_zarr = np.asarray(zarr.open_array(store.path / "0", mode="r")[...])
+    np.testing.assert_array_equal(via_zarr, np.asarray(zarr.open_array(cmu1_store.path / "0", mode="r")[...]))
+    with pytest.raises(pf.ConfigError, match="codec"):
+        pf.tile_slide(cmu1, tmp_path / "bad.zarr", codec="gzip")
