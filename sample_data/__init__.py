@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .generate import SampleSlide, sample_layout, write_sample_slide
 from .truth import (
+    GENERATOR_VERSION,
     TUMOR_CLASS,
     TruthFileError,
     TruthPolygon,
@@ -21,6 +22,7 @@ from .truth import (
 )
 
 __all__ = [
+    "GENERATOR_VERSION",
     "TUMOR_CLASS",
     "SampleSlide",
     "TruthFileError",

@@ -122,7 +122,7 @@ def make_layout(
     pieces = _tissue_pieces(rng, width, height, mpp, tissue_fraction)
     tissue_edges = EdgeSet.from_rings(pieces)
     tumors = _tumor_regions(rng, pieces, mpp) if tumor else []
-    fold_rings = _folds(rng, pieces, tissue_edges, mpp) if folds else []
+    fold_rings = _folds(rng, pieces, mpp) if folds else []
     pens = _pen_strokes(rng, pieces, tumors, width, height, mpp) if pen_marks else []
     stain = _stain(rng)
     layout = SlideLayout(
@@ -305,7 +305,8 @@ def _chaikin(ring: F64) -> F64:
     return np.stack([0.75 * ring + 0.25 * nxt, 0.25 * ring + 0.75 * nxt], axis=1).reshape(-1, 2)
 
 
-def _folds(rng: np.random.Generator, pieces: list[Ring], tissue: EdgeSet, mpp: float) -> list[Ring]:
+def _folds(rng: np.random.Generator, pieces: list[Ring], mpp: float) -> list[Ring]:
+    """A band of doubled-over section across one piece (two on slides with many pieces)."""
     n_folds = 1 if len(pieces) < 4 else 2
     folds: list[Ring] = []
     for idx in rng.permutation(len(pieces))[:n_folds]:

@@ -63,12 +63,6 @@ def gaussian(u1: F32, u2: F32) -> F32:
     return np.asarray(np.sqrt(-2.0 * np.log(u1)) * np.cos(np.float32(2.0 * np.pi) * u2), dtype=np.float32)
 
 
-def normal(salt: int, *keys: ArrayLike) -> F32:
-    """Standard normal floats that depend only on ``salt`` and the integer keys."""
-    u = uniforms(salt, 2, *keys)
-    return gaussian(u[0], u[1])
-
-
 def substream(seed: int, name: str) -> int:
     """A salt for one named random stream of one slide seed."""
     h = int(hash_u32(seed & 0xFFFFFFFF, seed >> 32))

@@ -6,8 +6,9 @@ smaller), then the label and macro images. The first ImageDescription starts wit
 ``openslide.objective-power`` and ``openslide.mpp-x/y``. Tiles are baseline JPEG in YCbCr with 2x2 chroma
 subsampling (photometric YCbCr), which OpenSlide decodes to the same RGB that was encoded.
 
-Level 0 is rendered in square blocks by a thread pool, in order, a bounded number ahead; blank blocks
-(the renderer says so from the layout) reuse one encoded tile and one reduced block. The lower levels are
+Level 0 is rendered in square blocks by a pool of threads (or of processes, when there is much to draw),
+in order, a bounded number ahead; blank blocks (the renderer says so from the layout) reuse one encoded
+tile and one reduced block. The lower levels are
 built on the fly into temporary raw files (see :mod:`.pyramid`), so memory stays bounded by a few rows of
 blocks whatever the slide's size.
 """

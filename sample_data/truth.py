@@ -25,6 +25,8 @@ from pathoflash.errors import PathoflashError
 from .geometry import EdgeSet, Ring, ring_area
 from .layout import SlideLayout
 
+#: Bumped whenever the same seed would draw different pixels; caches of generated slides can key on it.
+GENERATOR_VERSION = 1
 TUMOR_CLASS = "Tumor"
 TUMOR_COLOR = (200, 0, 0)
 _UUID_NAMESPACE = uuid.UUID("5c3a1f0e-1d7b-4b8e-9a62-3f1a2b7c9d40")
@@ -92,6 +94,7 @@ def truth_document(layout: SlideLayout) -> dict[str, Any]:
             "tumor_area_px": round(layout.tumor_area, 1),
             "tumor_fraction_of_tissue": round(layout.tumor_area / tissue_area, 4) if tissue_area else 0.0,
             "generator": "pathoflash.sample_data",
+            "generator_version": GENERATOR_VERSION,
         },
     }
 

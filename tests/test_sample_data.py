@@ -13,6 +13,7 @@ import numpy as np
 import openslide
 import pytest
 from pathoflash.sample_data import (
+    GENERATOR_VERSION,
     SampleSlide,
     TruthFileError,
     read_tissue,
@@ -241,6 +242,7 @@ def test_truth_is_qupath_style_geojson_inside_the_slide(slide: SampleSlide) -> N
     polygons = read_truth(slide.truth_path)
     assert len(polygons) == len(doc["features"])
     assert doc["slide"]["width"] == w and doc["slide"]["mpp"] == 0.5
+    assert doc["slide"]["generator_version"] == GENERATOR_VERSION
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
