@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/train_default_model.sh OUT_DIR
 #
-# Generates 40 training + 4 held-out synthetic slides (8192 × 8192 px at 0.25 µm/px, seeds 1000–1043) with
+# Generates 48 training + 6 held-out synthetic slides (8192 × 8192 px at 0.25 µm/px, seeds 1000–1053) with
 # 16 processes, trains a ViT (width 192, depth 4, 3 heads, patch 16, 1024-px regions at 0.5 µm/px; dense head
 # with 64 hidden units) and scores it on the held-out slides. The model is saved after every epoch, so a run
 # cut short still leaves one.
@@ -27,8 +27,8 @@ PY
 echo "attention backend: $backend"
 python3 -m pathoflash -v train \
   --out "$out/model.safetensors" --name pathoflash-default \
-  --synthetic 40 --val-synthetic 4 --synthetic-size 8192x8192 --synthetic-mpp 0.25 --seed 1000 \
+  --synthetic 48 --val-synthetic 6 --synthetic-size 8192x8192 --synthetic-mpp 0.25 --seed 1000 \
   --synthetic-dir "${SYNTHETIC_DIR:-/tmp/pathoflash-synthetic}" \
   --width 192 --depth 4 --heads 3 --patch 16 --head-hidden 64 --region 1024 --mpp 0.5 --backend "$backend" \
-  --epochs 6 --steps 250 --batch-size 16 --lr 1e-3 --workers 16 --device cuda --time-limit 280 \
+  --epochs 8 --steps 375 --batch-size 16 --lr 1e-3 --workers 16 --device cuda --time-limit 260 \
   2>&1 | tee "$out/train.log"
