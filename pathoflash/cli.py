@@ -98,15 +98,15 @@ def _main(
 
 
 def _setup_logging(level: int) -> None:
+    """Log records of ``pathoflash`` at ``level`` and above to stderr through rich (set up once)."""
     from rich.logging import RichHandler
 
-    package = logging.getLogger("pathoflash")
-    package.setLevel(level)
-    if not any(isinstance(h, RichHandler) for h in package.handlers):
+    logging.getLogger("pathoflash").setLevel(level)
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
         handler = RichHandler(console=_console(stderr=True), show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        package.addHandler(handler)
-        package.propagate = False
+        root.addHandler(handler)
 
 
 def _console(*, stderr: bool = False) -> Any:
