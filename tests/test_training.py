@@ -162,6 +162,32 @@ def test_checkpoint_after_every_epoch_and_report_with_auroc_and_dice(
     )
 
 
+def test_frozen_timm_encoder_stays_as_loaded_and_only_the_head_trains(
+    tmp_path: Path, synthetic_dir: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from pathoflash.model.config import ViTConfig
+    from pathoflash.model.vit import VisionTransformer
+
+    torch.manual_seed(1)
+    config = ViTConfig(patch_size=16, embed_dim=64, depth=1, num_heads=1, mlp_hidden=128, pos_grid=(4, 4))
+    state = {k: v.contiguous() for k, v in VisionTransformer(config).state_dict().items()}
+    save_file(state, str(tmp_path / "encoder.safetensors"))
+    options = tiny_options(
+        tmp_path / "m.safetensors",
+        synthetic_dir,
+        encoder=tmp_path / "encoder.safetensors",
+        freeze_encoder=True,
+    )
+    train(options)
+    model = pf.load_model(options.out)
+    assert model.encoder.config.embed_dim == 64 and model.encoder.config.class_token
+    for name, tensor in model.encoder.state_dict().items():  # stored in float16
+        torch.testing.assert_close(tensor, state[name].half().float(), rtol=0, atol=0)
+    assert model.info.training["optimisation"]["freeze_encoder"] is True
+
+
 def test_qupath_annotations_in_their_own_folder_use_detected_tissue(
     tmp_path: Path, synthetic_dir: Path
 ) -> None:

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +166,11 @@ def gather_slides(
 def _synthetic_facts(spec: SyntheticSet | None) -> dict[str, Any] | None:
     if spec is None or not spec.count:
         return None
+    from ..sample_data import GENERATOR_VERSION
+
     return {
         "generator": "pathoflash.sample_data.write_sample_slide",
+        "generator_version": GENERATOR_VERSION,
         "count": spec.count,
         "seeds": [spec.first_seed, spec.first_seed + spec.count - 1],
         "size": list(spec.size),
@@ -222,13 +225,95 @@ def _save(model: Model, options: TrainOptions, training: dict[str, Any]) -> str:
     return str(read_metadata(options.out)["model"]["id"])
 
 
+@dataclass(slots=True)
+class _Fit:
+    """How the optimisation went so far (mutable, filled in by :func:`_fit`)."""
+
+    step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def facts(self, device: torch.device) -> dict[str, Any]:
+        return {
+            "epochs_done": len(self.epoch_losses),
+            "steps_done": self.step,
+            "epoch_losses": [round(v, 5) for v in self.epoch_losses],
+            "train_seconds": round(self.seconds, 1),
+            "device": _device_name(device),
+        }
+
+
+def _region_data(
+    options: TrainOptions, slides: list[AnnotatedSlide], patch_size: int
+) -> tuple[RegionSampler, RegionLoader]:
+    labels = [slide_labels(s, mpp=options.mpp, patch_size=patch_size) for s in slides]
+    sampler = RegionSampler(labels, region=options.region, patch_size=patch_size, seed=options.seed)
+    pixels = [
+        SlidePixels(s, lab, cache_pixels=options.cache_pixels) for s, lab in zip(slides, labels, strict=True)
+    ]
+    loader = RegionLoader(pixels, labels, patch_size=patch_size, workers=options.workers)
+    loader.preload()
+    return sampler, loader
+
+
+def _fit(
+    model: Model,
+    sampler: RegionSampler,
+    loader: RegionLoader,
+    options: TrainOptions,
+    *,
+    on_epoch: Callable[[_Fit], object],
+    progress: Callable[[TrainProgress], None] | None,
+) -> _Fit:
+    """``options.epochs`` epochs (or until ``options.time_limit``); ``on_epoch`` after each finished epoch."""
+    optimizer, schedule = make_optimizer(model, options)
+    fit = _Fit()
+    started = time.perf_counter()
+    log_every = max(1, options.total_steps // 50)
+    for epoch in range(options.epochs):
+        model.train()
+        losses = []
+        for batch in loader.batches(
+            sampler.epoch(epoch, options.steps * options.batch_size), options.batch_size
+        ):
+            if options.time_limit is not None and time.perf_counter() - started > options.time_limit:
+                fit.stopped_early = True
+                break
+            loss = train_step(model, optimizer, batch)
+            schedule.step()
+            fit.step += 1
+            losses.append(loss)
+            if progress is not None:
+                lr, elapsed = float(schedule.get_last_lr()[0]), time.perf_counter() - started
+                progress(
+                    TrainProgress(epoch + 1, options.epochs, fit.step, options.total_steps, loss, lr, elapsed)
+                )
+            if fit.step % log_every == 0:
+                log.info("step %d/%d epoch %d loss %.4f", fit.step, options.total_steps, epoch + 1, loss)
+        fit.seconds = time.perf_counter() - started
+        if losses:
+            fit.epoch_losses.append(float(np.mean(losses)))
+            on_epoch(fit)
+            log.info("epoch %d: mean loss %.4f, saved %s", epoch + 1, fit.epoch_losses[-1], options.out)
+        if fit.stopped_early:
+            log.warning("time limit of %.0f s reached after %d steps", options.time_limit, fit.step)
+            break
+    return fit
+
+
 def train(
     options: TrainOptions,
     *,
     progress: Callable[[TrainProgress], None] | None = None,
     data_progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """Run the training ``options`` describe (see the module docstring); returns where the results are."""
+    """Run the training ``options`` describe (see the module docstring); returns where the results are.
+
+    Synthetic slides are generated in worker processes (``spawn``): call this from a script guarded by
+    ``if __name__ == "__main__":``. ``progress`` is called after every step, ``data_progress(done, total)``
+    while slides are generated.
+    """
     started = time.perf_counter()
     device = resolve_training_device(options.device)
     train_slides = gather_slides(options.slides, options.synthetic, options, progress=data_progress)
@@ -241,86 +326,40 @@ def train(
 
     seed_everything(options.seed)
     model = build_model(options)
-    patch = model.patch_size
     log.info("model: %d parameters (%d trained)", sum(p.numel() for p in model.parameters()),
              sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
-    labels = [slide_labels(s, mpp=options.mpp, patch_size=patch) for s in train_slides]
-    sampler = RegionSampler(labels, region=options.region, patch_size=patch, seed=options.seed)
-    pixels = [
-        SlidePixels(s, lab, cache_pixels=options.cache_pixels)
-        for s, lab in zip(train_slides, labels, strict=True)
-    ]
-    loader = RegionLoader(pixels, labels, patch_size=patch, workers=options.workers)
-    loader.preload()
-
+    sampler, loader = _region_data(options, train_slides, model.patch_size)
     model.to(device)
-    optimizer, schedule = make_optimizer(model, options)
-    epoch_losses: list[float] = []
-    step = 0
-    stopped_early = False
-    train_started = time.perf_counter()
-    state: dict[str, Any] = {}
+
+    def save(fit: _Fit, extra: dict[str, Any] | None = None) -> str:
+        facts = _training_facts(options, train_slides, val_slides, {**fit.facts(device), **(extra or {})})
+        return _save(model, options, facts)
+
     try:
-        for epoch in range(options.epochs):
-            refs = sampler.epoch(epoch, options.steps * options.batch_size)
-            losses = []
-            model.train()
-            for batch in loader.batches(refs, options.batch_size):
-                if (
-                    options.time_limit is not None
-                    and time.perf_counter() - train_started > options.time_limit
-                ):
-                    stopped_early = True
-                    break
-                loss = train_step(model, optimizer, batch)
-                schedule.step()
-                step += 1
-                losses.append(loss)
-                if progress is not None:
-                    lr, elapsed = float(schedule.get_last_lr()[0]), time.perf_counter() - train_started
-                    progress(
-                        TrainProgress(epoch + 1, options.epochs, step, options.total_steps, loss, lr, elapsed)
-                    )
-                if step % max(1, options.total_steps // 50) == 0:
-                    log.info("step %d/%d epoch %d loss %.4f", step, options.total_steps, epoch + 1, loss)
-            if losses:
-                epoch_losses.append(float(np.mean(losses)))
-                state = {
-                    "epochs_done": len(epoch_losses),
-                    "steps_done": step,
-                    "epoch_losses": [round(v, 5) for v in epoch_losses],
-                    "train_seconds": round(time.perf_counter() - train_started, 1),
-                    "device": _device_name(device),
-                }
-                _save(model, options, _training_facts(options, train_slides, val_slides, state))
-                log.info("epoch %d: mean loss %.4f, saved %s", epoch + 1, epoch_losses[-1], options.out)
-            if stopped_early:
-                log.warning("time limit of %.0f s reached after %d steps", options.time_limit, step)
-                break
+        fit = _fit(model, sampler, loader, options, on_epoch=save, progress=progress)
     finally:
         loader.close()
-    if not epoch_losses:
+    if not fit.epoch_losses:
         raise ConfigError("training stopped before the first step (is --time-limit too small?)")
-    train_seconds = time.perf_counter() - train_started
 
-    evaluation = None
     model.eval()
+    evaluation = None
     if val_slides:
         evaluation = evaluate_slides(
             model, val_slides, device=str(device), batch_size=options.eval_batch_size
         )
-        state["metrics"] = evaluation.to_dict()
-    model_id = _save(model, options, _training_facts(options, train_slides, val_slides, state))
+    metrics = None if evaluation is None else evaluation.to_dict()
+    model_id = save(fit, {"metrics": metrics} if metrics else None)
     report = {
         "model": str(options.out),
         "model_id": model_id,
         "options": options.to_dict(),
         "training": {
-            **state,
-            "regions_per_second": round(step * options.batch_size / max(train_seconds, 1e-9), 2),
-            "stopped_early": stopped_early,
+            **fit.facts(device),
+            "regions_per_second": round(fit.step * options.batch_size / max(fit.seconds, 1e-9), 2),
+            "stopped_early": fit.stopped_early,
         },
-        "evaluation": None if evaluation is None else evaluation.to_dict(),
+        "evaluation": metrics,
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_report(options.report_path, report)
@@ -328,12 +367,12 @@ def train(
         model_path=Path(options.out),
         report_path=options.report_path,
         model_id=model_id,
-        steps=step,
-        epochs=len(epoch_losses),
-        seconds=train_seconds,
-        epoch_losses=tuple(epoch_losses),
+        steps=fit.step,
+        epochs=len(fit.epoch_losses),
+        seconds=fit.seconds,
+        epoch_losses=tuple(fit.epoch_losses),
         evaluation=evaluation,
-        stopped_early=stopped_early,
+        stopped_early=fit.stopped_early,
     )
 
 
