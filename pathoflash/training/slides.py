@@ -101,9 +101,12 @@ def find_annotated_slides(
 
 
 def synthetic_name(seed: int, spec: SyntheticSet) -> str:
-    """File name of a generated slide; it names everything the pixels depend on, so it can be reused."""
+    """File name of a generated slide; it names everything the pixels depend on (the generator's version
+    too), so a file of that name can be reused."""
+    from ..sample_data import GENERATOR_VERSION
+
     width, height = spec.size
-    return f"synthetic-s{seed}-{width}x{height}-{spec.mpp:g}mpp.svs"
+    return f"synthetic-g{GENERATOR_VERSION}-s{seed}-{width}x{height}-{spec.mpp:g}mpp.svs"
 
 
 def _write_one(path: Path, seed: int, size: tuple[int, int], mpp: float) -> Path:
