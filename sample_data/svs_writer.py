@@ -20,9 +20,11 @@ import math
 import multiprocessing
 import os
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +134,16 @@ def write_svs(
             return local[0]
 
         sink = sinks[0] if sinks else None
-        with tifffile.TiffWriter(partial, bigtiff=big) as tw, ThreadPoolExecutor(max(1, workers)) as pool:
+        with ExitStack() as stack:
+            procs = None
             if processes and workers > 1:
-                context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(
-                    workers, mp_context=context, initializer=_init_worker, initargs=(make_renderer, spec)
-                ) as procs:
-                    level0 = _level0_tiles(spec, bg, sink, procs, _worker_job, workers, report)
-                    _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
+                procs = stack.enter_context(_start_processes(workers, make_renderer, spec))
+            pool = stack.enter_context(ThreadPoolExecutor(max(1, workers)))
+            tw = stack.enter_context(tifffile.TiffWriter(partial, bigtiff=big))
+            if procs is not None:
+                level0 = _level0_tiles(spec, bg, sink, procs, _worker_job, workers, report)
+                _write_tiled(tw, level0, spec.width, spec.height, spec, spec.description())
+                procs.shutdown()
             else:
                 render_block = renderer()
 
@@ -245,6 +249,26 @@ def _init_worker(make_renderer: RendererFactory, spec: SvsSpec) -> None:
     """Set up a rendering process: its own renderer and encoder."""
     global _WORKER
     _WORKER = (make_renderer(), _TileEncoder(spec.quality), spec)
+
+
+def _start_processes(workers: int, make_renderer: RendererFactory, spec: SvsSpec) -> ProcessPoolExecutor:
+    """A pool of rendering processes, started now.
+
+    Forked while this process has no other thread (safe, and no re-import of the caller's main module);
+    spawned otherwise, which (as for any multiprocessing code) needs scripts to guard their entry point
+    with ``if __name__ == "__main__":``.
+    """
+    forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    context = multiprocessing.get_context("fork" if forkable else "spawn")
+    procs = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(make_renderer, spec)
+    )
+    procs.submit(_ready).result()  # with fork, every worker is started here, before any thread exists
+    return procs
+
+
+def _ready() -> bool:
+    return _WORKER is not None
 
 
 def _worker_job(bx: int, by: int, reduce: bool) -> _BlockResult:
