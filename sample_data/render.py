@@ -102,23 +102,26 @@ class TileRenderer:
 
     def render_packed(self, x0: int, y0: int, width: int, height: int) -> U32:
         """The window as one uint32 per pixel holding R, G, B, 0 bytes in memory order."""
-        glass = self._glass(x0, y0, width, height)
-        tissue = None
+        rgbx = self._glass(x0, y0, width, height).copy()
         if self.layout.touches_tissue(x0, y0, x0 + width, y0 + height):
             pad = self._pad
             around = self.layout.tissue_edges.rasterize(x0 - pad, y0 - pad, width + 2 * pad, height + 2 * pad)
             tissue = around[pad : pad + height, pad : pad + width]
-        if tissue is not None and tissue.any():  # nothing is drawn outside the tissue but ink
-            hema, eosin = self._tissue(x0, y0, width, height, around)
-            index = (hema * _LUT_STEP + 0.5).astype(np.int32)
-            np.minimum(index, _LUT_H - 1, out=index)
-            e_index = (eosin * _LUT_STEP + 0.5).astype(np.int32)
-            np.minimum(e_index, _LUT_E - 1, out=e_index)
-            index *= _LUT_E
-            index += e_index
-            rgbx = np.where(tissue, np.take(self._lut, index), glass)
-        else:
-            rgbx = glass.copy()
+            rows = np.flatnonzero(tissue.any(axis=1))
+            if rows.size:  # nothing is drawn outside the tissue but ink: stain only its bounding box
+                cols = np.flatnonzero(tissue.any(axis=0))
+                r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+                box = (slice(r0, r1), slice(c0, c1))
+                hema, eosin = self._tissue(
+                    x0 + c0, y0 + r0, c1 - c0, r1 - r0, around[r0 : r1 + 2 * pad, c0 : c1 + 2 * pad]
+                )
+                index = (hema * _LUT_STEP + 0.5).astype(np.int32)
+                np.minimum(index, _LUT_H - 1, out=index)
+                e_index = (eosin * _LUT_STEP + 0.5).astype(np.int32)
+                np.minimum(e_index, _LUT_E - 1, out=e_index)
+                index *= _LUT_E
+                index += e_index
+                rgbx[box] = np.where(tissue[box], np.take(self._lut, index), rgbx[box])
         for k, pen in enumerate(self.layout.pens):
             self._apply_ink(rgbx, pen, k, x0, y0)
         return np.ascontiguousarray(rgbx)
