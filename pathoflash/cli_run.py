@@ -113,6 +113,7 @@ def run_slides(
     items = collect_slides(sources, formats=formats, slide_mpp=slide_mpp)
     if not items:
         raise typer.BadParameter(f"no slides found in {', '.join(map(str, sources))} (see --formats)")
+    logging.getLogger("distributed").setLevel(logging.ERROR if quiet else logging.WARNING)
     with _run_log(out), _slide_bars(quiet) as bars:
         log.info("run: %d slide(s) → %s", len(items), out)
         report = run_batch(items, out, options, scheduler=scheduler, workers=workers, progress=bars)

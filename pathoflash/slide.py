@@ -457,15 +457,14 @@ class Slide:
         step = max(1, chunk // k) * k
         full_w, full_h = (lw // k) * k, (lh // k) * k
         failures: list[tuple[int, int, int, int, TileReadError]] = []  # (x, y, w, h, error) left white
-        rows = []
+        reduced = np.empty((full_h // k, full_w // k, 3), np.uint8)  # filled chunk by chunk, no copies
         for y in range(0, full_h, step):
             h = min(step, full_h - y)
-            row = []
             for x in range(0, full_w, step):
                 w = min(step, full_w - x)
-                row.append(self._read_lenient(level, x, y, w, h, unit=k, failures=failures))
-            rows.append(np.concatenate(row, axis=1))
-        rgb = resample(np.concatenate(rows, axis=0), (out_w, out_h))
+                part = self._read_lenient(level, x, y, w, h, unit=k, failures=failures)
+                reduced[y // k : y // k + part.shape[0], x // k : x // k + part.shape[1]] = part
+        rgb = resample(reduced, (out_w, out_h))
         unreadable = np.zeros((out_h, out_w), bool)
         if failures:
             if sum(f[2] * f[3] for f in failures) >= full_w * full_h:
