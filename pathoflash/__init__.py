@@ -36,7 +36,32 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "pathoflash.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "Heatmap",
+    "MissingMppError",
+    "Model",
+    "PathoflashError",
+    "Slide",
+    "SlideError",
+    "SlideInfo",
+    "SlideNotFoundError",
+    "SlideReadError",
+    "StoreError",
+    "TileGrid",
+    "TileReadError",
+    "TileStore",
+    "TissueMask",
+    "UnsupportedSlideError",
+    "__version__",
+    "detect_tissue",
+    "load_encoder",
+    "load_model",
+    "open_slide",
+    "predict",
+    "tile_slide",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import (

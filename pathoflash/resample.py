@@ -33,7 +33,9 @@ def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     if image.ndim == 2 or image.shape[2] in (3, 4):
-        resized = Image.fromarray(np.ascontiguousarray(image)).resize((out_w, out_h), Image.Resampling.BILINEAR)
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+            (out_w, out_h), Image.Resampling.BILINEAR
+        )
         return np.asarray(resized)
     channels = [resample(image[..., c], size) for c in range(image.shape[2])]
     return np.stack(channels, axis=-1)

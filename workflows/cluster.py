@@ -96,6 +96,6 @@ def start_client(
         for spec in specs
     }
     scheduler_spec = {"cls": "distributed.Scheduler", "options": {"dashboard_address": None}}
-    cluster = SpecCluster(workers=worker_specs, scheduler=scheduler_spec)
+    gpu_cluster = SpecCluster(workers=worker_specs, scheduler=scheduler_spec)
     log.info("local Dask cluster: %s", ", ".join(spec.name for spec in specs))
-    return Client(cluster), bool(gpus)
+    return Client(gpu_cluster), bool(gpus)
