@@ -247,7 +247,7 @@ def main() -> None:
                 flush=True,
             )
     results: dict[str, Any] = {}
-    for name in args.stages.split(","):
+    for name in filter(None, args.stages.split(",")):
         results[name] = _run_stage(name, args)
         print(f"{name}: {results[name]}", flush=True)
     if args.gpus:
