@@ -8,7 +8,6 @@ where the model and its report are; all the work lives in the library.
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +45,32 @@ MODEL = "Model"
 OPTIM = "Optimisation"
 
 
+def _command_line(ctx: typer.Context) -> str:
+    """The ``pathoflash train …`` line as given (rebuilt from the parsed options, so it is right however the
+    command was invoked: console script, ``python -m pathoflash`` or a test runner)."""
+    parts = ["pathoflash", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        if param.param_type_name != "option" or source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params.get(name)
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            secondary = getattr(param, "secondary_opts", [])
+            parts.append(flag if value or not secondary else max(secondary, key=len))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                parts += [flag, str(item)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
 @app.command()
 @handle_errors
 def train(
+    ctx: typer.Context,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Model file to write (.safetensors); the report goes beside it."),
@@ -250,7 +272,7 @@ def train(
         workers=workers,
         time_limit=time_limit,
         report=report,
-        command=shlex.join(["pathoflash", *sys.argv[1:]]),
+        command=_command_line(ctx),
     )
     with _bars() as bar:
         on_slides, on_step = bar("synthetic slides"), bar("training steps")

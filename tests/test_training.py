@@ -235,7 +235,8 @@ def test_cli_trains_end_to_end(tmp_path: Path, synthetic_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "pixel AUROC" in result.stdout and "held-out mean" in result.stdout
     assert out.is_file() and (tmp_path / "cli.report.json").is_file()
-    assert pf.load_model(out).info.training["command"].startswith("pathoflash ")
+    command = pf.load_model(out).info.training["command"]
+    assert command.startswith("pathoflash train ") and "--steps 2" in command and f"--out {out}" in command
 
 
 @pytest.mark.parametrize(
