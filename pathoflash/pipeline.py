@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -191,6 +192,7 @@ def compute_heatmap(
     timings["tissue"] = time.perf_counter() - t0
     gate = TileRowGate(grid.rows, TileStore.pending_tiles(store_path, slide, grid))
     tiler_error: list[BaseException] = []
+    opened: queue.Queue[Any] = queue.Queue(maxsize=1)  # the store once it exists, or the tiler's error
 
     def tile() -> None:
         t = time.perf_counter()
@@ -198,7 +200,10 @@ def compute_heatmap(
             tile_slide(
                 slide,
                 store_path,
+                mpp=options.mpp,
+                tile_size=options.tile_size,
                 grid=grid,
+                on_store=opened.put,
                 workers=options.workers,
                 strict=options.strict,
                 progress=None if progress is None else lambda d, n: progress("tiles", d, n),
@@ -207,6 +212,8 @@ def compute_heatmap(
         except BaseException as exc:
             tiler_error.append(exc)
             gate.finish(exc)
+            if opened.empty():
+                opened.put(exc)
         else:
             gate.finish()
         finally:
@@ -215,7 +222,9 @@ def compute_heatmap(
     tiler = threading.Thread(target=tile, name="tiler", daemon=True)
     tiler.start()
     try:
-        store = TileStore.open(store_path, wait=True)
+        store = opened.get()
+        if isinstance(store, BaseException):
+            raise store
         t1 = time.perf_counter()
         probabilities = infer_heatmap(
             model,

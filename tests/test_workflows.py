@@ -217,3 +217,16 @@ def test_distributed_run_survives_a_killed_worker(
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_tiler_failing_before_the_store_exists_fails_the_slide_at_once(
+    tmp_path: Path, slides: list[Path], tiny_model: Path
+) -> None:
+    from pathoflash.pipeline import process_slide
+
+    (tmp_path / "out" / "s11").mkdir(parents=True)
+    (tmp_path / "out" / "s11" / "tiles.zarr").write_text("not a store")  # a file where the store must go
+    started = time.monotonic()
+    result = process_slide(collect_slides([slides[0]])[0], tmp_path / "out", _options(tiny_model))
+    assert result.status == "failed" and "tiles.zarr" in (result.error or "")
+    assert time.monotonic() - started < 60
