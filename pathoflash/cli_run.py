@@ -208,7 +208,7 @@ def demo(
         raise typer.Exit(1)
     for name, path in sorted(record["outputs"].items()):
         typer.echo(f"{name:16s} {path}")
-    typer.echo(f"tile store       {out / 'results' / record['id'] / 'tiles.zarr'}")
+    typer.echo(f"tile store       {(out / 'results' / record['id'] / 'tiles.zarr').resolve()}")
     score = _score_demo(slide, out / "results" / record["id"])
     if score:
         typer.echo(score)
