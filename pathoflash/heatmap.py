@@ -39,6 +39,22 @@ def _pair(value: float | tuple[float, float] | list[float], what: str) -> tuple[
     return pair
 
 
+def png_mpp_for(dimensions: tuple[int, int], mpp: tuple[float, float], max_side: int = PNG_MAX_SIDE) -> float:
+    """µm/px of a thumbnail of a slide (level-0 ``dimensions``, ``mpp``) whose longer side is ``max_side``."""
+    return max(max(dimensions[0] * mpp[0], dimensions[1] * mpp[1]) / max_side, min(mpp))
+
+
+def viewer_mpp_for(
+    dimensions: tuple[int, int], mpp: tuple[float, float], max_pixels: int = VIEWER_MAX_PIXELS
+) -> float:
+    """µm/px of the slide image to embed in the viewer: within ``max_pixels``, no finer than 1 µm/px.
+
+    Depends only on the slide, so the image can be read while the heatmap is still being computed.
+    """
+    area_um2 = dimensions[0] * mpp[0] * dimensions[1] * mpp[1]
+    return max(math.sqrt(area_um2 / max_pixels), VIEWER_FINEST_MPP, min(mpp))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Heatmap:
     """Tumor probabilities at token resolution, placed in the slide's level-0 frame.
@@ -158,12 +174,11 @@ class Heatmap:
 
     def png_mpp(self, max_side: int = PNG_MAX_SIDE) -> float:
         """µm/px of a whole-slide thumbnail whose longer side is ``max_side`` (never finer than the slide)."""
-        return max(max(self.extent_um()) / max_side, min(self.slide_mpp))
+        return png_mpp_for(self.slide_dimensions, self.slide_mpp, max_side)
 
     def viewer_mpp(self, max_pixels: int = VIEWER_MAX_PIXELS) -> float:
         """µm/px of the finest slide image to embed in the viewer: within ``max_pixels``, no finer than 1 µm/px."""
-        w_um, h_um = self.extent_um()
-        return max(math.sqrt(w_um * h_um / max_pixels), VIEWER_FINEST_MPP, min(self.slide_mpp))
+        return viewer_mpp_for(self.slide_dimensions, self.slide_mpp, max_pixels)
 
     # -- exports --------------------------------------------------------------------------------------------
     def to_png(

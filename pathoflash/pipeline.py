@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from .errors import PathoflashError
+from .heatmap import viewer_mpp_for
 from .inputs import SlideInput
 from .options import RunOptions
 from .row_gate import TileRowGate
+from .slide import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +156,21 @@ def _run(
 ) -> None:
     from .slide import open_slide
 
-    with open_slide(item.path, mpp=item.slide_mpp) as slide:
+    with open_slide(item.path, mpp=item.slide_mpp) as slide, ThreadPoolExecutor(1) as prefetch:
+        # The viewer's slide image depends only on the slide: read it on a few threads while the tiles and
+        # the model run, so the exports at the end only encode.
+        viewer_mpp = viewer_mpp_for(slide.dimensions, slide.mpp)
+        workers = max(1, available_cpus() // 4)
+        viewer_image = prefetch.submit(slide.thumbnail_at_mpp, viewer_mpp, workers=workers)
         heatmap, store = compute_heatmap(
             slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
         )
         result.tiles = len(store.grid.tissue_tiles)
         result.unreadable_tiles = len(store.unreadable_tiles)
         t0 = time.perf_counter()
-        result.outputs = _export(heatmap, slide, slide_dir, options, result.unreadable_tiles)
+        viewer = (viewer_image.result(), viewer_mpp)
+        result.timings["export_wait"] = time.perf_counter() - t0
+        result.outputs = _export(heatmap, slide, slide_dir, options, result.unreadable_tiles, viewer=viewer)
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
     write_json_atomic(
@@ -283,26 +294,58 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
 
 
 def _export(
-    heatmap: Any, slide: Any, slide_dir: Path, options: RunOptions, unreadable: int
+    heatmap: Any,
+    slide: Any,
+    slide_dir: Path,
+    options: RunOptions,
+    unreadable: int,
+    *,
+    viewer: tuple[np.ndarray, float] | None = None,
 ) -> dict[str, str]:
+    """Write every output, concurrently (they are independent; the image encoders release the GIL).
+
+    ``viewer``: the slide image for the viewer and its µm/px, if already read; the PNG's comes from it.
+    """
     png_mpp = heatmap.png_mpp()
-    viewer_mpp = heatmap.viewer_mpp()
-    outputs = {
-        "heatmap.png": heatmap.to_png(
-            slide_dir / "heatmap.png", slide.thumbnail_at_mpp(png_mpp), thumbnail_mpp=png_mpp
-        ),
-        "heatmap.geojson": heatmap.to_geojson(
+    if viewer is None:
+        viewer = (slide.thumbnail_at_mpp(heatmap.viewer_mpp()), heatmap.viewer_mpp())
+    viewer_image, viewer_mpp = viewer
+    png_image = _coarser(viewer_image, viewer_mpp, png_mpp, slide)
+    writers: dict[str, Callable[[], Path]] = {
+        "heatmap.png": lambda: heatmap.to_png(slide_dir / "heatmap.png", png_image, thumbnail_mpp=png_mpp),
+        "heatmap.geojson": lambda: heatmap.to_geojson(
             slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
         ),
-        "heatmap.tif": heatmap.to_tiff(slide_dir / "heatmap.tif"),
-        "viewer.html": heatmap.to_html(
+        "heatmap.tif": lambda: heatmap.to_tiff(slide_dir / "heatmap.tif"),
+        "viewer.html": lambda: heatmap.to_html(
             slide_dir / "viewer.html",
-            slide.thumbnail_at_mpp(viewer_mpp),
+            viewer_image,
             thumbnail_mpp=viewer_mpp,
             threshold=options.threshold,
             title=slide.path.name,
         ),
     }
-    heatmap.to_summary(slide_dir / "summary.json", threshold=options.threshold, unreadable_tiles=unreadable)
-    outputs["summary.json"] = slide_dir / "summary.json"
+
+    def summary() -> Path:
+        heatmap.to_summary(
+            slide_dir / "summary.json", threshold=options.threshold, unreadable_tiles=unreadable
+        )
+        return slide_dir / "summary.json"
+
+    writers["summary.json"] = summary
+    with ThreadPoolExecutor(len(writers), thread_name_prefix="export") as pool:
+        futures = {name: pool.submit(write) for name, write in writers.items()}
+        outputs = {name: future.result() for name, future in futures.items()}
     return {name: str(path) for name, path in outputs.items()}
+
+
+def _coarser(image: np.ndarray, image_mpp: float, mpp: float, slide: Any) -> np.ndarray:
+    """The whole-slide ``image`` (at ``image_mpp``) brought to the coarser ``mpp``; read from the slide if
+    ``mpp`` is finer than what the image holds."""
+    from .resample import resample
+
+    if mpp < image_mpp:
+        return slide.thumbnail_at_mpp(mpp)  # type: ignore[no-any-return]
+    height, width = image.shape[:2]
+    size = (max(1, math.floor(width * image_mpp / mpp)), max(1, math.floor(height * image_mpp / mpp)))
+    return resample(image, size)

@@ -130,3 +130,13 @@ def test_read_thumbnail_marks_unreadable_parts(corrupt_svs: Path) -> None:
     cy, cx = int((row + 0.5) * CMU1_TILE * scale), int((col + 0.5) * CMU1_TILE * scale)
     assert unreadable[cy, cx]
     assert (rgb[unreadable] == 255).all()
+
+
+def test_thumbnail_threads_read_the_same_pixels_and_failures(corrupt_svs: Path) -> None:
+    """Chunks read on several threads land in the same places as one thread reads them."""
+    with pf.open_slide(corrupt_svs) as slide:
+        one, bad_one = slide.read_thumbnail(2.0, chunk=512, workers=1)
+        many, bad_many = slide.read_thumbnail(2.0, chunk=512, workers=4)
+    assert bad_one.any()
+    np.testing.assert_array_equal(many, one)
+    np.testing.assert_array_equal(bad_many, bad_one)
