@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, TileReadError
+from .jpeg_tiles import DECODERS, Decoder, jpeg_tiles_for
 from .resample import resample_window
 from .slide import Slide, open_slide
 from .tile_stream import WriteBehind, decode_in_order
@@ -231,10 +232,15 @@ def plan_grid(
     )
 
 
-def read_grid_region(slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: int) -> np.ndarray:
+def read_grid_region(
+    slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: int, *, decoder: Decoder = "auto"
+) -> np.ndarray:
     """Pixels ``[y, y + h) × [x, x + w)`` of the grid's image, read from the slide: ``(h, w, 3)`` uint8.
 
     Areas beyond the slide are white. Adjacent reads line up exactly (no seams between tiles).
+    With ``decoder="auto"``, JPEG-tiled TIFF levels read at a whole-number reduction of 1 or 2 are decoded
+    from the raw tile bytes (:mod:`pathoflash.jpeg_tiles`); everything else, and any region that path fails
+    on, is read through OpenSlide (``decoder="openslide"``: always).
     """
     level = grid.level
     downsample = slide.level_downsamples[level]
@@ -243,6 +249,10 @@ def read_grid_region(slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: in
         kx, ky = round(fx), round(fy)
         lx, ly = x * kx, y * ky
         location = (round(lx * downsample), round(ly * downsample))
+        if decoder == "auto" and kx == ky:
+            fast = _read_jpeg_tiles(slide, level, location, (w * kx, h * ky), kx)
+            if fast is not None:
+                return fast
         return slide.read_region(location, level, (w * kx, h * ky), reduce=(kx, ky))
     # Non-integer factor: read a window with a margin for the anti-aliasing filter, then resample exactly.
     sx0, sy0 = x * fx, y * fy
@@ -255,10 +265,33 @@ def read_grid_region(slide: Slide, grid: TileGrid, x: int, y: int, w: int, h: in
     return resample_window(window, origin=(sx0 - ix0, sy0 - iy0), factor=(fx, fy), size=(w, h))
 
 
-def read_tile(slide: Slide, grid: TileGrid, row: int, col: int) -> np.ndarray:
+def _read_jpeg_tiles(
+    slide: Slide, level: int, location: tuple[int, int], size: tuple[int, int], reduce: int
+) -> np.ndarray | None:
+    """``slide.read_region(location, level, size, reduce=reduce)`` from the raw JPEG tiles, or ``None`` when
+    that path does not apply or fails (the caller then reads through OpenSlide, which reports errors)."""
+    tiles = jpeg_tiles_for(slide)
+    if tiles is None or not tiles.applies(level, reduce):
+        return None
+    # OpenSlide reads level pixel (x / downsample, y / downsample), interpolating when that is fractional:
+    # only whole level pixels are the same region here.
+    downsample = slide.level_downsamples[level]
+    fx, fy = location[0] / downsample, location[1] / downsample
+    lx, ly = round(fx), round(fy)
+    if abs(fx - lx) > 1e-6 or abs(fy - ly) > 1e-6:
+        return None
+    try:
+        return tiles.read_region(level, (lx, ly), size, reduce)
+    except Exception as exc:  # corrupt or truncated tile bytes, decoder errors: OpenSlide decides
+        log.debug("%s: raw-JPEG read at level %d (%d, %d) failed (%s); reading through OpenSlide",
+                  slide.path, level, lx, ly, exc)  # fmt: skip
+        return None
+
+
+def read_tile(slide: Slide, grid: TileGrid, row: int, col: int, *, decoder: Decoder = "auto") -> np.ndarray:
     """Tile ``(row, col)`` of ``grid`` read from ``slide``: ``(T, T, 3)`` uint8, white beyond the slide."""
     x, y = grid.tile_origin(row, col)
-    return read_grid_region(slide, grid, x, y, grid.tile_size, grid.tile_size)
+    return read_grid_region(slide, grid, x, y, grid.tile_size, grid.tile_size, decoder=decoder)
 
 
 def default_workers() -> int:
@@ -298,6 +331,7 @@ def tile_slide(
     on_store: Callable[[TileStore], None] | None = None,
     name: str | None = None,
     codec: str | None = None,
+    decoder: Decoder = "auto",
 ) -> TileStore:
     """Tile a slide's tissue at ``mpp`` µm/px into a Zarr tile store at ``out`` (a ``tiles.zarr`` folder).
 
@@ -317,6 +351,9 @@ def tile_slide(
       ``tissue``: a precomputed mask. ``on_store(store)``: called once the store exists, before tiling.
     - ``codec``: chunk compression of a new store, ``"lz4"`` (default, Blosc-LZ4), ``"zstd"`` (level 1,
       smaller, slower) or ``"none"`` (fastest, largest). An existing store keeps its codec.
+    - ``decoder``: ``"auto"`` (default) decodes JPEG-tiled TIFF slides (Aperio SVS, generic tiled TIFF)
+      read at a whole-number reduction of 1 or 2 from their raw tile bytes, libjpeg halving in the DCT
+      domain, and everything else through OpenSlide; ``"openslide"`` reads every tile through OpenSlide.
 
     Tiles that stay unreadable after a reopen-and-retry are left white, listed in the store's attributes
     (``TileStore.unreadable_tiles``) and logged; with ``strict=True`` the first one raises
@@ -327,6 +364,8 @@ def tile_slide(
     started = time.perf_counter()
     if codec is not None and codec not in CHUNK_CODECS:
         raise ConfigError(f"chunk codec {codec!r} is not one of {', '.join(CHUNK_CODECS)}")
+    if decoder not in DECODERS:
+        raise ConfigError(f"tile decoder {decoder!r} is not one of {', '.join(DECODERS)}")
     if grid is not None:
         mpp, tile_size = grid.requested_mpp, grid.tile_size
     _check_options(mpp, tile_size)
@@ -374,7 +413,7 @@ def tile_slide(
         unreadable = _stream_tiles(
             slide, store, todo, PyramidBuilder(store, grid.tissue_tiles, set(todo)),
             workers=n_workers, strict=strict, progress=progress, on_tile=on_tile,
-            done_before=done_before,
+            done_before=done_before, decoder=decoder,
         )  # fmt: skip
         store.mark_complete()
         seconds = time.perf_counter() - started
@@ -404,6 +443,7 @@ def _stream_tiles(
     progress: Callable[[int, int], None] | None,
     on_tile: Callable[[int, int, np.ndarray], None] | None,
     done_before: int,
+    decoder: Decoder = "auto",
 ) -> int:
     """Decode ``todo`` on ``workers`` threads, write chunks and pyramid behind; returns unreadable count."""
     grid = store.grid
@@ -426,7 +466,7 @@ def _stream_tiles(
     total = len(grid.tissue_tiles)
     if progress is not None:
         progress(done, total)
-    tiles = decode_in_order(lambda key: read_tile(slide, grid, *key), todo, workers=workers)
+    tiles = decode_in_order(lambda key: read_tile(slide, grid, *key, decoder=decoder), todo, workers=workers)
     with WriteBehind(write, depth=4 * workers) as writer:
         try:
             for (row, col), result in tiles:
