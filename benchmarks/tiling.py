@@ -9,7 +9,10 @@ threads; each runs in a fresh subprocess so that peak RSS (``VmHWM``) is its own
 - ``openslide``: ``np.asarray(OpenSlide.read_region(...))`` on a thread pool, nothing else — the
   ceiling for decoding;
 - ``pathoflash``: ``pf.tile_slide`` with the same grid: decoding, resampling, encoding and writing every
-  chunk of the Zarr store and its pyramid, atomically. Tissue detection is timed separately.
+  chunk of the Zarr store and its pyramid, atomically. Tissue detection is timed separately. Its default
+  decoder reads JPEG-tiled TIFF levels from the raw tile bytes (``pathoflash.jpeg_tiles``);
+- ``pathoflash-openslide``: the same with ``decoder="openslide"`` (every tile through OpenSlide), to show
+  what the raw-JPEG path changes (``--sides openslide,pathoflash`` leaves it out).
 
 It also times the chunk codecs on real tiles of the slide (why the store uses Blosc-LZ4).
 """
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 DEFAULT_SIZE = (40_000, 40_000)
+SIDES = ("openslide", "pathoflash", "pathoflash-openslide")
 
 # Runs in a subprocess: bare OpenSlide over the given tiles.
 OPENSLIDE_CHILD = """
@@ -63,7 +67,8 @@ with pf.open_slide(job["slide"]) as slide:
     grid = plan_grid(slide, mpp=job["mpp"], tile_size=job["tile_size"])
     planned = time.perf_counter()
     cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-    store = pf.tile_slide(slide, job["out"], grid=grid, workers=job["workers"], codec=job["codec"])
+    store = pf.tile_slide(slide, job["out"], grid=grid, workers=job["workers"], codec=job["codec"],
+                          decoder=job["decoder"])
 done = time.perf_counter()
 usage = resource.getrusage(resource.RUSAGE_SELF)
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -168,8 +173,16 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--codec", default="lz4", choices=("lz4", "zstd", "none"), help="chunk codec")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of both sides (medians reported)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every side (medians reported)")
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"comma-separated, of {', '.join(SIDES)} (openslide required)",
+    )
     args = parser.parse_args()
+    sides = tuple(side for side in SIDES if side in args.sides.split(","))
+    if "openslide" not in sides or "pathoflash" not in sides:
+        raise SystemExit(f"--sides must include openslide and pathoflash, got {args.sides!r}")
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -187,12 +200,13 @@ def main() -> None:
     )
     bare_job = {"slide": str(slide_path), "level": info["level"], "read_size": info["read_size"],
                 "locations": locations, "workers": args.workers}  # fmt: skip
-    runs: dict[str, list[dict]] = {"openslide": [], "pathoflash": []}
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     print("\n| round | what | seconds | tiles/s | CPU ms/tile | peak RSS |")
     print("|---:|---|---:|---:|---:|---:|")
     for round_no in range(1, args.repeat + 1):
-        # Alternate which side goes first: on a shared machine the load drifts between runs.
-        order = ("openslide", "pathoflash") if round_no % 2 else ("pathoflash", "openslide")
+        # Rotate which side goes first: on a shared machine the load drifts between runs.
+        shift = (round_no - 1) % len(sides)
+        order = sides[shift:] + sides[:shift]
         for side in order:
             if side == "openslide":
                 row = _child(OPENSLIDE_CHILD, bare_job)
@@ -201,7 +215,8 @@ def main() -> None:
                     row = _child(
                         PATHOFLASH_CHILD,
                         {"slide": str(slide_path), "out": str(Path(scratch) / "tiles.zarr"), "mpp": args.mpp,
-                         "tile_size": args.tile_size, "workers": args.workers, "codec": args.codec},
+                         "tile_size": args.tile_size, "workers": args.workers, "codec": args.codec,
+                         "decoder": "openslide" if side == "pathoflash-openslide" else "auto"},
                     )  # fmt: skip
                 assert row["tiles"] == len(locations), (row["tiles"], len(locations))
             runs[side].append(row)
@@ -224,16 +239,26 @@ def main() -> None:
         f"in tiles/s, {cpu['openslide'] / cpu['pathoflash']:.2f}× in CPU per tile (goal ≥ 0.8×); tissue "
         f"detection + grid: {ours['tissue_seconds']:.1f} s; pyramid levels: {ours['levels']}"
     )
+    if "pathoflash-openslide" in rate:
+        print(
+            f"pathoflash with decoder='openslide': {rate['pathoflash-openslide']:.0f} tiles/s "
+            f"({1e3 * cpu['pathoflash-openslide']:.1f} CPU ms/tile) → "
+            f"{rate['pathoflash-openslide'] / rate['openslide']:.2f}× OpenSlide in tiles/s, "
+            f"{cpu['openslide'] / cpu['pathoflash-openslide']:.2f}× in CPU per tile"
+        )
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("\n| chunk codec | encode ms/tile | size / raw |")
     print("|---|---:|---:|")
     for row in _codecs(slide_path, locations, info["level"], info["read_size"]):
         print(f"| {row['codec']} | {row['ms_per_tile']:.2f} | {row['ratio']:.2f} |")
     import numpy
     import openslide
+    import PIL.features
     import zarr
 
     print(
         f"\nPython {platform.python_version()}, numpy {numpy.__version__}, zarr {zarr.__version__}, "
+        f"Pillow {PIL.__version__} (libjpeg-turbo {PIL.features.version('libjpeg_turbo')}), "
         f"openslide-python {openslide.__version__} / OpenSlide {openslide.__library_version__}, "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
     )
