@@ -18,6 +18,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import zarr
 
+    from .export.viewer import SlideLevels
     from .slide import Slide
 
 PathLike = str | os.PathLike[str]
@@ -216,7 +217,7 @@ class Heatmap:
         path: PathLike,
         *,
         base_mpp: float | None = None,
-        tile_size: int = 256,
+        tile_size: int = 512,
         workers: int | None = None,
     ) -> Path:
         """Write the colour-mapped heatmap as a tiled pyramidal TIFF in the slide's frame (OpenSlide opens it).
@@ -244,16 +245,30 @@ class Heatmap:
     def to_html(
         self,
         path: PathLike,
-        thumbnail: np.ndarray | Slide,
+        thumbnail: np.ndarray | Slide | SlideLevels,
         *,
         thumbnail_mpp: float | tuple[float, float] | None = None,
         threshold: float = 0.5,
         opacity: float = 0.5,
         title: str | None = None,
     ) -> Path:
-        """Write a self-contained pan/zoom viewer (one HTML file, works from ``file://`` offline)."""
-        from .export.viewer import write_viewer
+        """Write a self-contained pan/zoom viewer (one HTML file, works from ``file://`` offline).
 
+        ``thumbnail``: the slide (read at :meth:`viewer_mpp`), its image at ``thumbnail_mpp``, or the
+        :class:`~pathoflash.export.viewer.SlideLevels` already encoded from one.
+        """
+        from .export.viewer import SlideLevels, write_viewer
+
+        if isinstance(thumbnail, SlideLevels):
+            return write_viewer(
+                self,
+                path,
+                thumbnail,
+                thumbnail_mpp=thumbnail.mpp,
+                threshold=threshold,
+                opacity=opacity,
+                title=title,
+            )
         image, image_mpp = self._thumbnail(thumbnail, thumbnail_mpp, self.viewer_mpp())
         assert image is not None
         return write_viewer(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PathoflashError
+from .export.viewer import SlideLevels
 from .heatmap import viewer_mpp_for
 from .inputs import SlideInput
 from .options import RunOptions
@@ -157,20 +158,20 @@ def _run(
     from .slide import open_slide
 
     with open_slide(item.path, mpp=item.slide_mpp) as slide, ThreadPoolExecutor(1) as prefetch:
-        # The viewer's slide image depends only on the slide: read it on a few threads while the tiles and
-        # the model run, so the exports at the end only encode.
-        viewer_mpp = viewer_mpp_for(slide.dimensions, slide.mpp)
-        workers = max(1, available_cpus() // 4)
-        viewer_image = prefetch.submit(slide.thumbnail_at_mpp, viewer_mpp, workers=workers)
+        # The viewer's slide image depends only on the slide: read and JPEG-tile it on a few threads while
+        # the tiles and the model run, so the exports at the end only have the heatmap left to do.
+        viewer = prefetch.submit(_viewer_levels, slide, max(1, available_cpus() // 4))
         heatmap, store = compute_heatmap(
             slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
         )
         result.tiles = len(store.grid.tissue_tiles)
         result.unreadable_tiles = len(store.unreadable_tiles)
         t0 = time.perf_counter()
-        viewer = (viewer_image.result(), viewer_mpp)
+        levels = viewer.result()
         result.timings["export_wait"] = time.perf_counter() - t0
-        result.outputs = _export(heatmap, slide, slide_dir, options, result.unreadable_tiles, viewer=viewer)
+        result.outputs = _export(
+            heatmap, slide, slide_dir, options, result.unreadable_tiles, viewer=levels, timings=result.timings
+        )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
     write_json_atomic(
@@ -293,6 +294,14 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
     return dataclasses.replace(heatmap, probabilities=masked)
 
 
+def _viewer_levels(slide: Any, workers: int) -> SlideLevels:
+    from .export.viewer import encode_slide_levels
+
+    mpp = viewer_mpp_for(slide.dimensions, slide.mpp)
+    image = slide.thumbnail_at_mpp(mpp, workers=workers)
+    return encode_slide_levels(image, (mpp, mpp), slide.mpp, workers=workers)
+
+
 def _export(
     heatmap: Any,
     slide: Any,
@@ -300,17 +309,18 @@ def _export(
     options: RunOptions,
     unreadable: int,
     *,
-    viewer: tuple[np.ndarray, float] | None = None,
+    viewer: SlideLevels | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Write every output, concurrently (they are independent; the image encoders release the GIL).
 
-    ``viewer``: the slide image for the viewer and its µm/px, if already read; the PNG's comes from it.
+    ``viewer``: the viewer's slide image, if already prepared; the PNG's thumbnail is reduced from it.
+    ``timings`` gets each output's seconds as ``"export <name>"``.
     """
     png_mpp = heatmap.png_mpp()
     if viewer is None:
-        viewer = (slide.thumbnail_at_mpp(heatmap.viewer_mpp()), heatmap.viewer_mpp())
-    viewer_image, viewer_mpp = viewer
-    png_image = _coarser(viewer_image, viewer_mpp, png_mpp, slide)
+        viewer = _viewer_levels(slide, available_cpus())
+    png_image = _coarser(viewer.image, viewer.mpp[0], png_mpp, slide)
     writers: dict[str, Callable[[], Path]] = {
         "heatmap.png": lambda: heatmap.to_png(slide_dir / "heatmap.png", png_image, thumbnail_mpp=png_mpp),
         "heatmap.geojson": lambda: heatmap.to_geojson(
@@ -318,11 +328,7 @@ def _export(
         ),
         "heatmap.tif": lambda: heatmap.to_tiff(slide_dir / "heatmap.tif"),
         "viewer.html": lambda: heatmap.to_html(
-            slide_dir / "viewer.html",
-            viewer_image,
-            thumbnail_mpp=viewer_mpp,
-            threshold=options.threshold,
-            title=slide.path.name,
+            slide_dir / "viewer.html", viewer, threshold=options.threshold, title=slide.path.name
         ),
     }
 
@@ -333,8 +339,16 @@ def _export(
         return slide_dir / "summary.json"
 
     writers["summary.json"] = summary
+
+    def timed(name: str) -> Path:
+        t0 = time.perf_counter()
+        path = writers[name]()
+        if timings is not None:
+            timings[f"export {name}"] = time.perf_counter() - t0
+        return path
+
     with ThreadPoolExecutor(len(writers), thread_name_prefix="export") as pool:
-        futures = {name: pool.submit(write) for name, write in writers.items()}
+        futures = {name: pool.submit(timed, name) for name in writers}
         outputs = {name: future.result() for name, future in futures.items()}
     return {name: str(path) for name, path in outputs.items()}
 

@@ -69,7 +69,7 @@ def test_openslide_opens_it_in_the_slide_frame(written: tuple[Heatmap, Path]) ->
         for level, downsample in enumerate(tif.level_downsamples):
             assert downsample == pytest.approx(2**level, rel=0.01)
         w, h = tif.level_dimensions[-1]
-        assert max(w, h) <= 256
+        assert max(w, h) <= 512
     with pf.open_slide(path) as slide:  # our own reader agrees
         assert slide.mpp == pytest.approx((CMU1_MPP, CMU1_MPP))
 
@@ -109,7 +109,7 @@ def test_tiff_layout_is_what_openslide_generic_tiff_reads(written: tuple[Heatmap
         assert len(pages) >= 4
         for index, page in enumerate(pages):
             assert isinstance(page, tifffile.TiffPage)
-            assert page.is_tiled and (page.tilewidth, page.tilelength) == (256, 256)
+            assert page.is_tiled and (page.tilewidth, page.tilelength) == (512, 512)
             assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
             assert page.photometric == tifffile.PHOTOMETRIC.PALETTE
             assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER

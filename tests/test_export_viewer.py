@@ -23,7 +23,7 @@ from PIL import Image
 
 import pathoflash as pf
 from pathoflash.export.colormap import viridis_lut
-from pathoflash.export.viewer import heatmap_bytes, render_html, viewer_data
+from pathoflash.export.viewer import encode_slide_levels, heatmap_bytes, render_html, viewer_data
 from pathoflash.heatmap import Heatmap
 
 CMU1 = Path(__file__).parent / "fixtures" / "CMU-1-Small-Region.svs"
@@ -98,6 +98,21 @@ def test_size_budget_drops_fine_levels_not_the_overview(tmp_path: Path) -> None:
     assert len(page.encode()) <= 3_000_000
     assert 1 <= len(data["levels"]) < 3  # 4000 px → 2000 → 1000: the finest levels had to go
     assert max(data["levels"][-1]["width"], data["levels"][-1]["height"]) <= 1024
+
+
+def test_levels_encoded_ahead_on_threads_give_the_same_page(
+    cmu1_viewer: tuple[Heatmap, Path], tmp_path: Path
+) -> None:
+    """The pipeline JPEG-tiles the slide image while the heatmap is computed: the page must not change."""
+    heatmap, path = cmu1_viewer
+    with pf.open_slide(CMU1) as slide:
+        image = slide.thumbnail_at_mpp(1.0)
+    levels = encode_slide_levels(image, (1.0, 1.0), heatmap.slide_mpp, workers=3)
+    assert [lv["width"] for lv in levels.levels] == sorted(
+        lv["width"] for lv in levels.levels
+    )  # coarse → fine
+    ahead = heatmap.to_html(tmp_path / "ahead.html", levels, title=None)
+    assert ahead.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
 
 
 def test_untrusted_text_cannot_break_out(tmp_path: Path) -> None:

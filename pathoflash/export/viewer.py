@@ -17,12 +17,15 @@ The page script (``viewer.js``) and template (``viewer.html``) ship as package d
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
 import logging
 import math
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,15 +68,18 @@ def _encode_tile(tile: np.ndarray) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _level(image: np.ndarray, px: tuple[float, float]) -> dict[str, Any]:
+def _level(
+    image: np.ndarray, px: tuple[float, float], pool: ThreadPoolExecutor | None = None
+) -> dict[str, Any]:
     height, width = image.shape[:2]
     t = VIEWER_TILE
     rows, cols = math.ceil(height / t), math.ceil(width / t)
-    tiles = [
-        _encode_tile(np.ascontiguousarray(image[r * t : (r + 1) * t, c * t : (c + 1) * t]))
+    crops = [
+        np.ascontiguousarray(image[r * t : (r + 1) * t, c * t : (c + 1) * t])
         for r in range(rows)
         for c in range(cols)
     ]
+    tiles = list(pool.map(_encode_tile, crops)) if pool is not None else [_encode_tile(c) for c in crops]
     return {
         "width": width,
         "height": height,
@@ -89,15 +95,28 @@ def _level_bytes(level: dict[str, Any]) -> int:
     return sum(len(uri) for uri in level["tiles"] if uri)
 
 
-def slide_pyramid(
-    heatmap: Heatmap, thumbnail: np.ndarray, thumbnail_mpp: tuple[float, float], budget: int
-) -> list[dict[str, Any]]:
-    """JPEG-tiled levels, finest first, from ``thumbnail`` (``thumbnail_mpp`` µm/px) down to an overview.
+@dataclass(frozen=True, slots=True, eq=False)
+class SlideLevels:
+    """The viewer's slide image, JPEG-tiled at every level, ready to embed: made from the slide alone, so it
+    can be prepared while the heatmap is still being computed (:func:`encode_slide_levels`).
 
-    Levels are encoded from coarse to fine and the finer ones dropped once ``budget`` bytes would be exceeded
-    (the overview is always kept).
+    ``levels`` run coarse → fine; ``image`` is the finest level's pixels at ``mpp`` µm/px.
     """
-    base_px = (thumbnail_mpp[0] / heatmap.slide_mpp[0], thumbnail_mpp[1] / heatmap.slide_mpp[1])
+
+    image: np.ndarray
+    mpp: tuple[float, float]
+    levels: tuple[dict[str, Any], ...]
+
+
+def encode_slide_levels(
+    thumbnail: np.ndarray,
+    thumbnail_mpp: tuple[float, float],
+    slide_mpp: tuple[float, float],
+    *,
+    workers: int = 1,
+) -> SlideLevels:
+    """Cut ``thumbnail`` and its 2× reductions down to an overview into JPEG tiles (on ``workers`` threads)."""
+    base_px = (thumbnail_mpp[0] / slide_mpp[0], thumbnail_mpp[1] / slide_mpp[1])
     images = [(thumbnail, base_px)]
     while max(images[-1][0].shape[:2]) > OVERVIEW_MAX_SIDE:
         previous, (px, py) = images[-1]
@@ -105,15 +124,32 @@ def slide_pyramid(
         half = (max(1, w // 2), max(1, h // 2))
         # Each reduced pixel covers the same slide area as 2×2 of the previous level (the odd edge is cut).
         images.append((resample(previous[: half[1] * 2, : half[0] * 2], half), (px * 2, py * 2)))
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        levels = tuple(_level(image, px, pool) for image, px in reversed(images))
+    return SlideLevels(image=thumbnail, mpp=thumbnail_mpp, levels=levels)
+
+
+def slide_pyramid(
+    heatmap: Heatmap,
+    thumbnail: np.ndarray | SlideLevels,
+    thumbnail_mpp: tuple[float, float],
+    budget: int,
+) -> list[dict[str, Any]]:
+    """JPEG-tiled levels, finest first, from ``thumbnail`` (``thumbnail_mpp`` µm/px) down to an overview.
+
+    Levels are taken from coarse to fine and the finer ones dropped once ``budget`` bytes would be exceeded
+    (the overview is always kept).
+    """
+    if not isinstance(thumbnail, SlideLevels):
+        thumbnail = encode_slide_levels(thumbnail, thumbnail_mpp, heatmap.slide_mpp)
     levels: list[dict[str, Any]] = []
     used = 0
-    for image, px in reversed(images):  # coarse → fine
-        level = _level(image, px)
+    for level in thumbnail.levels:  # coarse → fine
         nbytes = _level_bytes(level)
         if levels and used + nbytes > budget:
             log.warning(
                 "viewer: leaving out the %dx%d slide level (%.1f MB) to stay within %.1f MB",
-                image.shape[1], image.shape[0], nbytes / 1e6, budget / 1e6,
+                level["width"], level["height"], nbytes / 1e6, budget / 1e6,
             )  # fmt: skip
             break
         levels.append(level)
@@ -123,7 +159,7 @@ def slide_pyramid(
 
 def viewer_data(
     heatmap: Heatmap,
-    thumbnail: np.ndarray,
+    thumbnail: np.ndarray | SlideLevels,
     *,
     thumbnail_mpp: tuple[float, float],
     threshold: float = 0.5,
@@ -175,7 +211,7 @@ def render_html(data: dict[str, Any], title: str) -> str:
 def write_viewer(
     heatmap: Heatmap,
     path: PathLike,
-    thumbnail: np.ndarray,
+    thumbnail: np.ndarray | SlideLevels,
     *,
     thumbnail_mpp: tuple[float, float] | None,
     threshold: float = 0.5,
@@ -202,4 +238,13 @@ def write_viewer(
     return Path(path)
 
 
-__all__ = ["MAX_BYTES", "heatmap_bytes", "render_html", "slide_pyramid", "viewer_data", "write_viewer"]
+__all__ = [
+    "MAX_BYTES",
+    "SlideLevels",
+    "encode_slide_levels",
+    "heatmap_bytes",
+    "render_html",
+    "slide_pyramid",
+    "viewer_data",
+    "write_viewer",
+]
