@@ -375,40 +375,6 @@ def explore() -> list[dict[str, Any]]:
     return rows
 
 
-FMA_SHAPES = [(4, 16, 4096, 64), (1, 16, 16384, 64), (2, 16, 4100, 64), (4, 8, 4096, 128), (4, 16, 4096, 80)]
-FMA_EVERY = (0, 4, 3, 2)
-
-
-def explore_fma(dtypes: list[str]) -> list[dict[str, Any]]:
-    """Forward: one key block in k exponentiated on the FMA units (k = 0: never), the best two tiles per
-    head dim, against cuDNN in the same process; the output's largest difference from cuDNN's."""
-    rows: list[dict[str, Any]] = []
-    for dtype_name in dtypes:
-        for shape in FMA_SHAPES:
-            q, k, v = (torch.randn(shape, device="cuda", dtype=DTYPES[dtype_name]) for _ in range(3))
-            scale = shape[3] ** -0.5
-            fwd_flops = flops(shape, "fwd")
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                ref = F.scaled_dot_product_attention(q, k, v, scale=scale)
-                cudnn_ms = median_ms(functools.partial(F.scaled_dot_product_attention, q, k, v, scale=scale))
-            base = {"kind": "fma", "dtype": dtype_name, "shape": shape}
-            rows.append({**base, "method": "cudnn", "ms": cudnn_ms, "tflops": fwd_flops / cudnn_ms / 1e9})
-            print("  explore", rows[-1], flush=True)
-            tiles = attention.FWD_CONFIGS[(True, shape[3] <= 64)][:2]
-            for tile in tiles:
-                for every in FMA_EVERY:
-                    config = KernelConfig(tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
-                                          fma_exp_every=every)  # fmt: skip
-                    row = _explore_row("fma", shape, fwd_flops, functools.partial(
-                        attention._forward, q, k, v, scale, config), dtype=dtype_name, config=asdict(config))  # fmt: skip
-                    if "ms" in row:
-                        row["vs_cudnn"] = cudnn_ms / row["ms"]
-                        out = attention._forward(q, k, v, scale, config)[0]
-                        row["max_diff_vs_cudnn"] = (out.float() - ref.float()).abs().max().item()
-                    rows.append(row)
-    return rows
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Correctness on the GPU (quick; the full set is tests/test_flash_attention_gpu.py)
 # ----------------------------------------------------------------------------------------------------------
@@ -521,9 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precompile", action="store_true")
     parser.add_argument("--explore", action="store_true")
     parser.add_argument("--precompile-tests", action="store_true", help="also the GPU tests' kernels")
-    parser.add_argument(
-        "--explore-fma", action="store_true", help="time FMA-unit exp2 shares against cuDNN (forward)"
-    )
     parser.add_argument("--check", action="store_true", help="first check ours against float32 at N = 4097")
     parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip measurements after this much")
     parser.add_argument(
@@ -553,11 +516,6 @@ def main(argv: list[str] | None = None) -> int:
         report["check_passed"] = check(sorted({s[3] for s in shapes}), dtypes)
     if args.explore:
         report["explore"] = explore()
-    if args.explore_fma:
-        report["explore_fma"] = explore_fma(dtypes)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(report, fh, indent=1)
 
     results: list[Result] = []
     timings: dict[str, Any] = {}

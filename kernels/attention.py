@@ -176,27 +176,6 @@ def _dot_nt(x_a, x_b, y_a, y_b, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr
 
 
 @triton.jit
-def _exp2_fma(x):
-    """2**x for x ≤ 0 on the FMA units instead of the special-function unit (relative error < 1e-4).
-
-    The SFU does 16 ``exp2`` per clock per SM, the FMA pipes 128 operations: at head dim 64 the
-    exponentials take about as long as the matrix products, so the forward pass computes a share of its
-    blocks here. Round-to-nearest by adding 1.5·2²³ (no conversion instruction: those also run at SFU rate),
-    a degree-3 fit of 2**f on [-0.5, 0.5], and the integer part added to the exponent bits. Inputs below
-    -126 give a result below 2⁻¹²⁶ (denormal-size, not exactly zero); -inf must not reach it.
-    """
-    x = tl.maximum(x, -126.0)
-    shifted = x + 12582912.0  # 1.5 · 2**23: round(x) lands in the low mantissa bits
-    f = x - (shifted - 12582912.0)  # in [-0.5, 0.5]
-    p = 0.05517134442925453 * f + 0.24261033535003662
-    p = p * f + 0.6932609677314758
-    p = p * f + 0.9999281167984009
-    # bits(shifted) << 23 == round(x) << 23 (mod 2**32): the 1.5 · 2**23 part shifts out of the word.
-    bits = p.to(tl.int32, bitcast=True) + (shifted.to(tl.int32, bitcast=True) << 23)
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
 def _fwd_step(
     acc_a,
     acc_b,
@@ -223,12 +202,8 @@ def _fwd_step(
     USE_TMA: tl.constexpr,
     MASK_KV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    FMA_EXP: tl.constexpr = False,
 ):
-    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e).
-
-    ``FMA_EXP``: the block's exponentials on the FMA units (:func:`_exp2_fma`) instead of the SFU.
-    """
+    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e)."""
     k_a, k_b = _load_tile(
         k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
         BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
@@ -243,10 +218,7 @@ def _fwd_step(
     else:
         # scale ≥ 0, so max(qk) · scale is the max of the scaled scores; one FMA per score below.
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        if FMA_EXP:
-            p = _exp2_fma(qk * qk_scale - m_new[:, None])
-        else:
-            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     v_a, v_b = _load_tile(
@@ -297,10 +269,8 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
-    FMA_EXP_EVERY: tl.constexpr,
 ):
     # N_BUCKET only keys the autotuner (sequence lengths bucketed to powers of two).
-    # FMA_EXP_EVERY = k > 0: of every k full key blocks, the last computes its exponentials on the FMA units.
     n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
     pid_m = tl.program_id(0) % n_blocks
     pid_bh = tl.program_id(0) // n_blocks
@@ -333,26 +303,15 @@ def _attn_fwd_kernel(
     acc_b = tl.zeros([BLOCK_M, HEAD_B], dtype=tl.float32)
 
     n_full = (N_KV // BLOCK_N) * BLOCK_N
-    n_grouped = 0
-    if FMA_EXP_EVERY > 0:
-        n_grouped = (N_KV // (BLOCK_N * FMA_EXP_EVERY)) * (BLOCK_N * FMA_EXP_EVERY)
-        for start in range(0, n_grouped, BLOCK_N * FMA_EXP_EVERY):
-            for i in tl.static_range(FMA_EXP_EVERY):
-                acc_a, acc_b, l_i, m_i = _fwd_step(
-                    acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start + i * BLOCK_N,
-                    N_KV, stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                    BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
-                    i == FMA_EXP_EVERY - 1,
-                )  # fmt: skip
     if WARP_SPECIALIZE:
-        for start_n in tl.range(n_grouped, n_full, BLOCK_N, warp_specialize=True):
+        for start_n in tl.range(0, n_full, BLOCK_N, warp_specialize=True):
             acc_a, acc_b, l_i, m_i = _fwd_step(
                 acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
                 BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
     else:
-        for start_n in range(n_grouped, n_full, BLOCK_N):
+        for start_n in range(0, n_full, BLOCK_N):
             acc_a, acc_b, l_i, m_i = _fwd_step(
                 acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
@@ -768,13 +727,11 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     warp_specialize: bool = False  # forward kernel only
-    fma_exp_every: int = 0  # forward only: of every k key blocks, one computes exp2 on the FMA units
 
     def kwargs(self, forward: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
         if forward:
             kw["WARP_SPECIALIZE"] = self.warp_specialize
-            kw["FMA_EXP_EVERY"] = self.fma_exp_every
         return kw
 
     def triton_config(self, forward: bool) -> triton.Config:
@@ -789,7 +746,6 @@ class KernelConfig:
             config.num_warps,
             config.num_stages,
             kw.get("WARP_SPECIALIZE", False),
-            kw.get("FMA_EXP_EVERY", 0),
         )
 
 
@@ -876,7 +832,6 @@ _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
 PREFER_TMA = False
 _tma_override: bool | None = None
 _split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
-_fwd_config_override: KernelConfig | None = None  # tests/benchmarks: the forward's configuration
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -1019,7 +974,6 @@ def _forward(
     use_tma = _use_tma((q, k, v, o))
     log.debug("flash_attention forward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
     args, meta = _fwd_launch(q, k, v, o, lse, scale, use_tma)
-    config = config or _fwd_config_override
     _run(
         _attn_fwd_kernel, _attn_fwd_tuned, args, meta,
         rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=True, config=config,

@@ -97,19 +97,6 @@ def test_tma_path_matches_reference(shape: tuple[int, int, int, int, str]) -> No
         attention._tma_override = None
 
 
-@pytest.mark.parametrize("every", [1, 2, 3])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_fma_exp2_forward_matches_reference(every: int, dtype: torch.dtype) -> None:
-    """Key blocks exponentiated on the FMA units (one in ``every``) at a compiled tile size."""
-    attention._fwd_config_override = attention.KernelConfig(128, 64, 8, 3, fma_exp_every=every)
-    try:
-        torch.manual_seed(every)
-        _check(1, 3, 4097, 64, "qkv", dtype)
-        _check(1, 2, 1500, 80, "contiguous", dtype)
-    finally:
-        attention._fwd_config_override = None
-
-
 def test_float32_inputs_are_exact() -> None:
     q, k, v = _inputs(1, 2, 600, 64, "qkv", torch.float32)
     got = flash_attention(q, k, v)
