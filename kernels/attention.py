@@ -175,9 +175,6 @@ def _dot_nt(x_a, x_b, y_a, y_b, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr
     return out
 
 
-_RESCALE_LOG2: tl.constexpr = tl.constexpr(8.0)  # lazy rescaling: unscaled probabilities stay ≤ 2**8
-
-
 @triton.jit
 def _fwd_step(
     acc_a,
@@ -205,16 +202,8 @@ def _fwd_step(
     USE_TMA: tl.constexpr,
     MASK_KV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    LAZY_RESCALE: tl.constexpr = False,
 ):
-    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e).
-
-    ``LAZY_RESCALE`` (unmasked blocks): keep the running max, and skip rescaling the accumulator, unless some
-    row's max grew by more than ``_RESCALE_LOG2`` — the kernel is bound by instruction issue, and the
-    rescale is BLOCK_M·HEAD_DIM multiplies per block (as many as the exponentials at head dim 64, twice as
-    many at 128). Exact either way: the accumulator, the sum and the max stay consistent; unscaled
-    probabilities stay below 2**_RESCALE_LOG2.
-    """
+    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e)."""
     k_a, k_b = _load_tile(
         k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
         BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
@@ -226,26 +215,6 @@ def _fwd_step(
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
-    elif LAZY_RESCALE:
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        if tl.max(m_new - m_i, 0) > _RESCALE_LOG2:  # one decision for the whole block
-            alpha = tl.math.exp2(m_i - m_new)
-            acc_a = acc_a * alpha[:, None]
-            if SPLIT:
-                acc_b = acc_b * alpha[:, None]
-            l_i = l_i * alpha
-            m_i = m_new
-        p = tl.math.exp2(qk * qk_scale - m_i[:, None])
-        l_i = l_i + tl.sum(p, 1)
-        v_a, v_b = _load_tile(
-            v_desc, v_base, start_n, N_KV, stride_vn, stride_vd,
-            BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
-        )  # fmt: skip
-        p = p.to(v_a.dtype)
-        acc_a = tl.dot(p, v_a, acc_a, input_precision=DOT_PRECISION)
-        if SPLIT:
-            acc_b = tl.dot(p, v_b, acc_b, input_precision=DOT_PRECISION)
-        return acc_a, acc_b, l_i, m_i
     else:
         # scale ≥ 0, so max(qk) · scale is the max of the scaled scores; one FMA per score below.
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -300,7 +269,6 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
-    LAZY_RESCALE: tl.constexpr,
 ):
     # N_BUCKET only keys the autotuner (sequence lengths bucketed to powers of two).
     n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
@@ -340,14 +308,14 @@ def _attn_fwd_kernel(
             acc_a, acc_b, l_i, m_i = _fwd_step(
                 acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION, LAZY_RESCALE,
+                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
     else:
         for start_n in range(0, n_full, BLOCK_N):
             acc_a, acc_b, l_i, m_i = _fwd_step(
                 acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION, LAZY_RESCALE,
+                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
     if n_full < N_KV:  # only the last key block is masked
         acc_a, acc_b, l_i, m_i = _fwd_step(
@@ -759,13 +727,11 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     warp_specialize: bool = False  # forward kernel only
-    lazy_rescale: bool = False  # forward kernel only: see _fwd_step
 
     def kwargs(self, forward: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
         if forward:
             kw["WARP_SPECIALIZE"] = self.warp_specialize
-            kw["LAZY_RESCALE"] = self.lazy_rescale
         return kw
 
     def triton_config(self, forward: bool) -> triton.Config:
@@ -780,7 +746,6 @@ class KernelConfig:
             config.num_warps,
             config.num_stages,
             kw.get("WARP_SPECIALIZE", False),
-            kw.get("LAZY_RESCALE", False),
         )
 
 
@@ -867,7 +832,6 @@ _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
 PREFER_TMA = False
 _tma_override: bool | None = None
 _split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
-_fwd_config_override: KernelConfig | None = None  # tests/benchmarks: the forward's configuration
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -1010,7 +974,6 @@ def _forward(
     use_tma = _use_tma((q, k, v, o))
     log.debug("flash_attention forward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
     args, meta = _fwd_launch(q, k, v, o, lse, scale, use_tma)
-    config = config or _fwd_config_override
     _run(
         _attn_fwd_kernel, _attn_fwd_tuned, args, meta,
         rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=True, config=config,
