@@ -375,45 +375,6 @@ def explore() -> list[dict[str, Any]]:
     return rows
 
 
-ROWSUM_SHAPES = [
-    (4, 16, 4096, 64),
-    (1, 16, 16384, 64),
-    (2, 16, 4100, 64),
-    (4, 8, 4096, 128),
-    (1, 8, 16384, 128),
-]
-
-
-def explore_rowsum(dtypes: list[str]) -> list[dict[str, Any]]:
-    """Forward with the row sums on the CUDA cores and on the tensor cores, each head dim's candidate tiles,
-    against cuDNN in the same process; the output's largest difference from cuDNN's."""
-    rows: list[dict[str, Any]] = []
-    for dtype_name in dtypes:
-        for shape in ROWSUM_SHAPES:
-            q, k, v = (torch.randn(shape, device="cuda", dtype=DTYPES[dtype_name]) for _ in range(3))
-            scale = shape[3] ** -0.5
-            fwd_flops = flops(shape, "fwd")
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                ref = F.scaled_dot_product_attention(q, k, v, scale=scale)
-                cudnn_ms = median_ms(functools.partial(F.scaled_dot_product_attention, q, k, v, scale=scale))
-            rows.append({"kind": "rowsum", "dtype": dtype_name, "shape": shape, "method": "cudnn", "ms": cudnn_ms,
-                         "tflops": fwd_flops / cudnn_ms / 1e9})  # fmt: skip
-            print("  explore", rows[-1], flush=True)
-            for tile in attention.FWD_CONFIGS[(True, shape[3] <= 64)]:
-                for rowsum in (False, True):
-                    config = KernelConfig(tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
-                                          rowsum_mma=rowsum)  # fmt: skip
-                    run = functools.partial(attention._forward, q, k, v, scale, config)
-                    row = _explore_row(
-                        "rowsum", shape, fwd_flops, run, dtype=dtype_name, config=asdict(config)
-                    )
-                    if "ms" in row:
-                        row["vs_cudnn"] = cudnn_ms / row["ms"]
-                        row["max_diff_vs_cudnn"] = (run()[0].float() - ref.float()).abs().max().item()
-                    rows.append(row)
-    return rows
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Correctness on the GPU (quick; the full set is tests/test_flash_attention_gpu.py)
 # ----------------------------------------------------------------------------------------------------------
@@ -526,9 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precompile", action="store_true")
     parser.add_argument("--explore", action="store_true")
     parser.add_argument("--precompile-tests", action="store_true", help="also the GPU tests' kernels")
-    parser.add_argument(
-        "--explore-rowsum", action="store_true", help="time tensor-core row sums against cuDNN (forward)"
-    )
     parser.add_argument("--check", action="store_true", help="first check ours against float32 at N = 4097")
     parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip measurements after this much")
     parser.add_argument(
@@ -558,11 +516,6 @@ def main(argv: list[str] | None = None) -> int:
         report["check_passed"] = check(sorted({s[3] for s in shapes}), dtypes)
     if args.explore:
         report["explore"] = explore()
-    if args.explore_rowsum:
-        report["explore_rowsum"] = explore_rowsum(dtypes)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(report, fh, indent=1)
 
     results: list[Result] = []
     timings: dict[str, Any] = {}

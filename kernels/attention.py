@@ -202,14 +202,8 @@ def _fwd_step(
     USE_TMA: tl.constexpr,
     MASK_KV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    ROWSUM_MMA: tl.constexpr = False,
 ):
-    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e).
-
-    ``ROWSUM_MMA`` (head dims that are not split): the row sums of the probabilities come from the tensor
-    cores, as ``p @ ones`` into the otherwise unused ``acc_b`` (every column holds the sum), instead of
-    BLOCK_N additions per row on the CUDA cores; ``l_i`` is then unused (the kernel reads ``acc_b``).
-    """
+    """One key/value block of the online softmax; scores live in base 2 (qk_scale = scale · log2 e)."""
     k_a, k_b = _load_tile(
         k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
         BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
@@ -226,8 +220,7 @@ def _fwd_step(
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
-    if not ROWSUM_MMA:
-        l_i = l_i * alpha + tl.sum(p, 1)
+    l_i = l_i * alpha + tl.sum(p, 1)
     v_a, v_b = _load_tile(
         v_desc, v_base, start_n, N_KV, stride_vn, stride_vd,
         BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_KV,
@@ -236,9 +229,6 @@ def _fwd_step(
     acc_a = tl.dot(p, v_a, acc_a * alpha[:, None], input_precision=DOT_PRECISION)
     if SPLIT:
         acc_b = tl.dot(p, v_b, acc_b * alpha[:, None], input_precision=DOT_PRECISION)
-    elif ROWSUM_MMA:
-        ones = tl.full([BLOCK_N, HEAD_B], 1.0, v_a.dtype)
-        acc_b = tl.dot(p, ones, acc_b * alpha[:, None], input_precision=DOT_PRECISION)
     return acc_a, acc_b, l_i, m_new
 
 
@@ -279,10 +269,8 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
-    ROWSUM_MMA: tl.constexpr,
 ):
     # N_BUCKET only keys the autotuner (sequence lengths bucketed to powers of two).
-    ROWSUM: tl.constexpr = ROWSUM_MMA and not SPLIT
     n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
     pid_m = tl.program_id(0) % n_blocks
     pid_bh = tl.program_id(0) // n_blocks
@@ -320,24 +308,22 @@ def _attn_fwd_kernel(
             acc_a, acc_b, l_i, m_i = _fwd_step(
                 acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION, ROWSUM,
+                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
     else:
         for start_n in range(0, n_full, BLOCK_N):
             acc_a, acc_b, l_i, m_i = _fwd_step(
                 acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, start_n, N_KV,
                 stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION, ROWSUM,
+                BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
             )  # fmt: skip
     if n_full < N_KV:  # only the last key block is masked
         acc_a, acc_b, l_i, m_i = _fwd_step(
             acc_a, acc_b, l_i, m_i, q_a, q_b, k_desc, v_desc, k_base, v_base, n_full, N_KV,
             stride_kn, stride_kd, stride_vn, stride_vd, qk_scale,
-            BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION, ROWSUM,
+            BLOCK_N, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION,
         )  # fmt: skip
 
-    if ROWSUM:
-        l_i = tl.max(acc_b, 1)  # every column holds the row sum
     out_dtype = Out.dtype.element_ty
     _store_tile(
         o_desc, o_base, (acc_a / l_i[:, None]).to(out_dtype), (acc_b / l_i[:, None]).to(out_dtype),
@@ -741,13 +727,11 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     warp_specialize: bool = False  # forward kernel only
-    rowsum_mma: bool = False  # forward kernel only: row sums on the tensor cores (see _fwd_step)
 
     def kwargs(self, forward: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
         if forward:
             kw["WARP_SPECIALIZE"] = self.warp_specialize
-            kw["ROWSUM_MMA"] = self.rowsum_mma
         return kw
 
     def triton_config(self, forward: bool) -> triton.Config:
@@ -762,7 +746,6 @@ class KernelConfig:
             config.num_warps,
             config.num_stages,
             kw.get("WARP_SPECIALIZE", False),
-            kw.get("ROWSUM_MMA", False),
         )
 
 
@@ -849,7 +832,6 @@ _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
 PREFER_TMA = False
 _tma_override: bool | None = None
 _split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
-_fwd_config_override: KernelConfig | None = None  # tests/benchmarks: the forward's configuration
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -992,7 +974,6 @@ def _forward(
     use_tma = _use_tma((q, k, v, o))
     log.debug("flash_attention forward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
     args, meta = _fwd_launch(q, k, v, o, lse, scale, use_tma)
-    config = config or _fwd_config_override
     _run(
         _attn_fwd_kernel, _attn_fwd_tuned, args, meta,
         rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=True, config=config,

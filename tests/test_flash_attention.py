@@ -41,7 +41,6 @@ class Case:
     use_lse: bool = False
     tma: bool | None = None  # force the tensor-descriptor path on or off (None: the default choice)
     split: bool | None = None  # False: pad the head dim to a power of two instead of two column tiles
-    rowsum_mma: bool = False  # forward: row sums of the probabilities on the tensor cores (p @ ones)
 
     @property
     def id(self) -> str:
@@ -56,8 +55,6 @@ class Case:
             parts.append(f"tma{int(self.tma)}")
         if self.split is not None:
             parts.append(f"split{int(self.split)}")
-        if self.rowsum_mma:
-            parts.append("rowsum")
         return "-".join(parts)
 
 
@@ -82,10 +79,6 @@ EXTRA_CASES = [
     Case(65, 48, layout="contiguous", tma=True, n_kv=100),
     Case(130, 80, layout="qkv", split=False, use_lse=True),
     Case(40, 96, layout="bnhd", split=False, batch=2, heads=1),
-    Case(130, 64, layout="qkv", rowsum_mma=True, use_lse=True),
-    Case(257, 128, layout="bnhd", rowsum_mma=True, heads=1, use_lse=True),
-    Case(45, 32, layout="strided", rowsum_mma=True, scale=2.0),
-    Case(100, 80, layout="contiguous", rowsum_mma=True, use_lse=True),  # split head dim: option ignored
 ]
 ALL_CASES = GRID_CASES + EXTRA_CASES
 
@@ -157,13 +150,10 @@ def _errors(case: Case, fa: object, reference: object) -> dict[str, list[float]]
         return reference(q, k, v, scale=case.scale)  # type: ignore[operator]
 
     fa._tma_override, fa._split_override = case.tma, case.split  # type: ignore[attr-defined]
-    if case.rowsum_mma:
-        fa._fwd_config_override = fa.KernelConfig(32, 32, 4, 1, rowsum_mma=True)  # type: ignore[attr-defined]
     try:
         got = run(ours, low)
     finally:
         fa._tma_override, fa._split_override = None, None  # type: ignore[attr-defined]
-        fa._fwd_config_override = None  # type: ignore[attr-defined]
     plain_low = run(plain, low)
     exact = run(plain, torch.float64)
     result = {}

@@ -97,19 +97,6 @@ def test_tma_path_matches_reference(shape: tuple[int, int, int, int, str]) -> No
         attention._tma_override = None
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_rowsum_on_tensor_cores_matches_reference(dtype: torch.dtype) -> None:
-    """Row sums as ``p @ ones`` on the tensor cores, at compiled tile sizes, head dims 64 and 128."""
-    try:
-        torch.manual_seed(5)
-        attention._fwd_config_override = attention.KernelConfig(128, 64, 8, 3, rowsum_mma=True)
-        _check(1, 3, 4097, 64, "qkv", dtype)
-        attention._fwd_config_override = attention.KernelConfig(128, 128, 8, 3, rowsum_mma=True)
-        _check(1, 2, 2000, 128, "bnhd", dtype)
-    finally:
-        attention._fwd_config_override = None
-
-
 def test_float32_inputs_are_exact() -> None:
     q, k, v = _inputs(1, 2, 600, 64, "qkv", torch.float32)
     got = flash_attention(q, k, v)
