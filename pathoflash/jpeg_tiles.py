@@ -270,3 +270,11 @@ def jpeg_tiles_for(slide: Slide) -> JpegTiles | None:
         reader = JpegTiles.open(slide.path, slide.level_dimensions, slide.format)
         _registry[slide] = reader
         return reader
+
+
+def release_jpeg_tiles(slide: Slide) -> None:
+    """Close ``slide``'s reader, if it has one (called by :meth:`Slide.close`); a later read opens it again."""
+    with _registry_lock:
+        reader = _registry.pop(slide, None)
+    if reader is not None:
+        reader.close()

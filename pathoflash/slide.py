@@ -537,11 +537,14 @@ class Slide:
 
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
+        from .jpeg_tiles import release_jpeg_tiles
+
         with self._lock:
             handles = list(self._handles.values())
             self._handles.clear()
         for handle in handles:
             _close_quietly(handle)
+        release_jpeg_tiles(self)  # the raw-JPEG tile reader's file descriptor (tiling's fast path)
 
     def __enter__(self) -> Slide:
         return self

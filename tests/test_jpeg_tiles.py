@@ -263,3 +263,12 @@ def test_closed_reader_falls_back(cmu1: Path) -> None:
         np.testing.assert_array_equal(
             read_tile(slide, grid, 2, 2), read_tile(slide, grid, 2, 2, decoder="openslide")
         )
+
+
+def test_closing_the_slide_closes_the_reader(cmu1: Path) -> None:
+    slide = pf.open_slide(cmu1)
+    tiles = jpeg_tiles_for(slide)
+    assert tiles is not None
+    slide.close()
+    with pytest.raises(JpegTileError, match="closed"):
+        tiles.read_region(0, (0, 0), (64, 64), 1)
