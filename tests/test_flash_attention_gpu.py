@@ -20,6 +20,9 @@ pytestmark = [
 ]
 
 FLOOR_REL = 2e-4
+# Absolute floor: where the exact result is 0 (dQ and dK at N = 1: one key, the softmax is constant) the
+# plain computation can be exact too, and float32 accumulation order leaves ~1e-7 in ours.
+FLOOR_ABS = 1e-5
 
 # (B, H, N, D, layout): N = 4097 and 16384 from the issue, plus odd lengths and every tuned head dim.
 SHAPES: list[tuple[int, int, int, int, str]] = [
@@ -62,7 +65,7 @@ def _check(b: int, h: int, n: int, d: int, layout: str, dtype: torch.dtype) -> N
         assert torch.isfinite(got[name]).all(), f"{name}: non-finite values"
         err = (got[name].float() - ref).abs().max().item()
         err_plain = (plain[name].float() - ref).abs().max().item()
-        tol = 2 * err_plain + FLOOR_REL * ref.abs().max().item()
+        tol = 2 * err_plain + FLOOR_REL * ref.abs().max().item() + FLOOR_ABS
         assert err <= tol, (
             f"{name}: max error {err:.3e} > tolerance {tol:.3e} (plain {dtype}: {err_plain:.3e})"
         )
