@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -188,14 +189,19 @@ class ChunkFiles:
     def exists(self, row: int, col: int) -> bool:
         return self.path(row, col).is_file()
 
-    def write(self, row: int, col: int, chunk: np.ndarray) -> None:
-        """Write a ``(3, T, T)`` uint8 chunk; pixels beyond the image edge are set to the fill value."""
+    def write(self, row: int, col: int, chunk: np.ndarray, *, in_place: bool = False) -> None:
+        """Write a ``(3, T, T)`` uint8 chunk; pixels beyond the image edge are set to the fill value.
+
+        ``in_place``: set those pixels in ``chunk`` itself instead of in a copy (the caller owns it and
+        wants it to equal what the file holds). Safe to call from several threads at once.
+        """
         t = self.tile_size
         assert chunk.shape == (3, t, t) and chunk.dtype == np.uint8, chunk.shape
         h, w = self.shape
         over_y, over_x = (row + 1) * t - h, (col + 1) * t - w
         if over_y > 0 or over_x > 0:
-            chunk = chunk.copy()
+            if not in_place:
+                chunk = chunk.copy()
             if over_y > 0:
                 chunk[:, t - over_y :] = FILL
             if over_x > 0:
@@ -676,6 +682,12 @@ class PyramidBuilder:
     disk (from an interrupted earlier run) are read back then. Arrival order is free, so the memory held
     is the parents with some but not all children — about one grid row of chunks per level for row-major
     arrival.
+
+    :meth:`add` may be called from many threads at once, and there is no pyramid thread: each caller halves
+    its own chunk and copies it into its quadrant of the parent outside any lock (quadrants do not overlap);
+    only the bookkeeping (which children arrived) is under one lock, a few dictionary operations. The caller
+    that delivers a parent's last child encodes and writes that parent and carries on upward, so pyramid
+    work is spread over the writing threads with no serial stage.
     """
 
     def __init__(self, store: TileStore, tiles: Iterable[tuple[int, int]], pending: set[tuple[int, int]]):
@@ -689,7 +701,6 @@ class PyramidBuilder:
             files = store.level_files(level)
             pending_sets.append({key for key in expected[-1] if not files.exists(*key)})
         self._expected = expected
-        self._pending = pending_sets
         # waiting[n][parent]: children of that parent still to arrive from this run
         self._waiting: list[dict[tuple[int, int], int]] = [{}]
         for level in range(1, store.level_count):
@@ -703,47 +714,75 @@ class PyramidBuilder:
         self._arrived: list[dict[tuple[int, int], set[tuple[int, int]]]] = [
             {} for _ in range(store.level_count)
         ]
+        self._lock = threading.Lock()
 
     @property
     def held_chunks(self) -> int:
         """Parent chunks currently in memory."""
-        return sum(len(b) for b in self._buffers)
+        with self._lock:
+            return sum(len(b) for b in self._buffers)
 
     def start(self) -> None:
         """Write parents whose children all exist already (an earlier run died before writing them)."""
         for level in range(1, len(self._waiting)):
-            for parent, count in sorted(self._waiting[level].items()):
-                if count == 0:
-                    self._finish(level, parent)
+            with self._lock:
+                ready = sorted(parent for parent, count in self._waiting[level].items() if count == 0)
+            for parent in ready:
+                with self._lock:
+                    del self._waiting[level][parent]
+                chunk = self._complete(level, parent, set(), None)
+                self._deliver(level + 1, parent, _halve(chunk))
 
     def add(self, row: int, col: int, chunk: np.ndarray | None) -> None:
-        """A level-0 chunk this run produced (``None``: unreadable, counts as white)."""
-        self._arrive(1, (row, col), chunk)
+        """A level-0 chunk this run wrote (``None``: unreadable, counts as white). Thread-safe.
 
-    def _arrive(self, level: int, child: tuple[int, int], chunk: np.ndarray | None) -> None:
-        if level >= len(self._waiting):
-            return
-        parent = (child[0] // 2, child[1] // 2)
-        if parent not in self._waiting[level]:
-            return  # parent already on disk
-        if chunk is not None:
-            self._place(level, parent, child, chunk)
-        self._arrived[level].setdefault(parent, set()).add(child)
-        self._waiting[level][parent] -= 1
-        if self._waiting[level][parent] == 0:
-            self._finish(level, parent)
+        ``chunk`` is only read during the call (the caller may reuse its buffer afterwards); it should be
+        what the chunk file holds (fill value beyond the image edge), so that a resumed run, which reads the
+        chunk back from disk, builds the same parents.
+        """
+        self._deliver(1, (row, col), None if chunk is None else _halve(chunk))
 
-    def _place(self, level: int, parent: tuple[int, int], child: tuple[int, int], chunk: np.ndarray) -> None:
-        t, half = self._t, self._t // 2
+    def _deliver(self, level: int, child: tuple[int, int], half: np.ndarray | None) -> None:
+        """Child ``child`` of level ``level − 1`` arrived as the 2 × 2 mean ``half`` (None: white)."""
+        while level < len(self._waiting):
+            parent = (child[0] // 2, child[1] // 2)
+            with self._lock:
+                if parent not in self._waiting[level]:
+                    return  # parent already on disk
+                buffer = None if half is None else self._buffer(level, parent)
+            if buffer is not None and half is not None:
+                # Outside the lock: each child owns one quadrant, and the parent is only read below once
+                # every child has counted itself in (under the lock, after its copy).
+                self._place(buffer, child, half)
+            with self._lock:
+                self._arrived[level].setdefault(parent, set()).add(child)
+                self._waiting[level][parent] -= 1
+                if self._waiting[level][parent]:
+                    return
+                del self._waiting[level][parent]
+                arrived = self._arrived[level].pop(parent)
+                buffer = self._buffers[level].pop(parent, None)
+            chunk = self._complete(level, parent, arrived, buffer)
+            level, child, half = level + 1, parent, _halve(chunk)
+
+    def _buffer(self, level: int, parent: tuple[int, int]) -> np.ndarray:
+        """The parent's chunk being assembled (created white). Call with the lock held."""
         buffer = self._buffers[level].get(parent)
         if buffer is None:
+            t = self._t
             buffer = np.full((3, t, t), FILL, np.uint8)
             self._buffers[level][parent] = buffer
-        dy, dx = (child[0] % 2) * half, (child[1] % 2) * half
-        buffer[:, dy : dy + half, dx : dx + half] = _halve(chunk)
+        return buffer
 
-    def _finish(self, level: int, parent: tuple[int, int]) -> None:
-        arrived = self._arrived[level].pop(parent, set())
+    def _place(self, buffer: np.ndarray, child: tuple[int, int], half: np.ndarray) -> None:
+        h = self._t // 2
+        dy, dx = (child[0] % 2) * h, (child[1] % 2) * h
+        buffer[:, dy : dy + h, dx : dx + h] = half
+
+    def _complete(
+        self, level: int, parent: tuple[int, int], arrived: set[tuple[int, int]], buffer: np.ndarray | None
+    ) -> np.ndarray:
+        """Add the children an earlier run wrote, write the parent chunk and return it (as written)."""
         below = self._store.level_files(level - 1)
         r0, c0 = parent[0] * 2, parent[1] * 2
         for child in ((r0, c0), (r0, c0 + 1), (r0 + 1, c0), (r0 + 1, c0 + 1)):
@@ -751,14 +790,13 @@ class PyramidBuilder:
                 continue
             existing = below.read(*child)  # produced by an earlier run
             if existing is not None:
-                self._place(level, parent, child, existing)
-        t = self._t
-        chunk = self._buffers[level].pop(parent, None)
-        if chunk is None:
-            chunk = np.full((3, t, t), FILL, np.uint8)
-        self._store.level_files(level).write(*parent, chunk)
-        del self._waiting[level][parent]
-        self._arrive(level + 1, parent, chunk)
+                if buffer is None:
+                    buffer = np.full((3, self._t, self._t), FILL, np.uint8)
+                self._place(buffer, child, _halve(existing))
+        if buffer is None:
+            buffer = np.full((3, self._t, self._t), FILL, np.uint8)
+        self._store.level_files(level).write(*parent, buffer, in_place=True)
+        return buffer
 
     def finish(self) -> None:
         """Check that every parent was written (all expected children arrived)."""

@@ -13,6 +13,7 @@ import bisect
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .errors import ConfigError, TileReadError
 from .jpeg_tiles import DECODERS, Decoder, jpeg_tiles_for
 from .resample import resample_window
 from .slide import Slide, open_slide
-from .tile_stream import WriteBehind, decode_in_order
+from .tile_stream import decode_in_order
 from .tissue import TissueMask, detect_tissue
 
 if TYPE_CHECKING:
@@ -337,14 +338,15 @@ def tile_slide(
 
     Resumable: an existing store for the same, unchanged source file and options is completed (only missing
     chunks are written) or, when already complete, returned as is; a store for a changed file or other
-    options is rebuilt. Tiles are decoded on ``workers`` threads (default: all CPUs) and handed on in
-    row-major order; encoding and writing happen on one write-behind thread, in the same order.
+    options is rebuilt. Each of ``workers`` threads (default: all CPUs) reads a tile and encodes and writes
+    its chunk and its share of the pyramid itself, so writing scales with the threads like reading; the
+    calling thread takes the finished tiles in row-major order.
 
-    - ``progress(done, total)``: on the calling thread after each tile is decoded (``done`` counts tiles
-      from earlier runs too).
+    - ``progress(done, total)``: on the calling thread after each tile is in the store (``done`` counts
+      tiles from earlier runs too).
     - ``on_tile(row, col, tile)``: every tile this call handles, as ``(T, T, 3)`` uint8, in row-major order,
-      on the write-behind thread, right after the tile's chunk is in the store (so a reader of the store
-      may read it from then on). Tiles from an earlier run are not decoded again and not passed (read them
+      on the calling thread, after the tile's chunk is in the store (so a reader of the store may read it
+      from then on); a slow callback holds back the threads by at most a few tiles each. Tiles from an earlier run are not decoded again and not passed (read them
       with :meth:`TileStore.read_tile`); an unreadable tile is passed as the white tile the store holds.
       The array is shared: do not modify it.
     - ``grid``: a grid from :func:`plan_grid` for this slide (skips planning; its tissue mask is reused).
@@ -445,20 +447,33 @@ def _stream_tiles(
     done_before: int,
     decoder: Decoder = "auto",
 ) -> int:
-    """Decode ``todo`` on ``workers`` threads, write chunks and pyramid behind; returns unreadable count."""
+    """Decode and write ``todo`` on ``workers`` threads; returns how many tiles were unreadable.
+
+    Each thread does all of a tile's work while its pixels are in cache: read, (y, x, c) → (c, y, x) into a
+    buffer of its own, encode, write-then-rename, 2 × 2 mean into the parent, and any parent chunk this
+    completes (:class:`PyramidBuilder` is thread-safe). LZ4, file I/O, JPEG decoding and the numpy work
+    release the GIL, so the write side scales with the threads like the read side: no stage runs on a
+    single thread. The calling thread only takes finished tiles in row-major order (a tile's chunk is in
+    the store before it gets it) to report progress, call ``on_tile``, and handle unreadable tiles — those
+    reach the pyramid from here, after the strict check, so a strict failure never writes a parent.
+    """
     grid = store.grid
     files = store.level_files(0)
-    white = np.full((grid.tile_size, grid.tile_size, 3), 255, np.uint8)
+    t = grid.tile_size
+    white = np.full((t, t, 3), 255, np.uint8)
     white.flags.writeable = False
+    scratch = threading.local()
 
-    def write(item: tuple[int, int, np.ndarray | None]) -> None:
-        row, col, tile = item
-        chunk = None if tile is None else np.ascontiguousarray(tile.transpose(2, 0, 1))
-        if chunk is not None:
-            files.write(row, col, chunk)
-        pyramid.add(row, col, chunk)
-        if on_tile is not None:
-            on_tile(row, col, white if tile is None else tile)
+    def read_and_write(key: tuple[int, int]) -> np.ndarray:
+        row, col = key
+        tile = read_tile(slide, grid, row, col, decoder=decoder)
+        chunk: np.ndarray | None = getattr(scratch, "chunk", None)
+        if chunk is None:
+            chunk = scratch.chunk = np.empty((3, t, t), np.uint8)
+        np.copyto(chunk, tile.transpose(2, 0, 1))  # no allocation per tile
+        files.write(row, col, chunk, in_place=True)
+        pyramid.add(row, col, chunk)  # done with ``chunk`` when this returns
+        return tile
 
     pyramid.start()
     unreadable = 0
@@ -466,29 +481,27 @@ def _stream_tiles(
     total = len(grid.tissue_tiles)
     if progress is not None:
         progress(done, total)
-    tiles = decode_in_order(lambda key: read_tile(slide, grid, *key, decoder=decoder), todo, workers=workers)
-    with WriteBehind(write, depth=4 * workers) as writer:
-        try:
-            for (row, col), result in tiles:
-                if isinstance(result, TileReadError):
-                    if strict:
-                        raise TileReadError(
-                            f"tile (row {row}, col {col}) unreadable: {result.message} "
-                            "(strict mode; without --strict it is skipped and listed)",
-                            path=slide.path,
-                        ) from result
-                    unreadable += 1
-                    log.info(
-                        "%s: tile (%d, %d) unreadable, left white: %s", slide.path, row, col, result.message
-                    )
-                    store.record_unreadable(row, col, result.message)
-                    writer.put((row, col, None))
-                else:
-                    writer.put((row, col, result))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        finally:
-            tiles.close()
+    tiles = decode_in_order(read_and_write, todo, workers=workers)
+    try:
+        for (row, col), result in tiles:
+            if isinstance(result, TileReadError):
+                if strict:
+                    raise TileReadError(
+                        f"tile (row {row}, col {col}) unreadable: {result.message} "
+                        "(strict mode; without --strict it is skipped and listed)",
+                        path=slide.path,
+                    ) from result
+                unreadable += 1
+                log.info("%s: tile (%d, %d) unreadable, left white: %s", slide.path, row, col, result.message)
+                store.record_unreadable(row, col, result.message)
+                pyramid.add(row, col, None)
+                result = white
+            if on_tile is not None:
+                on_tile(row, col, result)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    finally:
+        tiles.close()
     pyramid.finish()
     return unreadable
