@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -39,6 +41,8 @@ def test_many_threads_write_the_same_bytes_as_one(
     expected = _chunk_bytes(one_thread_store)
     assert len(expected) > len(many.grid.tissue_tiles)  # pyramid chunks are compared too
     assert _chunk_bytes(many) == expected
+    if sys.platform == "linux":  # chunks went in as unnamed files, not by rename (no silent fallback)
+        assert all(many.level_files(n)._anonymous_temporaries for n in range(many.level_count))
 
 
 def test_pyramid_builder_takes_children_from_many_threads_in_any_order(
@@ -74,3 +78,19 @@ def test_pyramid_builder_takes_children_from_many_threads_in_any_order(
     pyramid.finish()
     assert pyramid.held_chunks == 0
     assert _chunk_bytes(store) == expected
+
+
+def test_without_o_tmpfile_chunks_are_renamed_into_place(
+    tmp_path: Path, cmu1: Path, one_thread_store: TileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)  # as on macOS, Windows or a file system without it
+    store = pf.tile_slide(cmu1, tmp_path / "renamed.zarr", workers=4)
+    assert _chunk_bytes(store) == _chunk_bytes(one_thread_store)
+    assert not list(store.path.rglob("*.pathoflash-tmp"))
+
+
+def test_chunk_files_get_the_usual_permissions(tmp_path: Path, one_thread_store: TileStore) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    chunk = next(p for p in (one_thread_store.path / "0").rglob("*") if p.is_file() and p.name.isdigit())
+    assert chunk.stat().st_mode == plain.stat().st_mode
