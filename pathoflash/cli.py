@@ -229,7 +229,8 @@ def tile(
     ] = 256,
     slide_mpp: SlideMppOpt = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Decode threads (default: all CPUs).")
+        int | None,
+        typer.Option("--workers", min=1, help="Threads reading and writing tiles (default: all CPUs)."),
     ] = None,
     strict: Annotated[
         bool,

@@ -140,7 +140,7 @@ def run(
     formats: Annotated[
         str | None, typer.Option("--formats", help="File endings to pick from folders, e.g. svs,ndpi.")
     ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Decode threads per slide.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Tiling threads per slide.")] = None,
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Existing Dask scheduler, tcp://host:port.")
     ] = None,

@@ -24,7 +24,7 @@ class RunOptions:
         batch_size: regions per model call.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``/``cuda:N``.
         threshold: tumor probability at which GeoJSON annotations are drawn.
-        workers: decode threads per slide (``None``: sized to the machine).
+        workers: tiling threads per slide, each reading and writing tiles (``None``: sized to the machine).
         strict: fail a slide with unreadable tiles instead of skipping them.
         model: model checkpoint path; ``None`` is the bundled default model.
         geojson_tiles: also write one QuPath ``tile`` object per heatmap pixel with its probability

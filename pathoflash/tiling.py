@@ -296,7 +296,7 @@ def read_tile(slide: Slide, grid: TileGrid, row: int, col: int, *, decoder: Deco
 
 
 def default_workers() -> int:
-    """Decode threads: the CPUs this process may use."""
+    """Tiling threads (each reads and writes tiles): the CPUs this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
