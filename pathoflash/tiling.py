@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ConfigError, TileReadError
 from .jpeg_tiles import DECODERS, Decoder, jpeg_tiles_for
 from .resample import resample_window
-from .slide import Slide, open_slide
+from .slide import Slide, available_cpus, open_slide
 from .tile_stream import decode_in_order
 from .tissue import TissueMask, detect_tissue
 
@@ -297,10 +297,7 @@ def read_tile(slide: Slide, grid: TileGrid, row: int, col: int, *, decoder: Deco
 
 def default_workers() -> int:
     """Tiling threads (each reads and writes tiles): the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cpus()
 
 
 @dataclass(frozen=True, slots=True)
