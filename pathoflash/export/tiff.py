@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..slide import available_cpus
 from .atomic import atomic_path
 from .colormap import LUT_SIZE, NO_DATA_RGB, viridis_lut
 from .sampling import gather, nanmean_reduce, reduction_factors, source_indices
@@ -233,7 +234,7 @@ def write_tiff(
     blank = _deflate(np.full((tile_size, tile_size), NO_DATA_INDEX, dtype=np.uint8).tobytes())
     raw_bytes = sum(lv.width * lv.height for lv in levels)
     colormap = tiff_colormap()
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or available_cpus()  # zlib releases the GIL: tiles deflate in parallel
     description = (
         f"PathoFlash tumor heatmap; model={heatmap.model_id or 'unknown'}; "
         f"heatmap_mpp={heatmap.mpp:g}; palette index = round(254 * probability), 255 = no data; colormap=viridis"
