@@ -24,6 +24,12 @@ DEMO_SIZE = (8192, 8192)  # level-0 px at 0.25 µm/px: 4096 × 4096 px at the mo
 DEMO_SEED = 20261125
 
 
+def _is_console(handler: logging.Handler) -> bool:
+    from rich.logging import RichHandler
+
+    return isinstance(handler, RichHandler)
+
+
 @contextmanager
 def _run_log(out: Path) -> Iterator[None]:
     """Everything the library logs at INFO and above also goes to ``OUT/run.log``; the terminal keeps the
@@ -34,7 +40,9 @@ def _run_log(out: Path) -> Iterator[None]:
     handler.setLevel(logging.INFO)
     package = logging.getLogger("pathoflash")
     previous = package.level or logging.WARNING
-    consoles = [(h, h.level) for h in package.handlers]
+    # The terminal's handler sits on the root logger (cli._setup_logging); records of the package reach it by
+    # propagation, so it keeps the person's level while the package logs INFO for the file.
+    consoles = [(h, h.level) for h in (*package.handlers, *logging.getLogger().handlers) if _is_console(h)]
     for console, level in consoles:
         console.setLevel(max(level, previous))
     package.addHandler(handler)

@@ -230,3 +230,21 @@ def test_tiler_failing_before_the_store_exists_fails_the_slide_at_once(
     result = process_slide(collect_slides([slides[0]])[0], tmp_path / "out", _options(tiny_model))
     assert result.status == "failed" and "tiles.zarr" in (result.error or "")
     assert time.monotonic() - started < 60
+
+
+def test_cli_run_terminal_shows_the_table_not_library_chatter(
+    tiny_model: Path, slides: list[Path], tmp_path: Path
+) -> None:
+    """Without --verbose the terminal gets warnings, the progress and the table; INFO goes to run.log only
+    (distributed sets its own loggers to INFO on import; the package logs INFO for the file)."""
+    out = tmp_path / "out"
+    args = ["run", str(slides[0]), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pathoflash", *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    terminal = proc.stdout + proc.stderr
+    assert "ok" in proc.stdout
+    assert "INFO" not in terminal and "Scheduler at" not in terminal and "Start worker" not in terminal
+    log = (out / "run.log").read_text(encoding="utf-8")
+    assert "INFO pathoflash" in log

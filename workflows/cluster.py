@@ -15,6 +15,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# A local cluster's scheduler always serves HTTP (health, metrics, the dashboard if bokeh is installed):
+# on the loopback interface and a free port, never the fixed :8787 on every interface (two runs would collide).
+_HTTP_ADDRESS = "127.0.0.1:0"
+
 #: Environment every worker keeps: NVLink multicast stays off on shared multi-GPU hosts.
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -71,8 +75,13 @@ def start_client(
     worker processes with GPUs, an in-process thread worker on a CPU-only machine (``processes`` overrides).
     """
     import dask
+
+    # Importing distributed sets its loggers to INFO (a screenful per run); keep what the caller chose
+    # (e.g. the CLI's --quiet), and at least WARNING.
+    chosen = logging.getLogger("distributed").level
     from distributed import Client, LocalCluster, Nanny, SpecCluster
 
+    logging.getLogger("distributed").setLevel(max(chosen, logging.WARNING))
     dask.config.set({"distributed.scheduler.allowed-failures": 3})
     if scheduler:
         client = Client(scheduler, timeout="30s")
@@ -85,7 +94,7 @@ def start_client(
     use_processes = bool(gpus) if processes is None else processes
     if not use_processes:
         cluster = LocalCluster(
-            n_workers=len(specs), threads_per_worker=1, processes=False, dashboard_address=None
+            n_workers=len(specs), threads_per_worker=1, processes=False, dashboard_address=_HTTP_ADDRESS
         )
         return Client(cluster), False
     worker_specs = {
@@ -95,7 +104,7 @@ def start_client(
         }
         for spec in specs
     }
-    scheduler_spec = {"cls": "distributed.Scheduler", "options": {"dashboard_address": None}}
+    scheduler_spec = {"cls": "distributed.Scheduler", "options": {"dashboard_address": _HTTP_ADDRESS}}
     gpu_cluster = SpecCluster(workers=worker_specs, scheduler=scheduler_spec)
     log.info("local Dask cluster: %s", ", ".join(spec.name for spec in specs))
     return Client(gpu_cluster), bool(gpus)
