@@ -274,6 +274,13 @@ def main() -> None:
             print(
                 f"{name:8s} {r['seconds']:9.1f} {r['tiles_per_s']:9.0f} {busy:>9s} {r['peak_rss_mb']:12.0f}"
             )
+    if "timings" in results.get("e2e", {}):  # where the end-to-end seconds went (process_slide's timings)
+        parts = results["e2e"]["timings"]
+        print(
+            "e2e parts: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if not k.startswith("export "))
+        )
+        print("  exports (concurrent): " + ", ".join(
+            f"{k[7:]} {v:.2f}" for k, v in parts.items() if k.startswith("export ")))  # fmt: skip
     if {"decode", "encode", "e2e"} <= results.keys():
         bound = max(results["decode"]["seconds"], results["encode"]["seconds"])
         print(f"e2e / max(decode, encode) = {results['e2e']['seconds'] / bound:.2f}  (goal ≤ 1.2)")
