@@ -109,6 +109,43 @@ def _level_from_page(page: Any, index: int) -> TiledLevel | None:
     return TiledLevel(index, width, height, tw, th, offsets, counts, bytes(adobe + tables))
 
 
+_direct_decoding = True
+
+
+def _disable_direct_decoding(exc: BaseException) -> None:
+    global _direct_decoding
+    _direct_decoding = False
+    log.info("Pillow's JPEG decoder cannot be called directly (%s); decoding through Image.open", exc)
+
+
+def _decode_direct(stream: bytes, size: tuple[int, int], k: int, what: str) -> np.ndarray:
+    """Decode one JPEG tile with Pillow's libjpeg decoder at ``1/k`` scale, without ``Image.open``.
+
+    ``Image.open`` parses every marker in Python (holding the GIL) to learn what the TIFF tags already say
+    — the tile's size and that it decodes to RGB; here libjpeg reads the header itself, with the GIL
+    released. Measured on this project's 2-core box (py-spy, one tiling thread, 774 tiles): the share of
+    the tiling thread's time spent holding the GIL fell from 21 % to 12 % (what limits tiling on many
+    cores), identical pixels; whole-tiling CPU per tile on 2 cores only ~1–4 % lower. The stream must fill
+    ``size`` exactly: a smaller or larger JPEG, or one cut short, is an error.
+    """
+    from PIL import Image
+
+    image = Image.core.new("RGB", size)
+    decoder = Image.core.jpeg_decoder("RGB", "RGB", "", k, 0)  # mode, rawmode, jpeg mode, scale, draft
+    try:
+        decoder.setimage(image, (0, 0, *size))
+        consumed, status = decoder.decode(stream)
+    finally:
+        decoder.cleanup()
+    if status < 0:
+        raise JpegTileError(
+            f"{what}: libjpeg error {status} (size other than {size[0]}x{size[1]}, or corrupt)"
+        )
+    if consumed >= 0:
+        raise JpegTileError(f"{what}: JPEG data ends before the image is complete")
+    return np.asarray(Image.Image()._new(image))
+
+
 def _check_structure(data: bytes, what: str) -> None:
     """Raise :class:`JpegTileError` unless ``data`` starts with SOI and ends with EOI.
 
@@ -227,7 +264,13 @@ class JpegTiles:
             raise JpegTileError(f"tile {index} of page {lvl.page}: file ends inside the tile")
         _check_structure(data, f"tile {index} of page {lvl.page}")
         size = (lvl.tile_width // k, lvl.tile_height // k)
-        with Image.open(io.BytesIO(data[:2] + lvl.prefix + data[2:]), formats=("JPEG",)) as image:
+        stream = data[:2] + lvl.prefix + data[2:]
+        if _direct_decoding:
+            try:
+                return _decode_direct(stream, size, k, f"tile {index} of page {lvl.page}")
+            except (AttributeError, TypeError) as exc:  # a Pillow without these internals: use Image.open
+                _disable_direct_decoding(exc)
+        with Image.open(io.BytesIO(stream), formats=("JPEG",)) as image:
             if k > 1:
                 image.draft("RGB", size)  # libjpeg's DCT scaling: decodes straight to 1/k size
             if image.mode != "RGB" or image.size != size:

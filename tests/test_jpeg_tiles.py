@@ -272,3 +272,63 @@ def test_closing_the_slide_closes_the_reader(cmu1: Path) -> None:
     slide.close()
     with pytest.raises(JpegTileError, match="closed"):
         tiles.read_region(0, (0, 0), (64, 64), 1)
+
+
+@pytest.mark.parametrize("reduce", [1, 2])
+def test_direct_decoding_equals_image_open(
+    cmu1: Path, synthetic_svs: Path, monkeypatch: pytest.MonkeyPatch, reduce: int
+) -> None:
+    """Pillow's decoder called directly (the default) and through Image.open give the same pixels."""
+    import pathoflash.jpeg_tiles as jt
+
+    for path in (cmu1, synthetic_svs):
+        with pf.open_slide(path) as slide:
+            tiles = jpeg_tiles_for(slide)
+            assert tiles is not None
+            w, h = slide.level_dimensions[0]
+            direct = tiles.read_region(0, (0, 0), (w - w % 2, h - h % 2), reduce)
+            monkeypatch.setattr(jt, "_direct_decoding", False)
+            through_open = tiles.read_region(0, (0, 0), (w - w % 2, h - h % 2), reduce)
+            monkeypatch.setattr(jt, "_direct_decoding", True)
+        assert direct is not None and through_open is not None
+        np.testing.assert_array_equal(direct, through_open)
+
+
+def test_direct_decoding_refuses_short_and_wrong_size_streams(synthetic_svs: Path) -> None:
+    import pathoflash.jpeg_tiles as jt
+
+    with pf.open_slide(synthetic_svs) as slide:
+        tiles = jpeg_tiles_for(slide)
+        assert tiles is not None
+        level = tiles.levels[0]
+        index = int(np.argmax(level.bytecounts))
+        with open(synthetic_svs, "rb") as fh:
+            fh.seek(int(level.offsets[index]))
+            stream = fh.read(int(level.bytecounts[index]))
+    size = (level.tile_width, level.tile_height)
+    assert jt._decode_direct(stream, size, 1, "t").shape == (size[1], size[0], 3)
+    with pytest.raises(JpegTileError, match="ends before"):
+        jt._decode_direct(stream[: len(stream) // 2], size, 1, "t")
+    with pytest.raises(JpegTileError, match="ends before"):  # the image asks for more rows than the JPEG has
+        jt._decode_direct(stream, (size[0] + 16, size[1] + 16), 1, "t")
+    with pytest.raises(JpegTileError, match="libjpeg error"):  # smaller than the JPEG
+        jt._decode_direct(stream, (size[0] - 16, size[1] - 16), 1, "t")
+
+
+def test_a_pillow_without_the_internals_falls_back_to_image_open(
+    synthetic_svs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pathoflash.jpeg_tiles as jt
+
+    def missing(*args: object) -> np.ndarray:
+        raise AttributeError("module 'PIL._imaging' has no attribute 'jpeg_decoder'")
+
+    monkeypatch.setattr(jt, "_decode_direct", missing)
+    monkeypatch.setattr(jt, "_direct_decoding", True)
+    with pf.open_slide(synthetic_svs) as slide:
+        tiles = jpeg_tiles_for(slide)
+        assert tiles is not None
+        got = tiles.read_region(0, (0, 0), (512, 512), 2)
+        reference = slide.read_region((0, 0), 0, (512, 512), reduce=2)
+    assert got is not None and _diff(got, reference).mean() <= MEAN_DIFF_HALF
+    assert jt._direct_decoding is False
