@@ -76,12 +76,13 @@ def start_client(
     """
     import dask
 
-    # Importing distributed sets its loggers to INFO (a screenful per run); keep what the caller chose
-    # (e.g. the CLI's --quiet), and at least WARNING.
+    # Importing distributed sets its loggers to INFO (a screenful per run): WARNING instead, unless the
+    # caller chose a level (the CLI's --quiet chooses ERROR; someone debugging Dask may choose DEBUG).
     chosen = logging.getLogger("distributed").level
     from distributed import Client, LocalCluster, Nanny, SpecCluster
 
-    logging.getLogger("distributed").setLevel(max(chosen, logging.WARNING))
+    debugging = logging.NOTSET < chosen < logging.INFO
+    logging.getLogger("distributed").setLevel(chosen if debugging else max(chosen, logging.WARNING))
     dask.config.set({"distributed.scheduler.allowed-failures": 3})
     if scheduler:
         client = Client(scheduler, timeout="30s")
