@@ -170,7 +170,7 @@ def _run(
         levels = viewer.result()
         result.timings["export_wait"] = time.perf_counter() - t0
         result.outputs = _export(
-            heatmap, slide, slide_dir, options, result.unreadable_tiles, viewer=levels, timings=result.timings
+            heatmap, slide, slide_dir, options, result.unreadable_tiles, levels, result.timings
         )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
@@ -308,21 +308,19 @@ def _export(
     slide_dir: Path,
     options: RunOptions,
     unreadable: int,
-    *,
-    viewer: SlideLevels | None = None,
-    timings: dict[str, float] | None = None,
+    viewer: SlideLevels,
+    timings: dict[str, float],
 ) -> dict[str, str]:
     """Write every output, concurrently (they are independent; the image encoders release the GIL).
 
-    ``viewer``: the viewer's slide image, if already prepared; the PNG's thumbnail is reduced from it.
-    ``timings`` gets each output's seconds as ``"export <name>"``.
+    ``viewer``: the viewer's slide image, prepared while the heatmap was computed; the PNG's thumbnail is
+    reduced from it. ``timings`` gets each output's seconds as ``"export <name>"``.
     """
-    png_mpp = heatmap.png_mpp()
-    if viewer is None:
-        viewer = _viewer_levels(slide, available_cpus())
-    png_image = _coarser(viewer.image, viewer.mpp[0], png_mpp, slide)
+    png_image = _coarser(viewer.image, viewer.mpp[0], heatmap.png_mpp(), slide)
     writers: dict[str, Callable[[], Path]] = {
-        "heatmap.png": lambda: heatmap.to_png(slide_dir / "heatmap.png", png_image, thumbnail_mpp=png_mpp),
+        "heatmap.png": lambda: heatmap.to_png(
+            slide_dir / "heatmap.png", png_image, thumbnail_mpp=heatmap.png_mpp()
+        ),
         "heatmap.geojson": lambda: heatmap.to_geojson(
             slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
         ),
@@ -343,8 +341,7 @@ def _export(
     def timed(name: str) -> Path:
         t0 = time.perf_counter()
         path = writers[name]()
-        if timings is not None:
-            timings[f"export {name}"] = time.perf_counter() - t0
+        timings[f"export {name}"] = time.perf_counter() - t0
         return path
 
     with ThreadPoolExecutor(len(writers), thread_name_prefix="export") as pool:
