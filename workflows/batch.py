@@ -44,7 +44,12 @@ def _model_for(path: str | None, device: str) -> Any:
 
 
 def slide_task(item: SlideInput, out: str, options: RunOptions) -> dict[str, Any]:
-    """What a Dask worker runs for one slide: a ``run.json`` entry (never raises for a bad slide)."""
+    """What a Dask worker runs for one slide: a ``run.json`` entry (never raises for a bad slide).
+
+    The entry also says which worker ran it and when (``started``/``finished``, seconds since the epoch): what
+    a throughput measurement needs, and what someone reading a slow night's ``run.json`` wants to know.
+    """
+    started = time.time()
     try:
         model = _model_for(options.model, options.device)
     except Exception as exc:  # a broken model fails each slide with its message, not the worker
@@ -52,6 +57,8 @@ def slide_task(item: SlideInput, out: str, options: RunOptions) -> dict[str, Any
     result = process_slide(item, out, options, model=model, progress=_PROGRESS.get(item.slide_id))
     record = result.to_dict()
     record["worker"] = f"{platform.node()}:{os.getpid()}"
+    record["started"] = round(started, 3)
+    record["finished"] = round(time.time(), 3)
     return record
 
 
