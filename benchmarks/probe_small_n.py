@@ -4,7 +4,7 @@ Every candidate configuration of the forward, dK/dV and dQ kernels runs in its o
 ``compute-sanitizer --tool memcheck`` with PyTorch's caching allocator off (each tensor its own cudaMalloc, so
 an access past a tensor's end is an error the sanitizer sees, not a read of a neighbour's memory).
 
-    python3 benchmarks/probe_small_n.py [--n 1,2,33] [--d 64] [--jobs 6] [--no-sanitizer]
+    python3 benchmarks/probe_small_n.py [--n 1,2,33] [--d 64] [--layout contiguous|strided] [--kinds dkdv,auto]
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 CHILD = r"""
 import sys, torch
 from pathoflash.kernels import attention as A
-kind, i, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+kind, i, n, d, layout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 dev = torch.device("cuda")
-q, k, v, do = (torch.randn(1, 2, n, d, device=dev, dtype=torch.bfloat16) for _ in range(4))
+def make():
+    if layout == "strided":  # every other column of a wider tensor, as in the GPU tests
+        return torch.randn(1, 2, n, 2 * d, device=dev, dtype=torch.bfloat16)[..., ::2]
+    return torch.randn(1, 2, n, d, device=dev, dtype=torch.bfloat16)
+q, k, v = make(), make(), make()
+do = torch.randn(1, n, 2, d, device=dev, dtype=torch.bfloat16).transpose(1, 2)
 fwd = A.candidate_configs(A.FWD_CONFIGS, dev, d)
 dkdv = A.candidate_configs(A.DKDV_CONFIGS, dev, d)
 dq = A.candidate_configs(A.DQ_CONFIGS, dev, d)
@@ -40,7 +45,7 @@ print("OK", cfg)
 """
 
 
-def _cases(d: int) -> list[tuple[str, int]]:
+def _cases(d: int, kinds: set[str]) -> list[tuple[str, int]]:
     import torch
     from pathoflash.kernels import attention as A
 
@@ -50,13 +55,16 @@ def _cases(d: int) -> list[tuple[str, int]]:
         "dkdv": len(A.candidate_configs(A.DKDV_CONFIGS, dev, d)),
         "dq": len(A.candidate_configs(A.DQ_CONFIGS, dev, d)),
     }
-    return [(kind, i) for kind, count in sizes.items() for i in range(count)] + [("auto", 0)]
+    cases = [(kind, i) for kind, count in sizes.items() for i in range(count)] + [("auto", 0)]
+    return [(kind, i) for kind, i in cases if kind in kinds]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", default="1,2,33")
     parser.add_argument("--d", default="64")
+    parser.add_argument("--layout", default="contiguous", choices=["contiguous", "strided"])
+    parser.add_argument("--kinds", default="fwd,dkdv,dq,auto")
     parser.add_argument("--jobs", type=int, default=6)
     parser.add_argument("--no-sanitizer", action="store_true")
     args = parser.parse_args()
@@ -65,7 +73,7 @@ def main() -> None:
 
     def probe(case: tuple[str, int, int, int]) -> str:
         kind, i, n, d = case
-        cmd = [*prefix, sys.executable, "-c", CHILD, kind, str(i), str(n), str(d)]
+        cmd = [*prefix, sys.executable, "-c", CHILD, kind, str(i), str(n), str(d), args.layout]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         except subprocess.TimeoutExpired:
@@ -81,7 +89,7 @@ def main() -> None:
         (kind, i, n, d)
         for d in map(int, args.d.split(","))
         for n in map(int, args.n.split(","))
-        for kind, i in _cases(d)
+        for kind, i in _cases(d, set(args.kinds.split(",")))
     ]
     with ThreadPoolExecutor(args.jobs) as pool:
         for line in pool.map(probe, cases):

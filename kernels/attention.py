@@ -1029,11 +1029,26 @@ def _backward(
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself if its last dim is unit-stride, else a copy that is.
+
+    The kernels read each row of a head as one contiguous vector, as every layout a model makes (views of a
+    fused qkv projection included) already is. Others, such as every other column of a wider tensor or the
+    zero-stride gradient of ``o.sum()``, are copied: O(N·D) once. Reading them in place is slow (no vector
+    loads) and, on an H100 with Triton 3.6, one dK/dV configuration (32 × 128, 4 warps, 3 stages) faulted
+    with an illegal address at head dim 40 with column stride 2 (benchmarks/ATTENTION_NOTES.md, session 3).
+    """
+    if t.stride(-1) == 1:
+        return t
+    return torch.empty_like(t, memory_format=torch.contiguous_format).copy_(t)
+
+
 class _FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
         o, lse = _forward(q, k, v, scale)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.scale = scale
@@ -1045,8 +1060,7 @@ class _FlashAttentionFunction(torch.autograd.Function):
         ctx: Any, do: torch.Tensor | None, dlse: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         q, k, v, o, lse = ctx.saved_tensors
-        if do is None:
-            do = torch.zeros_like(o)
+        do = torch.zeros_like(o) if do is None else _unit_stride(do)
         dq, dk, dv = _backward(q, k, v, o, lse, do, dlse, ctx.scale)
         return dq, dk, dv, None
 
@@ -1109,8 +1123,9 @@ def flash_attention(
     """Exact non-causal attention, ``softmax(q kᵀ · scale) v``, in memory linear in the sequence length.
 
     Args:
-        q: queries, ``(B, H, N, D)``; any strides (a view of a fused qkv projection such as
-            ``qkv.view(B, N, 3, H, D).permute(2, 0, 3, 1, 4)[0]`` is read in place, never copied).
+        q: queries, ``(B, H, N, D)``; any strides. Where the last dim is unit-stride (a view of a fused
+            qkv projection such as ``qkv.view(B, N, 3, H, D).permute(2, 0, 3, 1, 4)[0]``) it is read in
+            place, never copied; other layouts are copied to a unit-stride one first.
         k: keys, ``(B, H, N_kv, D)``; usually ``N_kv == N``.
         v: values, ``(B, H, N_kv, D)``.
         scale: multiplies the scores; ``None`` means ``1 / sqrt(D)``. Must be finite and ≥ 0.

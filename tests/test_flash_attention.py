@@ -168,6 +168,22 @@ def _errors(case: Case, fa: object, reference: object) -> dict[str, list[float]]
     return result
 
 
+def _expanded_grad_errors(fa: object, reference: object) -> dict[str, float]:
+    """dq, dk, dv of ``o.sum()``: the incoming gradient is all ones with zero strides (copied, not read)."""
+    gen = torch.Generator().manual_seed(7)
+    base = [torch.randn(1, 2, 9, 32, generator=gen).half() for _ in range(3)]
+    grads = {}
+    for name, fn, dtype in (("ours", fa.flash_attention, torch.float16), ("exact", reference, torch.float64)):  # type: ignore[attr-defined]
+        q, k, v = (x.to(dtype).requires_grad_() for x in base)
+        o = fn(q, k, v)  # type: ignore[operator]
+        o = o[0] if isinstance(o, tuple) else o
+        grads[name] = torch.autograd.grad(o.sum(), (q, k, v))
+    return {
+        key: (ours.double() - exact).abs().max().item()
+        for key, ours, exact in zip(("dq", "dk", "dv"), grads["ours"], grads["exact"], strict=True)
+    }
+
+
 def _child_main(mode: str) -> None:
     out: dict[str, object] = {}
     if mode == "no-interpreter":
@@ -192,6 +208,7 @@ def _child_main(mode: str) -> None:
                 "errors": _errors(case, fa, attention_reference),
                 "seconds": time.perf_counter() - start,
             }
+        out["expanded_grad"] = _expanded_grad_errors(fa, attention_reference)
         x = torch.randn(1, 1, 8, 32, dtype=torch.bfloat16)
         try:
             fa.flash_attention(x, x, x)
@@ -234,6 +251,24 @@ def test_matches_float64_reference(interpreted_results: dict, case: Case) -> Non
     assert not bad, (
         f"{case.id}: error above tolerance (error, tolerance, plain error): {bad}; case {asdict(case)}"
     )
+
+
+def test_zero_stride_incoming_gradient(interpreted_results: dict) -> None:
+    """``o.sum().backward()`` hands the backward an expanded (zero-stride) gradient."""
+    errors = interpreted_results["expanded_grad"]
+    assert max(errors.values()) < 2e-2, errors
+
+
+def test_only_layouts_without_a_unit_stride_row_are_copied() -> None:
+    from pathoflash.kernels.attention import _unit_stride
+
+    qkv = torch.randn(2, 9, 3, 4, 32).permute(2, 0, 3, 1, 4)[0]  # a fused projection's view: read in place
+    assert _unit_stride(qkv) is qkv
+    every_other = torch.randn(2, 4, 9, 64)[..., ::2]
+    copied = _unit_stride(every_other)
+    assert copied.stride(-1) == 1 and torch.equal(copied, every_other)
+    ones = torch.ones(()).expand(2, 4, 9, 32)
+    assert _unit_stride(ones).stride(-1) == 1
 
 
 def test_bfloat16_is_refused_under_the_interpreter(interpreted_results: dict) -> None:
