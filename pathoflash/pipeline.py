@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from .errors import PathoflashError
-from .export.viewer import SlideLevels
 from .heatmap import viewer_mpp_for
 from .inputs import SlideInput
 from .options import RunOptions
 from .row_gate import TileRowGate
 from .slide import available_cpus
+from .viewer_image import compose, level_mpp, read_background, viewer_level
 
 log = logging.getLogger(__name__)
 
@@ -158,19 +158,26 @@ def _run(
     from .slide import open_slide
 
     with open_slide(item.path, mpp=item.slide_mpp) as slide, ThreadPoolExecutor(1) as prefetch:
-        # The viewer's slide image depends only on the slide: read and JPEG-tile it on a few threads while
-        # the tiles and the model run, so the exports at the end only have the heatmap left to do.
-        viewer = prefetch.submit(_viewer_levels, slide, max(1, available_cpus() // 4))
+        # The viewer's slide image is the store's tissue over a coarse background of the whole slide
+        # (pathoflash.viewer_image): the background is a small read, made while the tiles and the model run.
+        background = prefetch.submit(
+            read_background, slide, viewer_mpp_for(slide.dimensions, slide.mpp), workers=2
+        )
         heatmap, store = compute_heatmap(
             slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
         )
         result.tiles = len(store.grid.tissue_tiles)
         result.unreadable_tiles = len(store.unreadable_tiles)
         t0 = time.perf_counter()
-        levels = viewer.result()
-        result.timings["export_wait"] = time.perf_counter() - t0
+
+        def viewer() -> tuple[np.ndarray, tuple[float, float]]:
+            level = viewer_level(store.grid, slide.mpp, store.level_count)
+            image = compose(store, level, background.result(), slide.dimensions)
+            result.timings["viewer image"] = time.perf_counter() - t0
+            return image, level_mpp(store.grid, slide.mpp, level)
+
         result.outputs = _export(
-            heatmap, slide, slide_dir, options, result.unreadable_tiles, levels, result.timings
+            heatmap, slide, slide_dir, options, result.unreadable_tiles, viewer, result.timings
         )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
@@ -294,40 +301,42 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
     return dataclasses.replace(heatmap, probabilities=masked)
 
 
-def _viewer_levels(slide: Any, workers: int) -> SlideLevels:
-    from .export.viewer import encode_slide_levels
-
-    mpp = viewer_mpp_for(slide.dimensions, slide.mpp)
-    image = slide.thumbnail_at_mpp(mpp, workers=workers)
-    return encode_slide_levels(image, (mpp, mpp), slide.mpp, workers=workers)
-
-
 def _export(
     heatmap: Any,
     slide: Any,
     slide_dir: Path,
     options: RunOptions,
     unreadable: int,
-    viewer: SlideLevels,
+    viewer: Callable[[], tuple[np.ndarray, tuple[float, float]]],
     timings: dict[str, float],
 ) -> dict[str, str]:
     """Write every output, concurrently (they are independent; the image encoders release the GIL).
 
-    ``viewer``: the viewer's slide image, prepared while the heatmap was computed; the PNG's thumbnail is
-    reduced from it. ``timings`` gets each output's seconds as ``"export <name>"``.
+    ``viewer()`` makes the viewer's whole-slide image and its µm/px ``(x, y)``; it runs once, beside the
+    outputs that do not need it, and the PNG's thumbnail is reduced from it. ``timings`` gets each
+    output's seconds as ``"export <name>"``.
     """
-    png_image = _coarser(viewer.image, viewer.mpp[0], heatmap.png_mpp(), slide)
+    from .export.viewer import encode_slide_levels
+
+    def png() -> Path:
+        image, image_mpp = slide_image.result()
+        thumbnail = _coarser(image, max(image_mpp), heatmap.png_mpp(), slide)
+        return heatmap.to_png(slide_dir / "heatmap.png", thumbnail, thumbnail_mpp=heatmap.png_mpp())
+
+    def html() -> Path:
+        image, image_mpp = slide_image.result()
+        levels = encode_slide_levels(image, image_mpp, slide.mpp, workers=available_cpus())
+        return heatmap.to_html(
+            slide_dir / "viewer.html", levels, threshold=options.threshold, title=slide.path.name
+        )
+
     writers: dict[str, Callable[[], Path]] = {
-        "heatmap.png": lambda: heatmap.to_png(
-            slide_dir / "heatmap.png", png_image, thumbnail_mpp=heatmap.png_mpp()
-        ),
+        "heatmap.png": png,
         "heatmap.geojson": lambda: heatmap.to_geojson(
             slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
         ),
         "heatmap.tif": lambda: heatmap.to_tiff(slide_dir / "heatmap.tif"),
-        "viewer.html": lambda: heatmap.to_html(
-            slide_dir / "viewer.html", viewer, threshold=options.threshold, title=slide.path.name
-        ),
+        "viewer.html": html,
     }
 
     def summary() -> Path:
@@ -344,7 +353,8 @@ def _export(
         timings[f"export {name}"] = time.perf_counter() - t0
         return path
 
-    with ThreadPoolExecutor(len(writers), thread_name_prefix="export") as pool:
+    with ThreadPoolExecutor(len(writers) + 1, thread_name_prefix="export") as pool:
+        slide_image = pool.submit(viewer)
         futures = {name: pool.submit(timed, name) for name in writers}
         outputs = {name: future.result() for name, future in futures.items()}
     return {name: str(path) for name, path in outputs.items()}

@@ -127,13 +127,15 @@ def tissue_mask_from_rgb(rgb: np.ndarray, *, mpp: float) -> np.ndarray:
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ValueError(f"expected an (h, w, 3) RGB image, got shape {rgb.shape}")
-    image = rgb.astype(np.float32)
-    brightest = image.max(axis=2)
-    dark = (brightest < DARK_MAX) & (brightest - image.min(axis=2) < DARK_SPREAD)
-    ink = image[..., 1] - image[..., 0] > INK_GREEN_OVER_RED
-    balanced = np.clip(image / _background_colour(image, dark), 0.0, 1.0)
-    high = balanced.max(axis=2)
-    chroma = (high - balanced.min(axis=2)) / np.maximum(high, 1e-3)
+    # Colour planes, (3, h, w): reductions over a trailing axis of 3 are several times slower in numpy.
+    planes = np.moveaxis(rgb, 2, 0).astype(np.float32)
+    brightest, darkest = _plane_max(planes), _plane_min(planes)
+    dark = (brightest < DARK_MAX) & (brightest - darkest < DARK_SPREAD)
+    ink = planes[1] - planes[0] > INK_GREEN_OVER_RED
+    background = _background_colour(planes, dark)
+    balanced = np.clip(planes / background[:, None, None], 0.0, 1.0)
+    high = _plane_max(balanced)
+    chroma = (high - _plane_min(balanced)) / np.maximum(high, 1e-3)
     # Pixels where ink or black meets glass are colour mixtures that look stained: drop a rim around them.
     excluded = ndimage.binary_dilation(ink | dark, structure=np.ones((3, 3), bool), iterations=INK_RIM_PX)
     candidates = chroma[~excluded]
@@ -168,14 +170,22 @@ def _drop_small_components(mask: np.ndarray, min_pixels: float, *, keep_border: 
     return keep[labels]
 
 
-def _background_colour(image: np.ndarray, dark: np.ndarray) -> np.ndarray:
+def _plane_max(planes: np.ndarray) -> np.ndarray:
+    return np.maximum(np.maximum(planes[0], planes[1]), planes[2])
+
+
+def _plane_min(planes: np.ndarray) -> np.ndarray:
+    return np.minimum(np.minimum(planes[0], planes[1]), planes[2])
+
+
+def _background_colour(planes: np.ndarray, dark: np.ndarray) -> np.ndarray:
     """The glass colour: the median of the brightest quarter of pixels that are not black."""
-    brightness = image.sum(axis=2)
+    brightness = planes[0] + planes[1] + planes[2]
     usable = brightness[~dark]
     if usable.size == 0:
         return np.full(3, 255.0, np.float32)
     cut = np.percentile(usable, 75)
-    background = np.median(image[(brightness >= cut) & ~dark], axis=0)
+    background = np.median(planes[:, (brightness >= cut) & ~dark], axis=1)
     # Only trust a light background; tissue filling the whole field would make it pink.
     if background.min() < 180 or background.max() - background.min() > 40:
         return np.full(3, 255.0, np.float32)

@@ -199,7 +199,7 @@ def write_png(
     info.add_text("Software", "pathoflash")
     info.add_text("Description", f"tumor heatmap overlay; model={heatmap.model_id or 'unknown'}")
     with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG", pnginfo=info, optimize=False)
+        Image.fromarray(picture).save(tmp, format="PNG", pnginfo=info, optimize=False, compress_level=3)
     log.info("wrote %s (%dx%d)", path, picture.shape[1], picture.shape[0])
     return Path(path)
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_ZLIB_LEVEL = 6
+_ZLIB_LEVEL = 2
 _BATCH = 64  # tiles per thread-pool batch; bounds how many encoded tiles wait in memory
 _BIGTIFF_BYTES = 2**32 - 2**28  # switch to BigTIFF well before a classic TIFF's 4 GiB offsets run out
 

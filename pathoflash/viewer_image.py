@@ -1,0 +1,108 @@
+"""The viewer's whole-slide image, built from the tiles the pipeline already decoded.
+
+``viewer.html`` shows the whole slide (glass, pen marks and labels too) at a few µm/px under the heatmap.
+Reading that image from the slide again costs more than the tiling itself: on a 45,000² px slide at
+0.25 µm/px a 48-Mpx image at 1.6 µm/px decodes 126 Mpx of the 1 µm/px level, about 1.5× the JPEG the tiler
+decodes, and it competes with the tiler for the same cores. Instead:
+
+* the tissue comes from the tile store's own 2× pyramid, at the finest level within the viewer's pixel
+  budget (2 µm/px for that slide): decoded once, by the tiler;
+* everything else comes from a background read from the slide's nearest pyramid level at least twice as
+  coarse (4 µm/px there: 8 Mpx), upsampled. Only the parts of store chunks that came from written level-0
+  tiles are pasted over it, so a chunk half over glass shows the real glass, not the store's white fill.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .heatmap import VIEWER_FINEST_MPP, VIEWER_MAX_PIXELS
+from .store import FILL, TileStore, level_shapes
+from .tiling import TileGrid
+
+
+def viewer_level(grid: TileGrid, slide_mpp: tuple[float, float], level_count: int) -> int:
+    """The finest store pyramid level within the viewer's pixel budget and no finer than ~1 µm/px.
+
+    "~": a 0.499 µm/px scan's level 1 (0.998 µm/px) counts as 1 µm/px (5 % tolerance).
+    """
+    shapes = level_shapes(grid.width, grid.height, grid.tile_size)[:level_count]
+    finest = min(grid.scale[0] * slide_mpp[0], grid.scale[1] * slide_mpp[1])
+    for level, (h, w) in enumerate(shapes):
+        if h * w <= VIEWER_MAX_PIXELS and finest * 2**level >= VIEWER_FINEST_MPP * 0.95:
+            return level
+    return len(shapes) - 1
+
+
+def level_mpp(grid: TileGrid, slide_mpp: tuple[float, float], level: int) -> tuple[float, float]:
+    """µm/px ``(x, y)`` of store pyramid ``level``."""
+    return (grid.scale[0] * slide_mpp[0] * 2**level, grid.scale[1] * slide_mpp[1] * 2**level)
+
+
+def background_mpp(slide: Any, viewer_mpp: float) -> float:
+    """The mpp to read the background at: a slide level's own, at least twice ``viewer_mpp`` if one is.
+
+    Reading a level at its own resolution decodes only that level; the finest level coarse enough keeps
+    the background as sharp as that allows.
+    """
+    base = min(slide.mpp)
+    target = 2 * viewer_mpp
+    coarse_enough = [base * d for d in slide.level_downsamples if base * d >= target * (1 - 1e-6)]
+    return min(coarse_enough) if coarse_enough else target
+
+
+def read_background(slide: Any, viewer_mpp: float, *, workers: int | None = None) -> np.ndarray:
+    """The whole slide at :func:`background_mpp` (RGB uint8, unreadable parts white)."""
+    return slide.thumbnail_at_mpp(background_mpp(slide, viewer_mpp), workers=workers)  # type: ignore[no-any-return]
+
+
+def compose(
+    store: TileStore, level: int, background: np.ndarray, slide_dimensions: tuple[int, int]
+) -> np.ndarray:
+    """Store pyramid ``level`` over ``background`` (the whole slide at any resolution), ``(h, w, 3)`` uint8."""
+    from PIL import Image
+
+    grid = store.grid
+    height, width = level_shapes(grid.width, grid.height, grid.tile_size)[level]
+    # The background covers the slide exactly; the level may reach a little past its right and bottom edge.
+    cover_w = min(width, max(1, round(slide_dimensions[0] / (grid.scale[0] * 2**level))))
+    cover_h = min(height, max(1, round(slide_dimensions[1] / (grid.scale[1] * 2**level))))
+    out = np.full((height, width, 3), FILL, np.uint8)
+    resized = Image.fromarray(np.ascontiguousarray(background)).resize(
+        (cover_w, cover_h), Image.Resampling.BILINEAR
+    )
+    out[:cover_h, :cover_w] = np.asarray(resized)
+
+    t = grid.tile_size
+    span = 2**level  # level-0 tiles per chunk side
+    step = t // span  # pixels per level-0 tile inside a chunk (0 when a chunk holds more tiles than pixels)
+    base_files, files = store.level_files(0), store.level_files(level)
+    written = np.zeros((math.ceil(grid.height / t), math.ceil(grid.width / t)), bool)
+    for row, col in grid.tissue_tiles:
+        written[row, col] = base_files.exists(row, col)
+    for crow, ccol in sorted(
+        {(row // span, col // span) for row, col in zip(*np.nonzero(written), strict=True)}
+    ):
+        chunk = files.read(int(crow), int(ccol))
+        if chunk is None:
+            continue
+        pixels = chunk.transpose(1, 2, 0)
+        children = written[crow * span : (crow + 1) * span, ccol * span : (ccol + 1) * span]
+        if step == 0:
+            mask = np.ones((t, t), bool)
+        else:
+            mask = np.zeros((t, t), bool)
+            mask[: children.shape[0] * step, : children.shape[1] * step] = children.repeat(step, 0).repeat(
+                step, 1
+            )
+        y0, x0 = int(crow) * t, int(ccol) * t
+        h, w = min(t, height - y0), min(t, width - x0)
+        target = out[y0 : y0 + h, x0 : x0 + w]
+        np.copyto(target, pixels[:h, :w], where=mask[:h, :w, None])
+    return out
+
+
+__all__ = ["background_mpp", "compose", "level_mpp", "read_background", "viewer_level"]
