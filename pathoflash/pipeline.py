@@ -30,7 +30,7 @@ from .inputs import SlideInput
 from .options import RunOptions
 from .row_gate import TileRowGate
 from .slide import available_cpus
-from .viewer_image import compose, level_mpp, read_background, viewer_level
+from .viewer_image import background_mpp, compose, level_mpp, viewer_level
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,8 @@ def _run(
     with open_slide(item.path, mpp=item.slide_mpp) as slide, ThreadPoolExecutor(1) as prefetch:
         # The viewer's slide image is the store's tissue over a coarse background of the whole slide
         # (pathoflash.viewer_image): the background is a small read, made while the tiles and the model run.
-        background = prefetch.submit(
-            read_background, slide, viewer_mpp_for(slide.dimensions, slide.mpp), workers=2
-        )
+        background_at = background_mpp(slide, viewer_mpp_for(slide.dimensions, slide.mpp))
+        background = prefetch.submit(slide.thumbnail_at_mpp, background_at, workers=2)
         heatmap, store = compute_heatmap(
             slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
         )
@@ -172,12 +171,19 @@ def _run(
 
         def viewer() -> tuple[np.ndarray, tuple[float, float]]:
             level = viewer_level(store.grid, slide.mpp, store.level_count)
-            image = compose(store, level, background.result(), slide.dimensions)
+            image = compose(store, level, background.result(), slide.dimensions, workers=available_cpus())
             result.timings["viewer image"] = time.perf_counter() - t0
             return image, level_mpp(store.grid, slide.mpp, level)
 
         result.outputs = _export(
-            heatmap, slide, slide_dir, options, result.unreadable_tiles, viewer, result.timings
+            heatmap,
+            slide,
+            slide_dir,
+            options,
+            result.unreadable_tiles,
+            viewer,
+            (background.result(), background_at),
+            result.timings,
         )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
@@ -308,19 +314,23 @@ def _export(
     options: RunOptions,
     unreadable: int,
     viewer: Callable[[], tuple[np.ndarray, tuple[float, float]]],
+    background: tuple[np.ndarray, float],
     timings: dict[str, float],
 ) -> dict[str, str]:
     """Write every output, concurrently (they are independent; the image encoders release the GIL).
 
     ``viewer()`` makes the viewer's whole-slide image and its µm/px ``(x, y)``; it runs once, beside the
-    outputs that do not need it, and the PNG's thumbnail is reduced from it. ``timings`` gets each
-    output's seconds as ``"export <name>"``.
+    outputs that do not need it. ``background``: the whole slide read coarse, and its µm/px; the PNG's
+    thumbnail is reduced from it where it is fine enough, else from the viewer's image. ``timings`` gets
+    each output's seconds as ``"export <name>"``.
     """
     from .export.viewer import encode_slide_levels
 
     def png() -> Path:
-        image, image_mpp = slide_image.result()
-        thumbnail = _coarser(image, max(image_mpp), heatmap.png_mpp(), slide)
+        image, image_mpp = background
+        if image_mpp > heatmap.png_mpp():
+            image, (image_mpp, _) = slide_image.result()
+        thumbnail = _coarser(image, image_mpp, heatmap.png_mpp(), slide)
         return heatmap.to_png(slide_dir / "heatmap.png", thumbnail, thumbnail_mpp=heatmap.png_mpp())
 
     def html() -> Path:

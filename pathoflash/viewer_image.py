@@ -59,22 +59,46 @@ def read_background(slide: Any, viewer_mpp: float, *, workers: int | None = None
     return slide.thumbnail_at_mpp(background_mpp(slide, viewer_mpp), workers=workers)  # type: ignore[no-any-return]
 
 
-def compose(
-    store: TileStore, level: int, background: np.ndarray, slide_dimensions: tuple[int, int]
-) -> np.ndarray:
-    """Store pyramid ``level`` over ``background`` (the whole slide at any resolution), ``(h, w, 3)`` uint8."""
+def _resize(image: np.ndarray, size: tuple[int, int], workers: int) -> np.ndarray:
+    """Bilinear resize to ``size = (w, h)`` in horizontal strips on ``workers`` threads (Pillow lets go of
+    the GIL): each strip maps its own box of the source, so the strips join without seams."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
 
+    source = Image.fromarray(np.ascontiguousarray(image))
+    out_w, out_h = size
+    sy = image.shape[0] / out_h
+    bounds = np.linspace(0, out_h, max(1, min(workers, out_h // 64)) + 1).round().astype(int)
+
+    def strip(y0: int, y1: int) -> np.ndarray:
+        box = (0.0, y0 * sy, float(image.shape[1]), y1 * sy)
+        return np.asarray(source.resize((out_w, y1 - y0), Image.Resampling.BILINEAR, box=box))
+
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        strips = list(pool.map(strip, bounds[:-1], bounds[1:]))
+    return np.concatenate(strips) if len(strips) > 1 else strips[0]
+
+
+def compose(
+    store: TileStore,
+    level: int,
+    background: np.ndarray,
+    slide_dimensions: tuple[int, int],
+    *,
+    workers: int = 1,
+) -> np.ndarray:
+    """Store pyramid ``level`` over ``background`` (the whole slide at any resolution), ``(h, w, 3)`` uint8.
+
+    ``workers`` threads upsample the background.
+    """
     grid = store.grid
     height, width = level_shapes(grid.width, grid.height, grid.tile_size)[level]
     # The background covers the slide exactly; the level may reach a little past its right and bottom edge.
     cover_w = min(width, max(1, round(slide_dimensions[0] / (grid.scale[0] * 2**level))))
     cover_h = min(height, max(1, round(slide_dimensions[1] / (grid.scale[1] * 2**level))))
     out = np.full((height, width, 3), FILL, np.uint8)
-    resized = Image.fromarray(np.ascontiguousarray(background)).resize(
-        (cover_w, cover_h), Image.Resampling.BILINEAR
-    )
-    out[:cover_h, :cover_w] = np.asarray(resized)
+    out[:cover_h, :cover_w] = _resize(background, (cover_w, cover_h), workers)
 
     t = grid.tile_size
     span = 2**level  # level-0 tiles per chunk side

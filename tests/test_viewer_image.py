@@ -72,3 +72,12 @@ def test_tissue_comes_from_the_store_and_the_rest_from_the_background(
         untouched[r * t // span : (r + 1) * t // span, c * t // span : (c + 1) * t // span] = False
     assert untouched[:ch, :cw].any()
     assert not (image[:ch, :cw][untouched[:ch, :cw]] == 255).all()
+
+
+def test_threaded_resize_matches_one_pass() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (301, 233, 3), dtype=np.uint8)
+    whole = viewer_image._resize(image, (466, 602), 1)
+    strips = viewer_image._resize(image, (466, 602), 5)
+    assert whole.shape == strips.shape == (602, 466, 3)
+    assert np.abs(whole.astype(int) - strips.astype(int)).max() <= 1  # seams: rounding of the box edges
