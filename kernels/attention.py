@@ -801,15 +801,20 @@ def candidate_configs(table: ConfigTable, device: torch.device, head_dim: int) -
     return table[(hopper, head_dim <= 64)]
 
 
-def usable(config: KernelConfig, *, hopper: bool, split: bool, forward: bool) -> bool:
-    """Whether ``config`` may run: False where it was measured to compute wrong results.
+def usable(config: KernelConfig, *, hopper: bool, forward: bool, head_dim: int, split: bool) -> bool:
+    """Whether ``config`` may run: False where it was measured, or is suspected, to compute wrong results.
 
     On an H100 with Triton 3.6 the forward with 64-row query blocks (64 × 64, 4 warps, 3 stages) returned
-    errors of 0.24 at head dim 40 (two column tiles, 32 + 16, the second masked), where every 128-row
-    configuration was within 1.2e-3 of the float32 reference (benchmarks/probe_accuracy.py, 2026-11-25).
-    Until each split head dim is checked per configuration, no 64-row forward runs on Hopper with a split.
+    errors of 0.24 at head dim 40 (column tiles 32 + 16, the second one masked past column 40), where every
+    128-row configuration was within 1.2e-3 of the float32 reference (benchmarks/probe_accuracy.py,
+    2026-11-25). Excluded until checked per head dim: 64-row forwards on Hopper wherever the split has a
+    32-column first tile or a masked second one (head dims 33–63, 65–79 and 81–95). Head dims 80 and 96
+    (64 + 16, 64 + 32, nothing masked) keep them: 64 × 64 was the fastest tile at 80.
     """
-    return not (forward and hopper and split and config.block_m < 128)
+    if not (forward and hopper and split and config.block_m < 128):
+        return True
+    head_a, head_b, _ = head_split(head_dim)
+    return head_a >= 64 and head_a + head_b == head_dim
 
 
 def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
@@ -820,12 +825,12 @@ def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
         device = args["Q"].device
         wanted = candidate_configs(table, device, int(args["HEAD_DIM"]))
         hopper = torch.cuda.get_device_capability(device)[0] >= 9
-        split = bool(args["SPLIT"])
+        head_dim, split = int(args["HEAD_DIM"]), bool(args["SPLIT"])
         return [
             c
             for c in configs
             if KernelConfig.of(c) in wanted
-            and usable(KernelConfig.of(c), hopper=hopper, split=split, forward=forward)
+            and usable(KernelConfig.of(c), hopper=hopper, forward=forward, head_dim=head_dim, split=split)
         ]
 
     return triton.autotune(
