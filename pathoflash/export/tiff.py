@@ -134,11 +134,22 @@ def _tile_span(index: np.ndarray) -> tuple[int, int]:
 class _LevelTiles:
     """Samples and encodes the tiles of one level; tiles over no heatmap data come out empty (``b""``)."""
 
-    def __init__(self, heatmap: Heatmap, level: TiffLevel, tile_size: int) -> None:
+    def __init__(
+        self,
+        heatmap: Heatmap,
+        level: TiffLevel,
+        tile_size: int,
+        sources: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
         hm_px = heatmap.pixel_size
         ky, kx = reduction_factors(level.pixel_size, hm_px)
-        probabilities = nanmean_reduce(heatmap.probabilities, ky, kx)
-        self.index = palette_index(probabilities)
+        if (ky, kx) not in sources:  # levels finer than the heatmap all sample it unreduced: compute once
+            reduced = nanmean_reduce(heatmap.probabilities, ky, kx)
+            has_data = np.isfinite(reduced)
+            table = np.zeros((has_data.shape[0] + 1, has_data.shape[1] + 1), dtype=np.int64)
+            table[1:, 1:] = has_data.cumsum(0).cumsum(1)  # a summed-area table of where data is
+            sources[ky, kx] = (reduced, palette_index(reduced), table)
+        probabilities, self.index, table = sources[ky, kx]
         src_px = (hm_px[0] * kx, hm_px[1] * ky)
         t = tile_size
         self.n_rows, self.n_cols = math.ceil(level.height / t), math.ceil(level.width / t)
@@ -152,10 +163,7 @@ class _LevelTiles:
         self.cols[: level.width] = source_indices(
             0, level.width, level.pixel_size[0], src_px[0], heatmap.origin[0], probabilities.shape[1]
         )
-        # Which tiles see any heatmap data: rectangle sums over a summed-area table.
-        has_data = np.isfinite(probabilities)
-        table = np.zeros((has_data.shape[0] + 1, has_data.shape[1] + 1), dtype=np.int64)
-        table[1:, 1:] = has_data.cumsum(0).cumsum(1)
+        # Which tiles see any heatmap data: rectangle sums over the summed-area table.
         r_lo, r_hi = np.array([_tile_span(self.rows[i * t : (i + 1) * t]) for i in range(self.n_rows)]).T
         c_lo, c_hi = np.array([_tile_span(self.cols[j * t : (j + 1) * t]) for j in range(self.n_cols)]).T
         counts = (
@@ -244,12 +252,13 @@ def write_tiff(
             ThreadPoolExecutor(workers) as pool,
             tifffile.TiffWriter(tmp, bigtiff=raw_bytes > _BIGTIFF_BYTES) as tif,
         ):
+            sources: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
             for index, level in enumerate(levels):
                 # µm per level pixel → pixels per centimetre.
                 mpp_x = heatmap.slide_mpp[0] * level.pixel_size[0]
                 mpp_y = heatmap.slide_mpp[1] * level.pixel_size[1]
                 tif.write(
-                    _LevelTiles(heatmap, level, tile_size).encoded(pool),
+                    _LevelTiles(heatmap, level, tile_size, sources).encoded(pool),
                     shape=(level.height, level.width),
                     dtype=np.uint8,
                     photometric="palette",
