@@ -171,6 +171,16 @@ def ome_metadata(name: str, mpp: float, level_count: int) -> dict[str, Any]:
     }
 
 
+def interleave(out: np.ndarray, planes: np.ndarray) -> None:
+    """Copy ``(3, h, w)`` colour planes into the ``(h, w, 3)`` image ``out``.
+
+    One plane at a time: about 5× faster than assigning the transposed view, whose innermost loop runs
+    over the 3 channels.
+    """
+    for c in range(planes.shape[0]):
+        out[:, :, c] = planes[c]
+
+
 # -- chunk files --------------------------------------------------------------------------------------
 class ChunkFiles:
     """Encode, write (atomically) and decode the chunk files of one pyramid level."""
@@ -516,7 +526,9 @@ class TileStore:
         t = self.tile_size
         if chunk is None:
             return np.full((t, t, 3), FILL, np.uint8)
-        return np.ascontiguousarray(chunk.transpose(1, 2, 0))
+        out = np.empty((t, t, 3), np.uint8)
+        interleave(out, chunk)
+        return out
 
     def read_region(self, x: int, y: int, w: int, h: int, *, level: int = 0) -> np.ndarray:
         """Pixels ``[y, y + h) × [x, x + w)`` of ``level`` as ``(h, w, 3)`` uint8 RGB.
@@ -539,7 +551,7 @@ class TileStore:
                 cy0, cx0 = max(y0, row * t), max(x0, col * t)
                 cy1, cx1 = min(y1, (row + 1) * t), min(x1, (col + 1) * t)
                 part = chunk[:, cy0 - row * t : cy1 - row * t, cx0 - col * t : cx1 - col * t]
-                out[cy0 - y : cy1 - y, cx0 - x : cx1 - x] = part.transpose(1, 2, 0)
+                interleave(out[cy0 - y : cy1 - y, cx0 - x : cx1 - x], part)
         return out
 
     # -- heatmap --------------------------------------------------------------------------------------

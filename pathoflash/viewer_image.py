@@ -113,7 +113,6 @@ def compose(
         chunk = files.read(int(crow), int(ccol))
         if chunk is None:
             continue
-        pixels = chunk.transpose(1, 2, 0)
         children = written[crow * span : (crow + 1) * span, ccol * span : (ccol + 1) * span]
         if step == 0:
             mask = np.ones((t, t), bool)
@@ -125,7 +124,8 @@ def compose(
         y0, x0 = int(crow) * t, int(ccol) * t
         h, w = min(t, height - y0), min(t, width - x0)
         target = out[y0 : y0 + h, x0 : x0 + w]
-        np.copyto(target, pixels[:h, :w], where=mask[:h, :w, None])
+        for c in range(3):  # plane by plane (see pathoflash.store.interleave)
+            np.copyto(target[:, :, c], chunk[c, :h, :w], where=mask[:h, :w])
     return out
 
 
