@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--stages", default="decode,encode,e2e,naive")
     parser.add_argument("--gpus", type=int, default=0, help="also run a batch with 1 and N GPUs (issue 6)")
-    parser.add_argument("--batch", type=int, default=8, help="slides in the --gpus batch")
+    parser.add_argument("--batch", type=int, default=16, help="slides in the --gpus batch")
     parser.add_argument("--json", type=Path, help="write all numbers here too")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--gpus-now", type=int, default=1, help=argparse.SUPPRESS)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU machine, after `source benchmarks/device_setup.sh`: the GPU-marked tests and the small-N
-# out-of-bounds probe, written to $OUT (or ./gpu-checks). With two GPUs the probe runs on the second one
+# On the GPU machine, after `source benchmarks/device_setup.sh`: the GPU-marked tests, the small-N
+# out-of-bounds probe and the per-configuration accuracy probe, written to $OUT (or ./gpu-checks). With two GPUs the probe runs on the second one
 # while the tests run on the first.
 #
 #   bash benchmarks/gpu_checks.sh [pytest -k expression]
@@ -9,8 +9,14 @@ out=${OUT:-gpu-checks}
 mkdir -p "$out"
 gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
 probe_gpu=$(( gpus > 1 ? 1 : 0 ))
-CUDA_VISIBLE_DEVICES=$probe_gpu python3 benchmarks/probe_small_n.py --n 1,2,33 --d 64 --jobs 6 \
-  >"$out/probe.txt" 2>&1 &
+# Out-of-bounds probe (compute-sanitizer), then every configuration's error at the split head dims
+# (kernels/attention.py `usable` excludes the 64-row forwards measured or suspected wrong there).
+(
+  CUDA_VISIBLE_DEVICES=$probe_gpu python3 benchmarks/probe_small_n.py --n 1,2,33 --d 64 --jobs 6
+  for d in 40 48 72 80 96; do
+    CUDA_VISIBLE_DEVICES=$probe_gpu python3 benchmarks/probe_accuracy.py --n 300 --d $d
+  done
+) >"$out/probe.txt" 2>&1 &
 probe=$!
 if [ "$probe_gpu" = 0 ]; then wait "$probe"; fi
 CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rfE ${1:+-k "$1"} \
