@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after `source benchmarks/device_setup.sh`: the GPU-marked tests, the small-N
-# out-of-bounds probe and the per-configuration accuracy probe, written to $OUT (or ./gpu-checks). With two GPUs the probe runs on the second one
-# while the tests run on the first.
+# out-of-bounds probe and the per-configuration accuracy probe, written to $OUT (or ./gpu-checks).
+# With two GPUs the probes run on the second one while the tests run on the first.
 #
 #   bash benchmarks/gpu_checks.sh [pytest -k expression]
 set -u
