@@ -97,6 +97,21 @@ def _main(
     _setup_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
 
 
+class ShutdownNoise(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" for a ``TimeoutError`` from the terminal.
+
+    Closing the local Dask cluster on a loaded machine can leave such a future behind after every slide
+    has finished; asyncio then prints an ERROR with a traceback that says nothing about the run. Other
+    exceptions, and everything with ``--debug``, still show.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "asyncio" or not record.exc_info or record.exc_info[0] is None:
+            return True
+        noise = record.getMessage().startswith("Future exception was never retrieved")
+        return not (noise and issubclass(record.exc_info[0], TimeoutError))
+
+
 def _setup_logging(level: int) -> None:
     """Log records of ``pathoflash`` at ``level`` and above to stderr through rich (set up once)."""
     from rich.logging import RichHandler
@@ -106,6 +121,8 @@ def _setup_logging(level: int) -> None:
     if not any(isinstance(h, RichHandler) for h in root.handlers):
         handler = RichHandler(console=_console(stderr=True), show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        if level > logging.DEBUG:
+            handler.addFilter(ShutdownNoise())
         root.addHandler(handler)
 
 

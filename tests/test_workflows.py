@@ -248,3 +248,22 @@ def test_cli_run_terminal_shows_the_table_not_library_chatter(
     assert "INFO" not in terminal and "Scheduler at" not in terminal and "Start worker" not in terminal
     log = (out / "run.log").read_text(encoding="utf-8")
     assert "INFO pathoflash" in log
+
+
+def test_terminal_drops_asyncio_timeouts_left_by_cluster_shutdown_only() -> None:
+    import logging
+
+    from pathoflash.cli import ShutdownNoise
+
+    def record(name: str, message: str, exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, info)
+
+    never = (
+        "Future exception was never retrieved\nfuture: <Future finished exception=TimeoutError('Timeout')>"
+    )
+    noise = ShutdownNoise()
+    assert not noise.filter(record("asyncio", never, TimeoutError("Timeout")))
+    assert noise.filter(record("asyncio", never, ValueError("a real problem")))
+    assert noise.filter(record("asyncio", "Task was destroyed but it is pending!", None))
+    assert noise.filter(record("pathoflash.pipeline", never, TimeoutError("Timeout")))
