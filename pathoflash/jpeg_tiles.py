@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .pil_pixels import rgb_pixels
-
 if TYPE_CHECKING:
     from .slide import Slide
 
@@ -145,7 +143,7 @@ def _decode_direct(stream: bytes, size: tuple[int, int], k: int, what: str) -> n
         )
     if consumed >= 0:
         raise JpegTileError(f"{what}: JPEG data ends before the image is complete")
-    return rgb_pixels(image)  # read in place: np.asarray would copy with the GIL held
+    return np.asarray(Image.Image()._new(image))
 
 
 def _check_structure(data: bytes, what: str) -> None:
