@@ -20,6 +20,7 @@ A *source* is anything with ``read_region(x, y, w, h) -> (h, w, 3) uint8`` in pi
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -36,11 +37,13 @@ _log = logging.getLogger(__name__)
 WHITE = 255
 DEFAULT_REGION = 1024
 DEFAULT_MARGIN = 128
+_READ_AHEAD = 2  # batches read ahead of the model, each on its own thread
 
 
 class RegionSource(Protocol):
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        """(h, w, 3) uint8 RGB of the image at pixel (x, y); called only inside the image."""
+        """(h, w, 3) uint8 RGB of the image at pixel (x, y); called only inside the image, from up to two
+        threads at once."""
         ...
 
 
@@ -248,12 +251,16 @@ def predict_regions(
 
     batches = list(_batches(todo, batch_size))
     done = skipped
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathoflash-read") as pool:
-        pending: Future[np.ndarray] | None = pool.submit(read, batches[0]) if batches else None
+    # Two batches are read ahead, on two threads: reading a region (chunk files, LZ4, copies) costs more
+    # than the model's share of it for a small model on a GPU, and much of it runs without the GIL.
+    with ThreadPoolExecutor(max_workers=_READ_AHEAD, thread_name_prefix="pathoflash-read") as pool:
+        pending: collections.deque[Future[np.ndarray]] = collections.deque(
+            pool.submit(read, batch) for batch in batches[:_READ_AHEAD]
+        )
         for index, batch in enumerate(batches):
-            assert pending is not None
-            images = pending.result()
-            pending = pool.submit(read, batches[index + 1]) if index + 1 < len(batches) else None
+            images = pending.popleft().result()
+            if index + _READ_AHEAD < len(batches):
+                pending.append(pool.submit(read, batches[index + _READ_AHEAD]))
             probabilities = run_batch(model, images)
             for region, tokens in zip(batch, probabilities, strict=True):
                 yield region, region.core(tokens)
