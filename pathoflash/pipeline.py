@@ -31,7 +31,7 @@ from .inputs import SlideInput
 from .options import RunOptions
 from .row_gate import TileRowGate
 from .slide import available_cpus
-from .viewer_image import background_mpp, compose, level_mpp, viewer_level
+from .viewer_image import compose, level_mpp, read_background, viewer_level
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,9 @@ def _run(
         # (pathoflash.viewer_image): the background is a small read, made while the tiles and the model run.
         # zarr's first import takes ~0.35 s: do it while the tissue is detected, not after.
         prefetch.submit(importlib.import_module, "zarr")
-        background_at = background_mpp(slide, viewer_mpp_for(slide.dimensions, slide.mpp))
-        background = prefetch.submit(slide.thumbnail_at_mpp, background_at, workers=2)
+        background = prefetch.submit(
+            read_background, slide, viewer_mpp_for(slide.dimensions, slide.mpp), workers=2
+        )
         heatmap, store = compute_heatmap(
             slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
         )
@@ -174,7 +175,7 @@ def _run(
 
         def viewer() -> tuple[np.ndarray, tuple[float, float]]:
             level = viewer_level(store.grid, slide.mpp, store.level_count)
-            image = compose(store, level, background.result(), slide.dimensions, workers=available_cpus())
+            image = compose(store, level, background.result()[0], slide.dimensions, workers=available_cpus())
             result.timings["viewer image"] = time.perf_counter() - t0
             return image, level_mpp(store.grid, slide.mpp, level)
 
@@ -185,7 +186,7 @@ def _run(
             options,
             result.unreadable_tiles,
             viewer,
-            (background.result(), background_at),
+            background.result(),
             result.timings,
         )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))

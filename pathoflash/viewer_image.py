@@ -54,9 +54,10 @@ def background_mpp(slide: Any, viewer_mpp: float) -> float:
     return min(coarse_enough) if coarse_enough else target
 
 
-def read_background(slide: Any, viewer_mpp: float, *, workers: int | None = None) -> np.ndarray:
-    """The whole slide at :func:`background_mpp` (RGB uint8, unreadable parts white)."""
-    return slide.thumbnail_at_mpp(background_mpp(slide, viewer_mpp), workers=workers)  # type: ignore[no-any-return]
+def read_background(slide: Any, viewer_mpp: float, *, workers: int | None = None) -> tuple[np.ndarray, float]:
+    """The whole slide at :func:`background_mpp` (RGB uint8, unreadable parts white), and that mpp."""
+    mpp = background_mpp(slide, viewer_mpp)
+    return slide.thumbnail_at_mpp(mpp, workers=workers), mpp
 
 
 def _resize(image: np.ndarray, size: tuple[int, int], workers: int) -> np.ndarray:

@@ -49,7 +49,8 @@ def test_tissue_comes_from_the_store_and_the_rest_from_the_background(
     level = 1
     with open_slide(cmu1) as slide:
         mpp = viewer_image.level_mpp(cmu1_store.grid, slide.mpp, level)
-        background = viewer_image.read_background(slide, mpp[0])
+        background, background_at = viewer_image.read_background(slide, mpp[0])
+        assert background_at == viewer_image.background_mpp(slide, mpp[0])
         image = viewer_image.compose(cmu1_store, level, background, slide.dimensions)
         direct = slide.thumbnail_at_mpp(mpp[0])
     h, w = cmu1_store.array(level).shape[1:]

@@ -97,13 +97,11 @@ def _level_bytes(level: dict[str, Any]) -> int:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SlideLevels:
-    """The viewer's slide image, JPEG-tiled at every level, ready to embed: made from the slide alone, so it
-    can be prepared while the heatmap is still being computed (:func:`encode_slide_levels`).
+    """The viewer's slide image, JPEG-tiled at every level, ready to embed (:func:`encode_slide_levels`).
 
-    ``levels`` run coarse → fine; ``image`` is the finest level's pixels at ``mpp`` µm/px.
+    ``levels`` run coarse → fine; the finest is at ``mpp`` µm/px.
     """
 
-    image: np.ndarray
     mpp: tuple[float, float]
     levels: tuple[dict[str, Any], ...]
 
@@ -126,7 +124,7 @@ def encode_slide_levels(
         images.append((resample(previous[: half[1] * 2, : half[0] * 2], half), (px * 2, py * 2)))
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
         levels = tuple(_level(image, px, pool) for image, px in reversed(images))
-    return SlideLevels(image=thumbnail, mpp=thumbnail_mpp, levels=levels)
+    return SlideLevels(mpp=thumbnail_mpp, levels=levels)
 
 
 def slide_pyramid(
