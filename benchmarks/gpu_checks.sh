@@ -9,11 +9,11 @@ out=${OUT:-gpu-checks}
 mkdir -p "$out"
 gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
 probe_gpu=$(( gpus > 1 ? 1 : 0 ))
-# Out-of-bounds probe (compute-sanitizer), then every configuration's error at the split head dims
-# (kernels/attention.py `usable` excludes the 64-row forwards measured or suspected wrong there).
+# Out-of-bounds probe (compute-sanitizer), then every configuration's error
+# at every head dim the kernels run at (kernels/attention.py `exact_head_dim`: others are zero-padded to these).
 (
   CUDA_VISIBLE_DEVICES=$probe_gpu python3 benchmarks/probe_small_n.py --n 1,2,33 --d 64 --jobs 6
-  for d in 40 48 72 80 96; do
+  for d in 32 48 64 80 96 128; do
     CUDA_VISIBLE_DEVICES=$probe_gpu python3 benchmarks/probe_accuracy.py --n 300 --d $d
   done
 ) >"$out/probe.txt" 2>&1 &

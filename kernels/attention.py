@@ -11,7 +11,9 @@ walks every key/value block for a stationary query block (dQ), after a preproces
 
 Sequence lengths need not be multiples of the block sizes: only the last key block (and the last query
 block) is masked. A head dim that is not a power of two is covered by two power-of-two column tiles
-(80 = 64 + 16) read with masked loads; the tensors themselves are never copied or padded.
+(80 = 64 + 16, 48 = 32 + 16, 96 = 64 + 32), so the tuned head dims are read in place, never copied or padded.
+Other head dims are zero-padded to the next of those (:func:`exact_head_dim`): the kernels can mask columns,
+but on an H100 some configurations computed wrong results with masked column tiles.
 
 Blocks move by pointer loads that Triton pipelines with ``cp.async`` (Ampere and Hopper). A tensor-descriptor
 (TMA) path exists for Hopper and newer but is off by default (``PREFER_TMA``): it measured slower here.
@@ -801,22 +803,6 @@ def candidate_configs(table: ConfigTable, device: torch.device, head_dim: int) -
     return table[(hopper, head_dim <= 64)]
 
 
-def usable(config: KernelConfig, *, hopper: bool, forward: bool, head_dim: int, split: bool) -> bool:
-    """Whether ``config`` may run: False where it was measured, or is suspected, to compute wrong results.
-
-    On an H100 with Triton 3.6 the forward with 64-row query blocks (64 × 64, 4 warps, 3 stages) returned
-    errors of 0.24 at head dim 40 (column tiles 32 + 16, the second one masked past column 40), where every
-    128-row configuration was within 1.2e-3 of the float32 reference (benchmarks/probe_accuracy.py,
-    2026-11-25). Excluded until checked per head dim: 64-row forwards on Hopper wherever the split has a
-    32-column first tile or a masked second one (head dims 33–63, 65–79 and 81–95). Head dims 80 and 96
-    (64 + 16, 64 + 32, nothing masked) keep them: 64 × 64 was the fastest tile at 80.
-    """
-    if not (forward and hopper and split and config.block_m < 128):
-        return True
-    head_a, head_b, _ = head_split(head_dim)
-    return head_a >= 64 and head_a + head_b == head_dim
-
-
 def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
     every = list(dict.fromkeys(c for entries in table.values() for c in entries))
 
@@ -824,14 +810,7 @@ def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
         args = {**named_args, **kwargs}
         device = args["Q"].device
         wanted = candidate_configs(table, device, int(args["HEAD_DIM"]))
-        hopper = torch.cuda.get_device_capability(device)[0] >= 9
-        head_dim, split = int(args["HEAD_DIM"]), bool(args["SPLIT"])
-        return [
-            c
-            for c in configs
-            if KernelConfig.of(c) in wanted
-            and usable(KernelConfig.of(c), hopper=hopper, forward=forward, head_dim=head_dim, split=split)
-        ]
+        return [c for c in configs if KernelConfig.of(c) in wanted]
 
     return triton.autotune(
         configs=[c.triton_config(forward) for c in every],
@@ -1067,26 +1046,53 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t, memory_format=torch.contiguous_format).copy_(t)
 
 
+# Head dims the column tiles cover exactly (see head_split): no column of any tile is masked.
+EXACT_HEAD_DIMS = (16, 32, 48, 64, 80, 96, 128)
+
+
+def exact_head_dim(head_dim: int) -> int:
+    """The head dim the kernels run at: ``head_dim`` itself, or the next one the tiles cover exactly.
+
+    On an H100 with Triton 3.6, forward configurations that read a masked column tile returned errors of
+    0.24–0.26 (head dim 40: 64 × 64 / 4 warps; head dim 72: 64 × 64 / 4 warps and 128 × 128 / 8 warps),
+    while every configuration at head dims 48, 80 and 96 (nothing masked) was within 2.1e-3 of the float32
+    reference (benchmarks/probe_accuracy.py, 2026-11-25). Other head dims are therefore zero-padded to the
+    next exact one: zero columns of q and k add nothing to the scores and those of v only to output columns
+    that are cut off, so the result is unchanged.
+    """
+    return next(width for width in EXACT_HEAD_DIMS if width >= head_dim)
+
+
+def _prepared(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``t`` with a unit-stride last dim and exactly ``width`` columns (zero-padded copies where needed)."""
+    if t.shape[-1] == width:
+        return _unit_stride(t)
+    return torch.nn.functional.pad(t, (0, width - t.shape[-1]))
+
+
 class _FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
+        head_dim = q.shape[3]
+        width = exact_head_dim(head_dim)
+        q, k, v = (_prepared(t, width) for t in (q, k, v))
         o, lse = _forward(q, k, v, scale)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.scale = scale
+        ctx.scale, ctx.head_dim = scale, head_dim
         ctx.set_materialize_grads(False)
-        return o, lse
+        return o[..., :head_dim], lse
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, do: torch.Tensor | None, dlse: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         q, k, v, o, lse = ctx.saved_tensors
-        do = torch.zeros_like(o) if do is None else _unit_stride(do)
+        do = torch.zeros_like(o) if do is None else _prepared(do, o.shape[3])
         dq, dk, dv = _backward(q, k, v, o, lse, do, dlse, ctx.scale)
-        return dq, dk, dv, None
+        head_dim = ctx.head_dim
+        return dq[..., :head_dim], dk[..., :head_dim], dv[..., :head_dim], None
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -1160,7 +1166,9 @@ def flash_attention(
         so ``o.transpose(1, 2).reshape(B, N, H * D)`` costs nothing), or ``(o, lse)``. Both are
         differentiable; the backward gives dq, dk, dv in the input dtype.
 
-    Any N ≥ 1 and head dims 1 to 128 (32, 48, 64, 80, 96, 128 are the tuned ones) work. float16 and
+    Any N ≥ 1 and head dims 1 to 128 work. Head dims 16, 32, 48, 64, 80, 96 and 128 run as they are; others
+    are first copied into zero-padded tensors of the next of these (same result, see :func:`exact_head_dim`),
+    and their ``o`` is a column slice of the padded output. float16 and
     bfloat16 run on the tensor cores with float32 accumulation and a float32 softmax. float32 inputs are
     computed in true float32 (``input_precision="ieee"``, not TF32): exact but several times slower,
     meant for CPU tests and references. CUDA tensors run compiled; CPU tensors only under the Triton

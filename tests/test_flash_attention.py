@@ -73,6 +73,8 @@ EXTRA_CASES = [
     Case(40, 16, layout="contiguous"),
     Case(50, 40, layout="strided"),
     Case(50, 72, layout="qkv", batch=2, heads=3),
+    Case(9, 8, layout="strided"),  # padded to 16
+    Case(20, 100, layout="qkv", heads=1, use_lse=True),  # padded to 128
     Case(130, 80, layout="qkv", tma=True, use_lse=True),
     Case(7, 48, layout="contiguous", tma=True),
     Case(65, 128, layout="bnhd", tma=True, batch=2, heads=1),
@@ -272,23 +274,27 @@ def test_only_layouts_without_a_unit_stride_row_are_copied() -> None:
 
 
 @pytest.mark.parametrize(
-    ("head_dim", "excluded"), [(40, True), (48, True), (72, True), (80, False), (96, False)]
+    ("head_dim", "width"),
+    [(1, 16), (16, 16), (17, 32), (40, 48), (48, 48), (49, 64), (72, 80), (81, 96), (97, 128), (128, 128)],
 )
-def test_split_head_dims_skip_64_row_forwards_where_suspect_on_hopper(head_dim: int, excluded: bool) -> None:
+def test_head_dims_run_at_widths_the_tiles_cover_without_masking(head_dim: int, width: int) -> None:
     from pathoflash.kernels import attention as fa
 
-    assert fa.head_split(head_dim)[2], "these head dims take two column tiles"
-    table = fa.FWD_CONFIGS[(True, head_dim <= 64)]
-    kept = [c for c in table if fa.usable(c, hopper=True, forward=True, head_dim=head_dim, split=True)]
-    assert kept and any(c.block_m == 64 for c in table)
-    assert all(c.block_m >= 128 for c in kept) == excluded
-    # Nothing else is excluded: backward kernels, Ampere, unsplit (or TMA) layouts.
-    assert all(
-        fa.usable(c, hopper=True, forward=False, head_dim=head_dim, split=True)
-        for c in fa.DKDV_CONFIGS[(True, head_dim <= 64)]
-    )
-    assert all(fa.usable(c, hopper=False, forward=True, head_dim=head_dim, split=True) for c in table)
-    assert all(fa.usable(c, hopper=True, forward=True, head_dim=head_dim, split=False) for c in table)
+    assert fa.exact_head_dim(head_dim) == width
+    head_a, head_b, split = fa.head_split(width)
+    assert (head_a + head_b if split else head_a) == width  # no masked column at the padded width
+
+
+def test_padding_copies_with_zero_columns_and_leaves_exact_widths_in_place() -> None:
+    from pathoflash.kernels.attention import _prepared
+
+    qkv = torch.randn(2, 9, 3, 4, 40).permute(2, 0, 3, 1, 4)
+    padded = _prepared(qkv[0], 48)
+    assert padded.shape == (2, 4, 9, 48) and padded.stride(-1) == 1
+    assert torch.equal(padded[..., :40], qkv[0]) and not padded[..., 40:].any()
+    fused = torch.randn(2, 9, 3, 4, 48).permute(2, 0, 3, 1, 4)
+    k = fused[1]
+    assert _prepared(k, 48) is k  # a view of a fused projection at an exact width is read in place
 
 
 def test_bfloat16_is_refused_under_the_interpreter(interpreted_results: dict) -> None:
