@@ -35,7 +35,9 @@ SHAPES: list[tuple[int, int, int, int, str]] = [
     (1, 3, 777, 96, "qkv"),
     (2, 2, 513, 32, "contiguous"),
     (1, 1, 1, 64, "contiguous"),
-    (1, 2, 300, 40, "strided"),
+    (1, 2, 300, 40, "strided"),  # head dims other than the tuned ones run zero-padded
+    (1, 2, 1000, 72, "contiguous"),
+    (2, 1, 333, 100, "qkv"),
 ]
 
 
