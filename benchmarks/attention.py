@@ -101,9 +101,15 @@ def method_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
     if name == "flex":
         global _flex_compiled
         if _flex_compiled is None:
+            import torch._dynamo
             from torch.nn.attention.flex_attention import flex_attention
 
-            _flex_compiled = torch.compile(flex_attention)
+            # Every (dtype, shape, mode) is a recompilation; past dynamo's default limit (8) it silently
+            # runs flex_attention eagerly (unfused, O(N²) memory): run 4 measured that, not FlexAttention.
+            for limit in ("cache_size_limit", "recompile_limit"):
+                if hasattr(torch._dynamo.config, limit):
+                    setattr(torch._dynamo.config, limit, 256)
+            _flex_compiled = torch.compile(flex_attention, dynamic=False)
         return _flex_compiled
     backend = {
         "cudnn": SDPBackend.CUDNN_ATTENTION,

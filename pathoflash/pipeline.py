@@ -3,22 +3,19 @@
 Decoding and the model overlap: the tiler writes tiles row by row into the store on its own threads while
 the model reads regions from the store right behind it (:mod:`pathoflash.row_gate`), so every tile is decoded
 from the slide exactly once. A rerun with another model reads the finished store and never the slide.
-Every output is written under a temporary name and renamed; ``done.json`` is written last, so a slide is
+The slide's own pictures for the outputs are made meanwhile (:mod:`pathoflash.outputs`). Every output is written under a temporary name and renamed; ``done.json`` is written last, so a slide is
 either finished with all its outputs or resumed next time.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +23,10 @@ from typing import Any
 import numpy as np
 
 from .errors import PathoflashError
-from .heatmap import viewer_mpp_for
 from .inputs import SlideInput
 from .options import RunOptions
+from .outputs import SlidePictures, write_outputs
 from .row_gate import TileRowGate
-from .slide import available_cpus
-from .viewer_image import compose, level_mpp, read_background, viewer_level
 
 log = logging.getLogger(__name__)
 
@@ -158,36 +153,21 @@ def _run(
 ) -> None:
     from .slide import open_slide
 
-    with open_slide(item.path, mpp=item.slide_mpp) as slide, ThreadPoolExecutor(1) as prefetch:
-        # The viewer's slide image is the store's tissue over a coarse background of the whole slide
-        # (pathoflash.viewer_image): the background is a small read, made while the tiles and the model run.
-        # zarr's first import takes ~0.35 s: do it while the tissue is detected, not after.
-        prefetch.submit(importlib.import_module, "zarr")
-        background = prefetch.submit(
-            read_background, slide, viewer_mpp_for(slide.dimensions, slide.mpp), workers=2
-        )
+    with open_slide(item.path, mpp=item.slide_mpp) as slide, SlidePictures(slide, result.timings) as pictures:
         heatmap, store = compute_heatmap(
-            slide, slide_dir / "tiles.zarr", model, options, progress=progress, timings=result.timings
+            slide,
+            slide_dir / "tiles.zarr",
+            model,
+            options,
+            progress=progress,
+            timings=result.timings,
+            on_tiled=pictures.tiles_ready,
         )
         result.tiles = len(store.grid.tissue_tiles)
         result.unreadable_tiles = len(store.unreadable_tiles)
         t0 = time.perf_counter()
-
-        def viewer() -> tuple[np.ndarray, tuple[float, float]]:
-            level = viewer_level(store.grid, slide.mpp, store.level_count)
-            image = compose(store, level, background.result()[0], slide.dimensions, workers=available_cpus())
-            result.timings["viewer image"] = time.perf_counter() - t0
-            return image, level_mpp(store.grid, slide.mpp, level)
-
-        result.outputs = _export(
-            heatmap,
-            slide,
-            slide_dir,
-            options,
-            result.unreadable_tiles,
-            viewer,
-            background.result(),
-            result.timings,
+        result.outputs = write_outputs(
+            heatmap, slide, slide_dir, options, result.unreadable_tiles, pictures, result.timings
         )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
@@ -204,11 +184,14 @@ def compute_heatmap(
     *,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    on_tiled: Callable[[Path], None] | None = None,
 ) -> tuple[Any, Any]:
     """Tile ``slide`` into the store at ``store_path`` while the model reads regions behind the tiler.
 
     Returns the :class:`~pathoflash.heatmap.Heatmap` and the finished :class:`~pathoflash.store.TileStore`
     (which also holds the heatmap array). Tiles already in the store are not decoded again.
+    ``on_tiled(store_path)`` is called from the tiler's thread as soon as the store holds every tile, while
+    the model may still be running.
     """
     from .inference import infer_heatmap
     from .store import TileStore
@@ -238,6 +221,9 @@ def compute_heatmap(
                 progress=None if progress is None else lambda d, n: progress("tiles", d, n),
                 on_tile=lambda row, col, _tile: gate.tile_done(row, col),
             )
+            timings["tile"] = time.perf_counter() - t
+            if on_tiled is not None:
+                on_tiled(store_path)
         except BaseException as exc:
             tiler_error.append(exc)
             gate.finish(exc)
@@ -246,7 +232,7 @@ def compute_heatmap(
         else:
             gate.finish()
         finally:
-            timings["tile"] = time.perf_counter() - t
+            timings.setdefault("tile", time.perf_counter() - t)
 
     tiler = threading.Thread(target=tile, name="tiler", daemon=True)
     tiler.start()
@@ -309,78 +295,3 @@ def _make_heatmap(probabilities: np.ndarray, slide: Any, store: Any, model: Any,
     )
     masked = np.where(heatmap.tissue(), heatmap.probabilities, np.float32(np.nan))
     return dataclasses.replace(heatmap, probabilities=masked)
-
-
-def _export(
-    heatmap: Any,
-    slide: Any,
-    slide_dir: Path,
-    options: RunOptions,
-    unreadable: int,
-    viewer: Callable[[], tuple[np.ndarray, tuple[float, float]]],
-    background: tuple[np.ndarray, float],
-    timings: dict[str, float],
-) -> dict[str, str]:
-    """Write every output, concurrently (they are independent; the image encoders release the GIL).
-
-    ``viewer()`` makes the viewer's whole-slide image and its µm/px ``(x, y)``; it runs once, beside the
-    outputs that do not need it. ``background``: the whole slide read coarse, and its µm/px; the PNG's
-    thumbnail is reduced from it where it is fine enough, else from the viewer's image. ``timings`` gets
-    each output's seconds as ``"export <name>"``.
-    """
-    from .export.viewer import encode_slide_levels
-
-    def png() -> Path:
-        image, image_mpp = background
-        if image_mpp > heatmap.png_mpp():
-            image, (image_mpp, _) = slide_image.result()
-        thumbnail = _coarser(image, image_mpp, heatmap.png_mpp(), slide)
-        return heatmap.to_png(slide_dir / "heatmap.png", thumbnail, thumbnail_mpp=heatmap.png_mpp())
-
-    def html() -> Path:
-        image, image_mpp = slide_image.result()
-        levels = encode_slide_levels(image, image_mpp, slide.mpp, workers=available_cpus())
-        return heatmap.to_html(
-            slide_dir / "viewer.html", levels, threshold=options.threshold, title=slide.path.name
-        )
-
-    writers: dict[str, Callable[[], Path]] = {
-        "heatmap.png": png,
-        "heatmap.geojson": lambda: heatmap.to_geojson(
-            slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
-        ),
-        "heatmap.tif": lambda: heatmap.to_tiff(slide_dir / "heatmap.tif"),
-        "viewer.html": html,
-    }
-
-    def summary() -> Path:
-        heatmap.to_summary(
-            slide_dir / "summary.json", threshold=options.threshold, unreadable_tiles=unreadable
-        )
-        return slide_dir / "summary.json"
-
-    writers["summary.json"] = summary
-
-    def timed(name: str) -> Path:
-        t0 = time.perf_counter()
-        path = writers[name]()
-        timings[f"export {name}"] = time.perf_counter() - t0
-        return path
-
-    with ThreadPoolExecutor(len(writers) + 1, thread_name_prefix="export") as pool:
-        slide_image = pool.submit(viewer)
-        futures = {name: pool.submit(timed, name) for name in writers}
-        outputs = {name: future.result() for name, future in futures.items()}
-    return {name: str(path) for name, path in outputs.items()}
-
-
-def _coarser(image: np.ndarray, image_mpp: float, mpp: float, slide: Any) -> np.ndarray:
-    """The whole-slide ``image`` (at ``image_mpp``) brought to the coarser ``mpp``; read from the slide if
-    ``mpp`` is finer than what the image holds."""
-    from .resample import resample
-
-    if mpp < image_mpp:
-        return slide.thumbnail_at_mpp(mpp)  # type: ignore[no-any-return]
-    height, width = image.shape[:2]
-    size = (max(1, math.floor(width * image_mpp / mpp)), max(1, math.floor(height * image_mpp / mpp)))
-    return resample(image, size)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pathoflash.export.geojson import point_in_ring, signed_area, tumor_regions
+from pathoflash.export import geojson
+from pathoflash.export.geojson import point_in_ring, signed_area, simplify_ring, simplify_rings, tumor_regions
 from pathoflash.heatmap import Heatmap
 
 OBJECT_TYPES = {"annotation", "detection", "tile", "cell"}
@@ -262,8 +263,6 @@ def test_checker_catches_broken_geometry() -> None:
 
 
 def test_simplify_ring_keeps_corners_and_stays_within_tolerance() -> None:
-    from pathoflash.export.geojson import simplify_ring
-
     t = np.linspace(0, 2 * np.pi, 400)
     ring = np.stack([50 + 30 * np.cos(t) + 0.05 * np.sin(37 * t), 50 + 20 * np.sin(t)], axis=1)
     ring[-1] = ring[0]
@@ -282,3 +281,153 @@ def test_simplify_ring_keeps_corners_and_stays_within_tolerance() -> None:
     )
     corners = simplify_ring(square, 0.1)
     assert {tuple(p) for p in corners.tolist()} == {(0, 0), (10, 0), (10, 10), (0, 10)}
+
+
+# ---- batch simplification against a plain recursive Douglas–Peucker --------------------------------------
+def reference_simplify(ring: np.ndarray, tolerance: float, seen: set[str] | None = None) -> np.ndarray:
+    """Douglas–Peucker on one closed ring, one vertex at a time: the oracle for :func:`simplify_rings`.
+
+    The same rules as the implementation (split first at the vertex farthest from the start, the first
+    maximum wins, distance to the point of a zero-length chord, ``> tolerance``, rings of ≤ 16 points
+    untouched), in plain recursion. ``seen`` collects which special cases ("tie", "zero chord") came up.
+    """
+    n = len(ring)
+    if n <= 16:
+        return ring
+    pts = ring.tolist()
+
+    def farthest(candidates: range, distance: Any) -> tuple[float, int]:
+        best, at = -1.0, -1
+        for k in candidates:
+            d = float(distance(pts[k]))
+            if d == best and seen is not None:
+                seen.add("tie")
+            if d > best:  # strictly: the first maximum wins
+                best, at = d, k
+        return best, at
+
+    def split(i: int, j: int) -> None:
+        if j - i < 2:
+            return
+        (ax, ay), (bx, by) = pts[i], pts[j]
+        length = float(np.hypot(bx - ax, by - ay))
+        if length == 0.0:
+            if seen is not None:
+                seen.add("zero chord")
+            best, at = farthest(range(i + 1, j), lambda p: np.hypot(p[0] - ax, p[1] - ay))
+        else:
+            best, at = farthest(
+                range(i + 1, j), lambda p: abs((bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)) / length
+            )
+        if best > tolerance:
+            keep.add(at)
+            split(i, at)
+            split(at, j)
+
+    keep = {0, n - 1}
+    x0, y0 = pts[0]
+    _, far = farthest(range(n), lambda p: np.hypot(p[0] - x0, p[1] - y0))
+    keep.add(far)
+    split(0, far)
+    split(far, n - 1)
+    return ring[sorted(keep)]
+
+
+def closed(points: np.ndarray) -> np.ndarray:
+    return np.vstack([points, points[:1]])
+
+
+def random_rings(rng: np.random.Generator) -> list[np.ndarray]:
+    """Rings that exercise the edge cases: walks, noisy circles, repeated points, collinear runs and lattice
+    coordinates (exact ties), chords of zero length, and every size around the 16-point passthrough."""
+    rings = []
+    for _ in range(60):  # random walks, some long
+        rings.append(closed(np.cumsum(rng.normal(size=(int(rng.integers(3, 400)), 2)), axis=0)))
+    for _ in range(60):  # circles with noise
+        t = np.sort(rng.random(int(rng.integers(3, 300)))) * 2 * np.pi
+        r = rng.uniform(1, 50) + rng.normal(scale=rng.uniform(0, 2), size=t.size)
+        rings.append(closed(np.c_[r * np.cos(t), r * np.sin(t)]))
+    for _ in range(80):  # half-pixel lattice walks: collinear runs, repeated points, equal distances
+        steps = rng.integers(-1, 2, size=(int(rng.integers(3, 200)), 2)) * 0.5
+        rings.append(closed(np.cumsum(steps, axis=0)))
+    for _ in range(40):  # every point repeated a few times
+        base = np.cumsum(rng.normal(size=(int(rng.integers(3, 60)), 2)), axis=0)
+        rings.append(closed(np.repeat(base, rng.integers(1, 4, size=len(base)), axis=0)))
+    for _ in range(20):  # out and back along the same path
+        path = np.cumsum(rng.integers(-2, 3, size=(int(rng.integers(2, 40)), 2)), axis=0).astype(float)
+        rings.append(np.vstack([[0.0, 0.0], path, path[-2::-1], [0.0, 0.0]]))
+    for _ in range(20):
+        # A closed ring only meets a zero-length chord when it is a single point (a copy of a chord's end lies
+        # on its line, so it is never split at). An open one that ends at its farthest point does: out to
+        # (20, 0), then once round a loop inside the circle of radius 20 back to (20, 0).
+        out_x = np.sort(rng.uniform(0, 18, size=int(rng.integers(1, 30))))
+        t = np.sort(rng.uniform(0, 2 * np.pi, size=int(rng.integers(1, 60))))
+        r = rng.uniform(0.5, 3)
+        rings.append(
+            np.concatenate(
+                [
+                    [[0.0, 0.0]],
+                    np.c_[out_x, rng.uniform(-1, 1, size=out_x.size)],
+                    [[20.0, 0.0]],
+                    np.c_[20 - r + r * np.cos(t), r * np.sin(t)],
+                    [[20.0, 0.0]],
+                ]
+            )
+        )
+    rings.append(np.zeros((30, 2)))  # a single point
+    # A square with unit-spaced (collinear) sides.
+    corners = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
+    ends = np.roll(corners, -1, axis=0)
+    sides = [np.linspace(a, b, 10, endpoint=False) for a, b in zip(corners, ends, strict=True)]
+    rings.append(closed(np.concatenate(sides)))
+    for n in range(3, 18):  # around the passthrough boundary (n counts the closing point)
+        for _ in range(4):
+            rings.append(closed(rng.normal(size=(n - 1, 2)) * 3))
+    return rings
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.05, 0.25, 1.0, 4.0])
+def test_simplify_rings_matches_the_recursive_reference(tolerance: float) -> None:
+    rng = np.random.default_rng(11)
+    rings = random_rings(rng)
+    seen: set[str] = set()
+    expected = [reference_simplify(ring, tolerance, seen) for ring in rings]
+    got = simplify_rings(rings, tolerance)
+    assert len(got) == len(rings)
+    for ring, want, have in zip(rings, expected, got, strict=True):
+        assert np.array_equal(have, want), (
+            f"{len(ring)}-point ring: kept {len(have)} vertices, expected {len(want)}"
+        )
+        assert np.array_equal(simplify_ring(ring, tolerance), want)
+        if len(ring) <= 16:
+            assert have is ring  # passed through untouched
+    assert {"tie", "zero chord"} <= seen  # the random rings did exercise the special cases
+
+
+def test_simplify_rings_handles_nothing_to_do() -> None:
+    assert simplify_rings([], 0.25) == []
+    small = [closed(np.eye(2)), closed(np.arange(30.0).reshape(15, 2))]
+    assert all(a is b for a, b in zip(simplify_rings(small, 0.25), small, strict=True))
+
+
+@pytest.mark.parametrize(("simplify", "min_area"), [(0.25, 0.0), (0.6, 2.0)])
+def test_tumor_regions_same_with_batch_and_reference_simplification(
+    monkeypatch: pytest.MonkeyPatch, simplify: float, min_area: float
+) -> None:
+    from skimage.filters import gaussian
+
+    rng = np.random.default_rng(5)
+    p = gaussian(rng.random((160, 220)), sigma=2.0).astype(np.float32)
+    p = (p - p.min()) / (p.max() - p.min())
+    p[rng.random(p.shape) < 0.01] = np.nan
+    batch = tumor_regions(p, 0.5, simplify=simplify, min_area=min_area)
+    monkeypatch.setattr(
+        geojson, "simplify_rings", lambda rings, tolerance: [reference_simplify(r, tolerance) for r in rings]
+    )
+    reference = tumor_regions(p, 0.5, simplify=simplify, min_area=min_area)
+    assert len(batch) > 20 and any(r.holes for r in batch)
+    assert len(batch) == len(reference)
+    for a, b in zip(batch, reference, strict=True):
+        assert np.array_equal(a.exterior, b.exterior)
+        assert len(a.holes) == len(b.holes)
+        assert all(np.array_equal(h, g) for h, g in zip(a.holes, b.holes, strict=True))

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -76,40 +76,103 @@ def point_in_ring(x: float, y: float, ring: np.ndarray) -> bool:
     return bool(np.count_nonzero(crosses & (x < x_at)) % 2)
 
 
-def simplify_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas–Peucker on a closed ring (first point = last), vectorised per split; keeps the closure.
+#: Rings of at most this many points are not simplified (specks of a few pixels: nothing to gain).
+SMALL_RING_POINTS = 16
 
-    The ring is first split at the vertex farthest from its start, so both halves have a proper chord. Rings
-    of up to 16 points (specks of a few pixels, where per-split overhead dominates and nothing is gained) are
-    returned as they are.
+
+def simplify_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas–Peucker on one closed ring (first point = last); :func:`simplify_rings` with a single ring."""
+    return simplify_rings([ring], tolerance)[0]
+
+
+def simplify_rings(rings: Sequence[np.ndarray], tolerance: float) -> list[np.ndarray]:
+    """Douglas–Peucker on closed rings (first point = last), all rings at once; keeps the closure.
+
+    Each ring is first split at the vertex farthest from its start, so both halves have a proper chord.
+    Then every open segment of every ring is split in one numpy pass at its vertex farthest from the chord
+    (the first such vertex on ties) if that one is more than ``tolerance`` away, until none splits: the
+    number of passes is the recursion depth, not the number of segments, which is what makes thousands of
+    contours cheap. Against a chord of zero length (a repeated point) the distance is to that point. Rings
+    of up to :data:`SMALL_RING_POINTS` points are returned as they are; the others as new arrays.
     """
-    n = len(ring)
-    if n <= 16:
-        return ring
-    keep = np.zeros(n, dtype=bool)
-    keep[0] = keep[-1] = True
-    far = int(np.argmax(np.hypot(*(ring - ring[0]).T)))
-    keep[far] = True
-    stack = [(0, far), (far, n - 1)]
-    while stack:
-        start, end = stack.pop()
-        if end - start < 2:
-            continue
-        a, b = ring[start], ring[end]
-        inner = ring[start + 1 : end]
-        ab = b - a
-        length = float(np.hypot(*ab))
-        if length == 0.0:
-            distance = np.hypot(*(inner - a).T)
-        else:  # distance to the chord's line
-            distance = np.abs(ab[0] * (inner[:, 1] - a[1]) - ab[1] * (inner[:, 0] - a[0])) / length
-        i = int(np.argmax(distance))
-        if distance[i] > tolerance:
-            split = start + 1 + i
-            keep[split] = True
-            stack.append((start, split))
-            stack.append((split, end))
-    return ring[keep]
+    out = list(rings)
+    todo = [i for i, ring in enumerate(out) if len(ring) > SMALL_RING_POINTS]
+    if not todo:
+        return out
+    points = np.concatenate([out[i] for i in todo])
+    x, y = np.ascontiguousarray(points.T)  # contiguous coordinates gather faster than the columns
+    sizes = np.array([len(out[i]) for i in todo])
+    firsts = np.cumsum(sizes) - sizes  # index of each ring's first point in ``points``
+    lasts = firsts + sizes - 1
+    far = _farthest_from_start(x, y, firsts, sizes)
+    keep = np.zeros(len(points), dtype=bool)
+    keep[firsts] = keep[lasts] = keep[far] = True
+    starts, ends = np.concatenate([firsts, far]), np.concatenate([far, lasts])
+    while True:
+        has_inner = ends - starts >= 2  # segments with vertices between their ends
+        starts, ends = starts[has_inner], ends[has_inner]
+        if not starts.size:
+            break
+        split, at = _farthest_from_chords(x, y, starts, ends, tolerance)
+        keep[at] = True
+        starts, ends = np.concatenate([starts[split], at]), np.concatenate([at, ends[split]])
+    kept = np.split(points[keep], np.cumsum(np.add.reduceat(keep, firsts))[:-1])
+    for i, ring in zip(todo, kept, strict=True):
+        out[i] = ring
+    return out
+
+
+def _group_argmax(
+    values: np.ndarray, firsts: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum of each consecutive non-empty group of ``values`` and the index of its first occurrence.
+
+    ``firsts`` are the groups' first indices (increasing) and ``groups`` each value's group number; ties go
+    to the first index, as with :func:`numpy.argmax`.
+    """
+    peak = np.maximum.reduceat(values, firsts)
+    at_peak = np.flatnonzero(values == peak[groups])  # increasing, so grouped in order
+    leading = np.ones(len(at_peak), dtype=bool)
+    leading[1:] = groups[at_peak[1:]] != groups[at_peak[:-1]]
+    index = np.zeros(len(firsts), dtype=np.intp)  # stays 0 for a NaN peak, which no value equals
+    index[groups[at_peak[leading]]] = at_peak[leading]
+    return peak, index
+
+
+def _farthest_from_start(x: np.ndarray, y: np.ndarray, firsts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Index of each ring's vertex farthest from the ring's first point (the first one on ties)."""
+    ring_of = np.repeat(np.arange(len(firsts)), sizes)
+    start_of = firsts[ring_of]
+    _, far = _group_argmax(np.hypot(x - x[start_of], y - y[start_of]), firsts, ring_of)
+    return far
+
+
+def _farthest_from_chords(
+    x: np.ndarray, y: np.ndarray, starts: np.ndarray, ends: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Douglas–Peucker pass over the segments from ``starts`` to ``ends`` (each with an inner vertex).
+
+    Returns which segments split (their farthest inner vertex is more than ``tolerance`` from the chord)
+    and, for those, the index of that vertex (the first one on ties).
+    """
+    counts = ends - starts - 1  # inner vertices per segment
+    firsts = np.cumsum(counts) - counts  # each segment's first inner vertex in the flat arrays below
+    segment_of = np.repeat(np.arange(len(starts)), counts)
+    inner = np.arange(len(segment_of)) + np.repeat(starts + 1 - firsts, counts)  # vertex indices
+    ax, ay = x[starts], y[starts]
+    abx, aby = x[ends] - ax, y[ends] - ay
+    length = np.hypot(abx, aby)
+    chord = length != 0.0
+    dx, dy = x[inner] - ax[segment_of], y[inner] - ay[segment_of]
+    cross = abx[segment_of] * dy
+    cross -= aby[segment_of] * dx
+    distance = np.abs(cross) / np.where(chord, length, 1.0)[segment_of]  # to the chord's line
+    if not chord.all():
+        point = ~chord[segment_of]
+        distance[point] = np.hypot(dx[point], dy[point])  # zero-length chord: distance to its point
+    peak, at = _group_argmax(distance, firsts, segment_of)
+    split = peak > tolerance
+    return split, inner[at[split]]
 
 
 def _assign_holes(exteriors: list[np.ndarray], holes: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -151,13 +214,13 @@ def tumor_regions(
     # 'high': contours wind counter-clockwise (in row/col) around values above the level, clockwise around
     # holes; in (x, y) = (col, row) that makes exteriors negative and holes positive before we flip them.
     contours = find_contours(padded, threshold, fully_connected="low", positive_orientation="high")
+    # (row, col) in padded index space → (x, y) in pixel-edge space: −1 for the pad, +0.5 to the centre.
+    rings = [contour[:, ::-1] - 0.5 for contour in contours]
+    if simplify > 0:
+        rings = simplify_rings(rings, simplify)
     exteriors: list[np.ndarray] = []
     holes: list[np.ndarray] = []
-    for contour in contours:
-        # (row, col) in padded index space → (x, y) in pixel-edge space: −1 for the pad, +0.5 to the centre.
-        ring = contour[:, ::-1] - 0.5
-        if simplify > 0:
-            ring = simplify_ring(ring, simplify)
+    for ring in rings:
         if not np.array_equal(ring[0], ring[-1]):
             ring = np.vstack([ring, ring[:1]])
         if len(ring) < 4:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..slide import available_cpus
 from .atomic import atomic_path
 from .colormap import colorize, viridis_lut
 from .sampling import GridSampler, nanmean_reduce, reduction_factors
@@ -38,7 +40,32 @@ def heatmap_on_grid(heatmap: Heatmap, size: tuple[int, int], pixel_mpp: tuple[fl
 
 
 def blend(thumbnail: np.ndarray, probabilities: np.ndarray, opacity: float) -> np.ndarray:
-    """Alpha-blend colour-mapped ``probabilities`` over ``thumbnail`` where they are finite."""
+    """Alpha-blend colour-mapped ``probabilities`` over ``thumbnail`` where they are finite.
+
+    Computed in strips of rows on up to :func:`~pathoflash.slide.available_cpus` threads (numpy releases
+    the GIL): 0.7 s on one thread for a 2048² thumbnail, and the PNG is on the slide's critical path.
+    """
+    out = np.empty(thumbnail.shape, dtype=np.uint8)
+
+    def strip(rows: slice) -> None:
+        out[rows] = _blend_rows(thumbnail[rows], probabilities[rows], opacity)
+
+    step = _BLEND_STRIP
+    strips = [slice(y, y + step) for y in range(0, thumbnail.shape[0], step)]
+    workers = min(len(strips), available_cpus())
+    if workers <= 1:
+        for rows in strips:
+            strip(rows)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="blend") as pool:
+            list(pool.map(strip, strips))
+    return out
+
+
+_BLEND_STRIP = 128  # rows per strip
+
+
+def _blend_rows(thumbnail: np.ndarray, probabilities: np.ndarray, opacity: float) -> np.ndarray:
     colours = colorize(probabilities).astype(np.float32)
     base = thumbnail.astype(np.float32)
     mixed = base * (1.0 - opacity) + colours * opacity

@@ -24,7 +24,7 @@ SCHEMA = "pathoflash.summary/1"
 
 def summarize(heatmap: Heatmap, *, threshold: float = 0.5, unreadable_tiles: int = 0) -> dict[str, Any]:
     """Tumor area (mm²), tumor fraction of tissue, max/mean probability, regions … as a JSON-ready dict."""
-    from skimage.measure import label
+    from scipy import ndimage
 
     from .. import __version__
 
@@ -38,7 +38,9 @@ def summarize(heatmap: Heatmap, *, threshold: float = 0.5, unreadable_tiles: int
     tumor[tissue] = values >= threshold
     n_tissue, n_tumor = int(tissue.sum()), int(tumor.sum())
     pixel_mm2 = heatmap.pixel_area_mm2
-    tumor_regions = int(label(tumor, connectivity=1).max()) if n_tumor else 0
+    # Edge-connected regions (4-connectivity, scipy's default): scipy.ndimage is already loaded by tissue
+    # detection, where scikit-image's label would first import half of scikit-image (0.5 s).
+    tumor_regions = int(ndimage.label(tumor)[1]) if n_tumor else 0
     return {
         "schema": SCHEMA,
         "model_id": heatmap.model_id,

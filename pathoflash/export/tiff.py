@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 _ZLIB_LEVEL = 2
-_BATCH = 64  # tiles per thread-pool batch; bounds how many encoded tiles wait in memory
+_AHEAD = 256  # tiles encoded ahead of the writer; bounds how many encoded tiles wait in memory
 _BIGTIFF_BYTES = 2**32 - 2**28  # switch to BigTIFF well before a classic TIFF's 4 GiB offsets run out
 
 
@@ -183,16 +184,21 @@ class _LevelTiles:
         return _deflate(np.ascontiguousarray(tile).tobytes())
 
     def encoded(self, pool: ThreadPoolExecutor) -> Iterator[bytes]:
-        """Encoded tiles in TIFF order (row-major), encoding a batch of data tiles at a time in ``pool``."""
-        pending: list[bytes | Future[bytes]] = []
+        """Encoded tiles in TIFF order (row-major); up to :data:`_AHEAD` data tiles encode in ``pool`` ahead
+        of the one being written, so the pool keeps working while the writer writes."""
+        pending: deque[bytes | Future[bytes]] = deque()
         for i in range(self.n_rows):
             for j in range(self.n_cols):
                 # Blank tiles are written empty here and pointed at one shared blank tile afterwards.
                 pending.append(pool.submit(self.encode, (i, j)) if self.tile_has_data[i, j] else b"")
-                if len(pending) >= _BATCH:
-                    yield from (p if isinstance(p, bytes) else p.result() for p in pending)
-                    pending = []
-        yield from (p if isinstance(p, bytes) else p.result() for p in pending)
+                if len(pending) > _AHEAD:
+                    yield _result(pending.popleft())
+        while pending:
+            yield _result(pending.popleft())
+
+
+def _result(item: bytes | Future[bytes]) -> bytes:
+    return item if isinstance(item, bytes) else item.result()
 
 
 def _share_blank_tile(path: Path, blank: bytes) -> None:

@@ -1,0 +1,216 @@
+"""One slide's outputs (DESIGN.md's output folder), with everything that does not need the heatmap made early.
+
+The exports are the tail of a slide: nothing can be written before the model's last region. So the slide's
+own pictures are prepared while the tiler and the model still run (:class:`SlidePictures`):
+
+* the background: the whole slide read coarse (:func:`pathoflash.viewer_image.read_background`), as soon as
+  the slide is open;
+* the PNG's thumbnail, reduced from the background (or, where the background is too coarse, from the
+  viewer's image);
+* the viewer's whole-slide image (the tile store's pyramid over the background) and its JPEG levels, as soon
+  as the tiler has finished: only the store's tiles are needed, not the model.
+
+What is left once the heatmap exists is written concurrently by :func:`write_outputs`: the heatmap blended
+over the thumbnail, the GeoJSON contours, the TIFF, the viewer page around the ready levels, the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .heatmap import png_mpp_for, viewer_mpp_for
+from .options import RunOptions
+from .slide import available_cpus
+from .viewer_image import compose, level_mpp, read_background, viewer_level
+
+#: Imported while the tissue is detected: the tiler's first need (~0.35 s, GIL-held).
+_EARLY_IMPORTS = ("zarr",)
+#: Imported once the tiles are done, while the model finishes: the exports' first needs (~0.3 s). Not
+#: earlier: tissue detection imports scipy and scikit-image at the same time, and two threads importing
+#: one package can see it half-initialised (scipy raises ImportError then).
+_EXPORT_IMPORTS = ("skimage.measure:find_contours", "tifffile")
+
+
+@dataclass(frozen=True, slots=True)
+class _Background:
+    image: np.ndarray
+    mpp: float
+    thumbnail: np.ndarray | None  # the PNG's thumbnail, where the background is fine enough for it
+
+
+@dataclass(frozen=True, slots=True)
+class _Viewer:
+    levels: Any  # pathoflash.export.viewer.SlideLevels
+    thumbnail: np.ndarray | None  # the PNG's thumbnail, where the background was too coarse for it
+
+
+class SlidePictures:
+    """The slide's own images for the outputs, made on background threads while the heatmap is computed.
+
+    Start it when the slide is open; call :meth:`tiles_ready` once the tile store holds every tile (the
+    viewer image starts then); :meth:`thumbnail` and :meth:`viewer_levels` wait for their results. Use it as
+    a context manager: leaving it waits for (or, after an error, cancels) the remaining work.
+    """
+
+    def __init__(self, slide: Any, timings: dict[str, float]) -> None:
+        self._slide, self._timings = slide, timings
+        self._png_mpp = png_mpp_for(slide.dimensions, slide.mpp)
+        self._pool = ThreadPoolExecutor(3, thread_name_prefix="pictures")
+        self._pool.submit(_import_quietly, _EARLY_IMPORTS)
+        self._background = self._pool.submit(self._read_background)
+        self._viewer: Future[_Viewer] | None = None
+        self._imports: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SlidePictures:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def tiles_ready(self, store_path: Path) -> None:
+        """Start the viewer image and its levels from the finished store at ``store_path`` (once)."""
+        with self._lock:
+            if self._viewer is None:
+                self._imports = self._pool.submit(_import_quietly, _EXPORT_IMPORTS)
+                self._viewer = self._pool.submit(self._make_viewer, store_path)
+
+    def wait_for_imports(self) -> None:
+        """Wait until the exports' modules are imported (so no two export threads import one at once)."""
+        if self._imports is not None:
+            self._imports.result()
+
+    def thumbnail(self) -> tuple[np.ndarray, float]:
+        """The PNG's whole-slide thumbnail and its µm/px."""
+        background = self._background.result()
+        if background.thumbnail is not None:
+            return background.thumbnail, self._png_mpp
+        thumbnail = self._viewer_result().thumbnail
+        assert thumbnail is not None  # made by _make_viewer whenever the background is too coarse
+        return thumbnail, self._png_mpp
+
+    def viewer_levels(self) -> Any:
+        """The viewer's slide image as encoded JPEG levels (:class:`~pathoflash.export.viewer.SlideLevels`)."""
+        return self._viewer_result().levels
+
+    def _viewer_result(self) -> _Viewer:
+        if self._viewer is None:
+            raise RuntimeError("SlidePictures.tiles_ready() was not called")
+        return self._viewer.result()
+
+    def _read_background(self) -> _Background:
+        slide = self._slide
+        image, mpp = read_background(slide, viewer_mpp_for(slide.dimensions, slide.mpp), workers=2)
+        thumbnail = coarser(image, mpp, self._png_mpp, slide) if mpp <= self._png_mpp else None
+        return _Background(image, mpp, thumbnail)
+
+    def _make_viewer(self, store_path: Path) -> _Viewer:
+        from .export.viewer import encode_slide_levels
+        from .store import TileStore
+
+        t0 = time.perf_counter()
+        slide, background = self._slide, self._background.result()
+        store = TileStore.open(store_path)
+        level = viewer_level(store.grid, slide.mpp, store.level_count)
+        image = compose(store, level, background.image, slide.dimensions, workers=available_cpus())
+        image_mpp = level_mpp(store.grid, slide.mpp, level)
+        self._timings["viewer image"] = time.perf_counter() - t0
+        thumbnail = None
+        if background.thumbnail is None:
+            thumbnail = coarser(image, image_mpp[0], self._png_mpp, slide)
+        levels = encode_slide_levels(image, image_mpp, slide.mpp, workers=available_cpus())
+        self._timings["viewer levels"] = time.perf_counter() - t0
+        return _Viewer(levels, thumbnail)
+
+
+def write_outputs(
+    heatmap: Any,
+    slide: Any,
+    slide_dir: Path,
+    options: RunOptions,
+    unreadable: int,
+    pictures: SlidePictures,
+    timings: dict[str, float],
+) -> dict[str, str]:
+    """Write every output of one slide, concurrently (the image encoders and zlib release the GIL).
+
+    ``timings`` gets each output's seconds as ``"export <name>"``. Returns each output's path.
+    """
+    pictures.wait_for_imports()
+
+    def png() -> Path:
+        thumbnail, thumbnail_mpp = pictures.thumbnail()
+        return heatmap.to_png(slide_dir / "heatmap.png", thumbnail, thumbnail_mpp=thumbnail_mpp)
+
+    def html() -> Path:
+        return heatmap.to_html(
+            slide_dir / "viewer.html",
+            pictures.viewer_levels(),
+            threshold=options.threshold,
+            title=slide.path.name,
+        )
+
+    def summary() -> Path:
+        heatmap.to_summary(
+            slide_dir / "summary.json", threshold=options.threshold, unreadable_tiles=unreadable
+        )
+        return slide_dir / "summary.json"
+
+    writers: dict[str, Callable[[], Path]] = {
+        "heatmap.png": png,
+        "heatmap.geojson": lambda: heatmap.to_geojson(
+            slide_dir / "heatmap.geojson", threshold=options.threshold, tiles=options.geojson_tiles
+        ),
+        "heatmap.tif": lambda: heatmap.to_tiff(slide_dir / "heatmap.tif"),
+        "viewer.html": html,
+        "summary.json": summary,
+    }
+
+    def timed(name: str) -> Path:
+        t0 = time.perf_counter()
+        path = writers[name]()
+        timings[f"export {name}"] = time.perf_counter() - t0
+        return path
+
+    with ThreadPoolExecutor(len(writers), thread_name_prefix="export") as pool:
+        futures = {name: pool.submit(timed, name) for name in writers}
+        return {name: str(future.result()) for name, future in futures.items()}
+
+
+def coarser(image: np.ndarray, image_mpp: float, mpp: float, slide: Any) -> np.ndarray:
+    """The whole-slide ``image`` (at ``image_mpp``) brought to the coarser ``mpp``; read from the slide if
+    ``mpp`` is finer than what the image holds."""
+    from .resample import resample
+
+    if mpp < image_mpp:
+        return slide.thumbnail_at_mpp(mpp)  # type: ignore[no-any-return]
+    height, width = image.shape[:2]
+    size = (max(1, math.floor(width * image_mpp / mpp)), max(1, math.floor(height * image_mpp / mpp)))
+    return resample(image, size)
+
+
+def _import_quietly(names: tuple[str, ...]) -> None:
+    """Import ``names`` (``module`` or ``module:attribute``, for lazily loaded attributes) ahead of use.
+
+    One that is missing fails later, where it is needed, with its own message.
+    """
+    for name in names:
+        module, _, attribute = name.partition(":")
+        with contextlib.suppress(ImportError, AttributeError):
+            loaded = importlib.import_module(module)
+            if attribute:
+                getattr(loaded, attribute)
+
+
+__all__ = ["SlidePictures", "coarser", "write_outputs"]
