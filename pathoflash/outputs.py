@@ -7,8 +7,9 @@ own pictures are prepared while the tiler and the model still run (:class:`Slide
   the slide is open;
 * the PNG's thumbnail, reduced from the background (or, where the background is too coarse, from the
   viewer's image);
-* the viewer's whole-slide image (the tile store's pyramid over the background) and its JPEG levels, as soon
-  as the tiler has finished: only the store's tiles are needed, not the model.
+* the viewer's whole-slide image: the background upsampled onto the store pyramid level's frame as soon as
+  the tile grid is planned, the store's tissue pasted over it and its JPEG levels encoded as soon as the
+  tiler has finished: only the store's tiles are needed, not the model.
 
 What is left once the heatmap exists is written concurrently by :func:`write_outputs`: the heatmap blended
 over the thumbnail, the GeoJSON contours, the TIFF, the viewer page around the ready levels, the summary.
@@ -32,7 +33,7 @@ import numpy as np
 from .heatmap import png_mpp_for, viewer_mpp_for
 from .options import RunOptions
 from .slide import available_cpus
-from .viewer_image import compose, level_mpp, read_background, viewer_level
+from .viewer_image import canvas, level_mpp, paste_tiles, read_background, viewer_level
 
 #: Imported while the tissue is detected: the tiler's first need (~0.35 s, GIL-held).
 _EARLY_IMPORTS = ("zarr",)
@@ -58,17 +59,18 @@ class _Viewer:
 class SlidePictures:
     """The slide's own images for the outputs, made on background threads while the heatmap is computed.
 
-    Start it when the slide is open; call :meth:`tiles_ready` once the tile store holds every tile (the
-    viewer image starts then); :meth:`thumbnail` and :meth:`viewer_levels` wait for their results. Use it as
+    Start it when the slide is open; call :meth:`grid_ready` with the tile grid and :meth:`tiles_ready`
+    once the tile store holds every tile (a :class:`~pathoflash.pipeline.TilingListener`); :meth:`thumbnail` and :meth:`viewer_levels` wait for their results. Use it as
     a context manager: leaving it waits for (or, after an error, cancels) the remaining work.
     """
 
     def __init__(self, slide: Any, timings: dict[str, float]) -> None:
         self._slide, self._timings = slide, timings
         self._png_mpp = png_mpp_for(slide.dimensions, slide.mpp)
-        self._pool = ThreadPoolExecutor(3, thread_name_prefix="pictures")
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="pictures")
         self._pool.submit(_import_quietly, _EARLY_IMPORTS)
         self._background = self._pool.submit(self._read_background)
+        self._canvas: Future[tuple[int, np.ndarray]] | None = None
         self._viewer: Future[_Viewer] | None = None
         self._imports: Future[None] | None = None
         self._lock = threading.Lock()
@@ -78,6 +80,12 @@ class SlidePictures:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def grid_ready(self, grid: Any) -> None:
+        """Start the viewer image's background, upsampled onto its store level's frame (once)."""
+        with self._lock:
+            if self._canvas is None:
+                self._canvas = self._pool.submit(self._make_canvas, grid)
 
     def tiles_ready(self, store_path: Path) -> None:
         """Start the viewer image and its levels from the finished store at ``store_path`` (once)."""
@@ -115,6 +123,11 @@ class SlidePictures:
         thumbnail = coarser(image, mpp, self._png_mpp, slide) if mpp <= self._png_mpp else None
         return _Background(image, mpp, thumbnail)
 
+    def _make_canvas(self, grid: Any) -> tuple[int, np.ndarray]:
+        slide, background = self._slide, self._background.result()
+        level = viewer_level(grid, slide.mpp)
+        return level, canvas(grid, level, background.image, slide.dimensions, workers=available_cpus())
+
     def _make_viewer(self, store_path: Path) -> _Viewer:
         from .export.viewer import encode_slide_levels
         from .store import TileStore
@@ -122,8 +135,11 @@ class SlidePictures:
         t0 = time.perf_counter()
         slide, background = self._slide, self._background.result()
         store = TileStore.open(store_path)
-        level = viewer_level(store.grid, slide.mpp, store.level_count)
-        image = compose(store, level, background.image, slide.dimensions, workers=available_cpus())
+        if self._canvas is None:  # grid_ready was not called: make it now
+            self.grid_ready(store.grid)
+        assert self._canvas is not None
+        level, image = self._canvas.result()
+        image = paste_tiles(store, level, image)
         image_mpp = level_mpp(store.grid, slide.mpp, level)
         self._timings["viewer image"] = time.perf_counter() - t0
         thumbnail = None

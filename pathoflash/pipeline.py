@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 
 #: ``progress(stage, done, total)`` with stage ``"tiles"`` or ``"regions"``.
 Progress = Callable[[str, int, int], None]
+
+
+class TilingListener(Protocol):
+    """Told by :func:`compute_heatmap` how far the tiling is, so work that needs no heatmap can start."""
+
+    def grid_ready(self, grid: Any) -> None: ...  # the tile grid (tissue found), before any tile
+
+    def tiles_ready(self, store_path: Path) -> None: ...  # every tile is in the store
+
 
 DONE_FILE = "done.json"
 OUTPUT_FILES = ("heatmap.png", "heatmap.geojson", "heatmap.tif", "viewer.html", "summary.json")
@@ -161,7 +170,7 @@ def _run(
             options,
             progress=progress,
             timings=result.timings,
-            on_tiled=pictures.tiles_ready,
+            listener=pictures,
         )
         result.tiles = len(store.grid.tissue_tiles)
         result.unreadable_tiles = len(store.unreadable_tiles)
@@ -184,14 +193,14 @@ def compute_heatmap(
     *,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
-    on_tiled: Callable[[Path], None] | None = None,
+    listener: TilingListener | None = None,
 ) -> tuple[Any, Any]:
     """Tile ``slide`` into the store at ``store_path`` while the model reads regions behind the tiler.
 
     Returns the :class:`~pathoflash.heatmap.Heatmap` and the finished :class:`~pathoflash.store.TileStore`
     (which also holds the heatmap array). Tiles already in the store are not decoded again.
-    ``on_tiled(store_path)`` is called from the tiler's thread as soon as the store holds every tile, while
-    the model may still be running.
+    ``listener`` hears of the grid as soon as it is planned and of the store (from the tiler's thread) as
+    soon as it holds every tile, while the model may still be running.
     """
     from .inference import infer_heatmap
     from .store import TileStore
@@ -202,6 +211,8 @@ def compute_heatmap(
     t0 = time.perf_counter()
     grid = plan_grid(slide, mpp=options.mpp, tile_size=options.tile_size)
     timings["tissue"] = time.perf_counter() - t0
+    if listener is not None:
+        listener.grid_ready(grid)
     gate = TileRowGate(grid.rows, TileStore.pending_tiles(store_path, slide, grid))
     tiler_error: list[BaseException] = []
     opened: queue.Queue[Any] = queue.Queue(maxsize=1)  # the store once it exists, or the tiler's error
@@ -222,8 +233,8 @@ def compute_heatmap(
                 on_tile=lambda row, col, _tile: gate.tile_done(row, col),
             )
             timings["tile"] = time.perf_counter() - t
-            if on_tiled is not None:
-                on_tiled(store_path)
+            if listener is not None:
+                listener.tiles_ready(store_path)
         except BaseException as exc:
             tiler_error.append(exc)
             gate.finish(exc)

@@ -24,10 +24,11 @@ from .store import FILL, TileStore, level_shapes
 from .tiling import TileGrid
 
 
-def viewer_level(grid: TileGrid, slide_mpp: tuple[float, float], level_count: int) -> int:
+def viewer_level(grid: TileGrid, slide_mpp: tuple[float, float], level_count: int | None = None) -> int:
     """The finest store pyramid level within the viewer's pixel budget and no finer than ~1 µm/px.
 
-    "~": a 0.499 µm/px scan's level 1 (0.998 µm/px) counts as 1 µm/px (5 % tolerance).
+    "~": a 0.499 µm/px scan's level 1 (0.998 µm/px) counts as 1 µm/px (5 % tolerance). ``level_count``
+    defaults to every level of the grid's pyramid (what a store of that grid has).
     """
     shapes = level_shapes(grid.width, grid.height, grid.tile_size)[:level_count]
     finest = min(grid.scale[0] * slide_mpp[0], grid.scale[1] * slide_mpp[1])
@@ -93,14 +94,33 @@ def compose(
 
     ``workers`` threads upsample the background.
     """
-    grid = store.grid
+    return paste_tiles(store, level, canvas(store.grid, level, background, slide_dimensions, workers=workers))
+
+
+def canvas(
+    grid: TileGrid,
+    level: int,
+    background: np.ndarray,
+    slide_dimensions: tuple[int, int],
+    *,
+    workers: int = 1,
+) -> np.ndarray:
+    """``background`` upsampled onto the frame of store pyramid ``level`` of ``grid``: the part of
+    :func:`compose` that needs no tiles (most of its time), so it can be made while the tiler runs."""
     height, width = level_shapes(grid.width, grid.height, grid.tile_size)[level]
     # The background covers the slide exactly; the level may reach a little past its right and bottom edge.
     cover_w = min(width, max(1, round(slide_dimensions[0] / (grid.scale[0] * 2**level))))
     cover_h = min(height, max(1, round(slide_dimensions[1] / (grid.scale[1] * 2**level))))
     out = np.full((height, width, 3), FILL, np.uint8)
     out[:cover_h, :cover_w] = _resize(background, (cover_w, cover_h), workers)
+    return out
 
+
+def paste_tiles(store: TileStore, level: int, out: np.ndarray) -> np.ndarray:
+    """Paste into ``out`` (a :func:`canvas` of ``level``) the parts of the store's ``level`` chunks that
+    came from written level-0 tiles; returns ``out``."""
+    grid = store.grid
+    height, width = out.shape[:2]
     t = grid.tile_size
     span = 2**level  # level-0 tiles per chunk side
     step = t // span  # pixels per level-0 tile inside a chunk (0 when a chunk holds more tiles than pixels)
@@ -130,4 +150,12 @@ def compose(
     return out
 
 
-__all__ = ["background_mpp", "compose", "level_mpp", "read_background", "viewer_level"]
+__all__ = [
+    "background_mpp",
+    "canvas",
+    "compose",
+    "level_mpp",
+    "paste_tiles",
+    "read_background",
+    "viewer_level",
+]
