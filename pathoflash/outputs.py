@@ -8,8 +8,11 @@ own pictures are prepared while the tiler and the model still run (:class:`Slide
 * the PNG's thumbnail, reduced from the background (or, where the background is too coarse, from the
   viewer's image);
 * the viewer's whole-slide image: the background upsampled onto the store pyramid level's frame as soon as
-  the tile grid is planned, the store's tissue pasted over it and its JPEG levels encoded as soon as the
-  tiler has finished: only the store's tiles are needed, not the model.
+  the tile grid is planned, and the store's tissue pasted over it as soon as the tiler has finished.
+
+Its JPEG levels (0.7 s on 16 threads for a 2-Gpx slide) are encoded only once the heatmap exists, by the
+viewer's export: encoded while the model finished, they slowed the model's last regions by 0.4 s (H100 host,
+2026-11-25), more than they saved; beside the other exports they end before the TIFF does.
 
 What is left once the heatmap exists is written concurrently by :func:`write_outputs`: the heatmap blended
 over the thumbnail, the GeoJSON contours, the TIFF, the viewer page around the ready levels, the summary.
@@ -52,7 +55,8 @@ class _Background:
 
 @dataclass(frozen=True, slots=True)
 class _Viewer:
-    levels: Any  # pathoflash.export.viewer.SlideLevels
+    image: np.ndarray
+    mpp: tuple[float, float]
     thumbnail: np.ndarray | None  # the PNG's thumbnail, where the background was too coarse for it
 
 
@@ -60,8 +64,9 @@ class SlidePictures:
     """The slide's own images for the outputs, made on background threads while the heatmap is computed.
 
     Start it when the slide is open; call :meth:`grid_ready` with the tile grid and :meth:`tiles_ready`
-    once the tile store holds every tile (a :class:`~pathoflash.pipeline.TilingListener`); :meth:`thumbnail` and :meth:`viewer_levels` wait for their results. Use it as
-    a context manager: leaving it waits for (or, after an error, cancels) the remaining work.
+    once the tile store holds every tile (a :class:`~pathoflash.pipeline.TilingListener`).
+    :meth:`thumbnail` and :meth:`viewer_levels` wait for what they need. Use it as a context manager:
+    leaving it waits for (or, after an error, cancels) the remaining work.
     """
 
     def __init__(self, slide: Any, timings: dict[str, float]) -> None:
@@ -88,7 +93,7 @@ class SlidePictures:
                 self._canvas = self._pool.submit(self._make_canvas, grid)
 
     def tiles_ready(self, store_path: Path) -> None:
-        """Start the viewer image and its levels from the finished store at ``store_path`` (once)."""
+        """Start the viewer image from the finished store at ``store_path`` (once)."""
         with self._lock:
             if self._viewer is None:
                 self._imports = self._pool.submit(_import_quietly, _EXPORT_IMPORTS)
@@ -109,8 +114,17 @@ class SlidePictures:
         return thumbnail, self._png_mpp
 
     def viewer_levels(self) -> Any:
-        """The viewer's slide image as encoded JPEG levels (:class:`~pathoflash.export.viewer.SlideLevels`)."""
-        return self._viewer_result().levels
+        """The viewer's slide image as encoded JPEG levels (:class:`~pathoflash.export.viewer.SlideLevels`).
+
+        Encoded here, on the caller's thread and :func:`~pathoflash.slide.available_cpus` helpers.
+        """
+        from .export.viewer import encode_slide_levels
+
+        viewer = self._viewer_result()
+        t0 = time.perf_counter()
+        levels = encode_slide_levels(viewer.image, viewer.mpp, self._slide.mpp, workers=available_cpus())
+        self._timings["viewer levels"] = time.perf_counter() - t0
+        return levels
 
     def _viewer_result(self) -> _Viewer:
         if self._viewer is None:
@@ -129,7 +143,6 @@ class SlidePictures:
         return level, canvas(grid, level, background.image, slide.dimensions, workers=available_cpus())
 
     def _make_viewer(self, store_path: Path) -> _Viewer:
-        from .export.viewer import encode_slide_levels
         from .store import TileStore
 
         t0 = time.perf_counter()
@@ -145,9 +158,7 @@ class SlidePictures:
         thumbnail = None
         if background.thumbnail is None:
             thumbnail = coarser(image, image_mpp[0], self._png_mpp, slide)
-        levels = encode_slide_levels(image, image_mpp, slide.mpp, workers=available_cpus())
-        self._timings["viewer levels"] = time.perf_counter() - t0
-        return _Viewer(levels, thumbnail)
+        return _Viewer(image, image_mpp, thumbnail)
 
 
 def write_outputs(

@@ -82,3 +82,40 @@ def test_threaded_resize_matches_one_pass() -> None:
     strips = viewer_image._resize(image, (466, 602), 5)
     assert whole.shape == strips.shape == (602, 466, 3)
     assert np.abs(whole.astype(int) - strips.astype(int)).max() <= 1  # seams: rounding of the box edges
+
+
+@pytest.mark.parametrize("grid_first", [True, False], ids=["grid-then-tiles", "tiles-only"])
+def test_slide_pictures_match_the_direct_composition(
+    cmu1: Path, cmu1_store: TileStore, grid_first: bool
+) -> None:
+    from pathoflash.export.viewer import encode_slide_levels
+    from pathoflash.heatmap import png_mpp_for, viewer_mpp_for
+    from pathoflash.outputs import SlidePictures, coarser
+
+    timings: dict[str, float] = {}
+    with open_slide(cmu1) as slide, SlidePictures(slide, timings) as pictures:
+        with pytest.raises(RuntimeError, match="tiles_ready"):
+            pictures.viewer_levels()
+        if grid_first:
+            pictures.grid_ready(cmu1_store.grid)
+        pictures.tiles_ready(cmu1_store.path)
+        levels = pictures.viewer_levels()
+        thumbnail, thumbnail_mpp = pictures.thumbnail()
+
+        background, background_at = viewer_image.read_background(
+            slide, viewer_mpp_for(slide.dimensions, slide.mpp)
+        )
+        level = viewer_image.viewer_level(cmu1_store.grid, slide.mpp, cmu1_store.level_count)
+        direct = viewer_image.compose(cmu1_store, level, background, slide.dimensions)
+        png_mpp = png_mpp_for(slide.dimensions, slide.mpp)
+        source, source_mpp = (background, background_at) if background_at <= png_mpp else (direct, None)
+        expected_thumbnail = coarser(
+            source, source_mpp or viewer_image.level_mpp(cmu1_store.grid, slide.mpp, level)[0], png_mpp, slide
+        )
+    assert thumbnail_mpp == png_mpp
+    np.testing.assert_array_equal(thumbnail, expected_thumbnail)
+    direct_levels = encode_slide_levels(
+        direct, viewer_image.level_mpp(cmu1_store.grid, slide.mpp, level), slide.mpp
+    )
+    assert levels.mpp == direct_levels.mpp and levels.levels == direct_levels.levels
+    assert {"viewer image", "viewer levels"} <= timings.keys()
