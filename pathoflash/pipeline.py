@@ -3,8 +3,9 @@
 Decoding and the model overlap: the tiler writes tiles row by row into the store on its own threads while
 the model reads regions from the store right behind it (:mod:`pathoflash.row_gate`), so every tile is decoded
 from the slide exactly once. A rerun with another model reads the finished store and never the slide.
-The slide's own pictures for the outputs are made meanwhile (:mod:`pathoflash.outputs`). Every output is written under a temporary name and renamed; ``done.json`` is written last, so a slide is
-either finished with all its outputs or resumed next time.
+The slide's own pictures for the outputs are made meanwhile (:mod:`pathoflash.outputs`). Every output is
+written under a temporary name and renamed; ``done.json`` is written last, so a slide is either finished
+with all its outputs or resumed next time.
 """
 
 from __future__ import annotations
