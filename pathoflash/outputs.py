@@ -10,9 +10,10 @@ own pictures are prepared while the tiler and the model still run (:class:`Slide
 * the viewer's whole-slide image: the background upsampled onto the store pyramid level's frame as soon as
   the tile grid is planned, and the store's tissue pasted over it as soon as the tiler has finished.
 
-Its JPEG levels (0.7 s on 16 threads for a 2-Gpx slide) are encoded only once the heatmap exists, by the
-viewer's export: encoded while the model finished, they slowed the model's last regions by 0.4 s (H100 host,
-2026-11-25), more than they saved; beside the other exports they end before the TIFF does.
+Its JPEG levels (0.65–0.76 s on 16 threads for a 2-Gpx slide) are encoded only once the heatmap exists,
+by the viewer's export: encoded while the model finished, they slowed the model's last regions by 0.4 s
+(H100 host, 2026-11-25). Beside the other exports they are expected to end before the TIFF (0.93–0.99 s
+there); that ordering was not measured on a GPU.
 
 What is left once the heatmap exists is written concurrently by :func:`write_outputs`: the heatmap blended
 over the thumbnail, the GeoJSON contours, the TIFF, the viewer page around the ready levels, the summary.
@@ -40,9 +41,9 @@ from .viewer_image import canvas, level_mpp, paste_tiles, read_background, viewe
 
 #: Imported while the tissue is detected: the tiler's first need (~0.35 s, GIL-held).
 _EARLY_IMPORTS = ("zarr",)
-#: Imported once the tiles are done, while the model finishes: the exports' first needs (~0.3 s). Not
-#: earlier: tissue detection imports scipy and scikit-image at the same time, and two threads importing
-#: one package can see it half-initialised (scipy raises ImportError then).
+#: Imported once the tiles are done, before the exports start, so that no two export threads import one
+#: package at once: two threads importing one package can see it half-initialised (scipy raised ImportError
+#: so). Not earlier, for the same reason: tissue detection imports scipy and scikit-image meanwhile.
 _EXPORT_IMPORTS = ("skimage.measure:find_contours", "tifffile")
 
 

@@ -39,6 +39,9 @@ def heatmap_on_grid(heatmap: Heatmap, size: tuple[int, int], pixel_mpp: tuple[fl
     return sampler.window(0, 0, size[0], size[1], np.nan)
 
 
+_BLEND_STRIP = 128  # rows per strip of :func:`blend`
+
+
 def blend(thumbnail: np.ndarray, probabilities: np.ndarray, opacity: float) -> np.ndarray:
     """Alpha-blend colour-mapped ``probabilities`` over ``thumbnail`` where they are finite.
 
@@ -50,19 +53,10 @@ def blend(thumbnail: np.ndarray, probabilities: np.ndarray, opacity: float) -> n
     def strip(rows: slice) -> None:
         out[rows] = _blend_rows(thumbnail[rows], probabilities[rows], opacity)
 
-    step = _BLEND_STRIP
-    strips = [slice(y, y + step) for y in range(0, thumbnail.shape[0], step)]
-    workers = min(len(strips), available_cpus())
-    if workers <= 1:
-        for rows in strips:
-            strip(rows)
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="blend") as pool:
-            list(pool.map(strip, strips))
+    strips = [slice(y, y + _BLEND_STRIP) for y in range(0, thumbnail.shape[0], _BLEND_STRIP)]
+    with ThreadPoolExecutor(max(1, min(len(strips), available_cpus())), thread_name_prefix="blend") as pool:
+        list(pool.map(strip, strips))
     return out
-
-
-_BLEND_STRIP = 128  # rows per strip
 
 
 def _blend_rows(thumbnail: np.ndarray, probabilities: np.ndarray, opacity: float) -> np.ndarray:
