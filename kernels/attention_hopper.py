@@ -1,0 +1,456 @@
+"""Hopper (sm_90) forward attention in Gluon: the score GEMM of the next key block overlaps this block's softmax.
+
+Triton's compiler keeps a ``tl.dot`` asynchronous only when its result feeds another dot as accumulator, so in
+the Triton kernel (``attention.py``) the softmax of block j always waits for the wgmma of block j and the
+tensor cores idle while ``exp2`` runs. Gluon (Triton's explicit-layout dialect) lets the kernel say what
+FlashAttention-3 calls intra-warpgroup pipelining:
+
+    issue S(j+1) = Q·K(j+1)ᵀ   (async wgmma)
+    softmax of S(j)            (CUDA cores and SFU, while the tensor cores work on S(j+1))
+    wait for O += P(j-1)·V(j-1), rescale O, issue O += P(j)·V(j)   (async)
+    wait for S(j+1)
+
+Keys and values arrive by TMA into rings of shared-memory slots, each with its own mbarrier; a slot is
+refilled as soon as every warp has finished the wgmma that read it. Descriptors are four-dimensional over
+(B, H, N, D) with the tensor's own strides, so fused-qkv views are read in place and rows past N read as zero
+(the last key block is masked to ``-inf``; output rows past N are clipped by the TMA store).
+
+Only the forward runs here; the backward stays in ``attention.py``. :func:`hopper_forward` is used by
+``attention._forward`` on sm_90 for head dims in :data:`HOPPER_HEAD_DIMS` when the strides suit TMA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+HOPPER_HEAD_DIMS = (64, 128)
+CONSUMER_REGS = 240  # setmaxnreg of the second consumer warpgroup (the first has what the kernel compiles to)
+LOADER_REGS = 24
+
+
+@dataclass(frozen=True)
+class HopperConfig:
+    """One launch configuration: BLOCK_M = 16 · num_warps query rows, BLOCK_N keys per step."""
+
+    block_n: int
+    num_warps: int
+    k_stages: int
+    v_stages: int
+    pingpong: bool = False  # two 4-warp consumer warpgroups of 64 rows each and a 1-warp TMA loader
+    exp_mode: int = 0  # ping-pong only: 0 SFU exp2; 2 half of them by polynomial; 1 a wrong stand-in (timing only)
+
+    @property
+    def block_m(self) -> int:
+        return 128 if self.pingpong else 16 * self.num_warps
+
+
+# Default per head dim, from the sweep in benchmarks/ATTENTION_NOTES.md (session 5).
+DEFAULT_CONFIGS = {
+    64: HopperConfig(block_n=128, num_warps=8, k_stages=3, v_stages=2),
+    128: HopperConfig(block_n=128, num_warps=8, k_stages=2, v_stages=2),
+}
+
+
+@gluon.jit
+def _tile(ring, slot, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Slot ``slot`` of a ring of (1, 1, ROWS, HEAD_DIM) TMA boxes, as a (ROWS, HEAD_DIM) matrix."""
+    return ring.index(slot).reshape([ROWS, HEAD_DIM])
+
+
+@gluon.jit
+def _issue_load(desc, ring, ready, block, n_blocks, b, h, BLOCK: gl.constexpr, STAGES: gl.constexpr):
+    """Start the TMA copy of key/value block ``block`` into its ring slot (nothing past the last block)."""
+    slot = block % STAGES
+    pred = block < n_blocks
+    mbarrier.expect(ready.index(slot), desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(desc, [b, h, block * BLOCK, 0], ready.index(slot), ring.index(slot), pred=pred)
+
+
+@gluon.jit
+def _wait_loaded(ready, block, STAGES: gl.constexpr):
+    mbarrier.wait(ready.index(block % STAGES), (block // STAGES) & 1)
+
+
+@gluon.jit
+def _exp2_poly(x):
+    """2^x on the FMA pipe (FlashAttention-4's trick): round x to j, a cubic for 2^(x-j), j added to the exponent."""
+    x = gl.maximum(x, -126.0)
+    t = x + 12582912.0  # 1.5 · 2^23: the low mantissa bits of t now hold round(x)
+    f = x - (t - 12582912.0)  # in [-0.5, 0.5]
+    p = 0.054848 * f + 0.24180661  # cubic fitted to 2^f on [-0.5, 0.5]: relative error < 2.1e-4
+    p = p * f + 0.6932482
+    p = p * f + 0.99998866
+    return (p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)).to(gl.float32, bitcast=True)
+
+
+@gluon.jit
+def _exp2(x, EXP_MODE: gl.constexpr):
+    """2^x in float32: 0 = the SFU; 1 = a stand-in FMA (wrong values: timing experiments only); 2 = half SFU, half poly."""
+    if EXP_MODE == 1:
+        return x * 0.001 + 1.0
+    elif EXP_MODE == 2:
+        pairs = gl.reshape(x, [x.shape[0], x.shape[1] // 2, 2])
+        even, odd = gl.split(pairs)
+        both = gl.reshape(gl.join(gl.exp2(even), _exp2_poly(odd)), [x.shape[0], x.shape[1]])
+        return gl.convert_layout(both, x.type.layout, assert_trivial=True)
+    else:
+        return gl.exp2(x)
+
+
+@gluon.jit
+def _softmax_block(
+    s, m_i, l_i, qk_scale, block, n_blocks, N_KV, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
+    EXP_MODE: gl.constexpr = 0,
+):  # fmt: skip
+    """Online-softmax update for the scores of key block ``block``; only the last block masks its columns.
+
+    Returns p, the rescale factor alpha and the new row max and sum.
+    """
+    if block == n_blocks - 1:
+        cols = block * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(0, s_layout))
+        scaled = gl.where((cols < N_KV)[None, :], s * qk_scale, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(scaled, 1))
+        p = _exp2(scaled - m_new[:, None], EXP_MODE)
+    else:
+        # scale ≥ 0, so max(s) · scale is the max of the scaled scores; one FMA per score below.
+        m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+        p = _exp2(s * qk_scale - m_new[:, None], EXP_MODE)
+    alpha = gl.exp2(m_i - m_new)
+    return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
+
+
+@gluon.jit
+def _attn_fwd_hopper_kernel(
+    q_desc,
+    k_desc,
+    v_desc,
+    o_desc,
+    LSE,
+    H,
+    N_Q,
+    N_KV,
+    qk_scale,
+    HEAD_DIM: gl.constexpr,
+    BLOCK_N: gl.constexpr,
+    K_STAGES: gl.constexpr,
+    V_STAGES: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    BLOCK_M: gl.constexpr = 16 * num_warps
+    dtype: gl.constexpr = q_desc.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 16]
+    )
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+
+    n_m = gl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (its K/V stay in L2)
+    pid_m = gl.program_id(0) % n_m
+    pid_bh = gl.program_id(0) // n_m
+    b = pid_bh // H
+    h = pid_bh % H
+    start_m = pid_m * BLOCK_M
+    n_kv = gl.cdiv(N_KV, BLOCK_N)
+
+    q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
+    k_ring = gl.allocate_shared_memory(dtype, [K_STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_ring = gl.allocate_shared_memory(dtype, [V_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_ready, count=1)
+    for i in gl.static_range(K_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+    for i in gl.static_range(V_STAGES):
+        mbarrier.init(v_ready.index(i), count=1)
+
+    mbarrier.expect(q_ready, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [b, h, start_m, 0], q_ready, q_smem)
+    for i in gl.static_range(K_STAGES):
+        _issue_load(k_desc, k_ring, k_ready, i, n_kv, b, h, BLOCK_N, K_STAGES)
+    for i in gl.static_range(V_STAGES):
+        _issue_load(v_desc, v_ring, v_ready, i, n_kv, b, h, BLOCK_N, V_STAGES)
+
+    q = q_smem.reshape([BLOCK_M, HEAD_DIM])
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
+    mbarrier.wait(q_ready, 0)
+    _wait_loaded(k_ready, 0, K_STAGES)
+    s = warpgroup_mma(q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    gl.thread_barrier()  # every warp is past the wgmma that read K(0): its slot takes K(K_STAGES)
+    _issue_load(k_desc, k_ring, k_ready, K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows_s)
+    l_i = gl.zeros([BLOCK_M], gl.float32, rows_s)
+    p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
+    p_op = gl.convert_layout(p.to(dtype), p_layout)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout)
+
+    for j in range(0, n_kv - 1):  # at the top: P(j) in registers, O rescaled up to block j
+        _wait_loaded(k_ready, j + 1, K_STAGES)
+        k_next = _tile(k_ring, (j + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
+        s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
+        _wait_loaded(v_ready, j, V_STAGES)
+        pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_next,))  # S(j+1) is done; O += P(j)·V(j) still runs ...
+        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
+        acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))  # ... beside this softmax
+        gl.thread_barrier()  # every warp is past the wgmmas that read K(j+1) and V(j)
+        _issue_load(k_desc, k_ring, k_ready, j + 1 + K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
+        _issue_load(v_desc, v_ring, v_ready, j + V_STAGES, n_kv, b, h, BLOCK_N, V_STAGES)
+        acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+    last = n_kv - 1
+    _wait_loaded(v_ready, last, V_STAGES)
+    acc = warpgroup_mma(p_op, _tile(v_ring, last % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(acc,))
+
+    mbarrier.invalidate(q_ready)
+    for i in gl.static_range(K_STAGES):
+        mbarrier.invalidate(k_ready.index(i))
+    for i in gl.static_range(V_STAGES):
+        mbarrier.invalidate(v_ready.index(i))
+
+    o = acc / gl.convert_layout(l_i, rows_o)[:, None]
+    q_smem.reshape([BLOCK_M, HEAD_DIM]).store(o.to(dtype))  # Q's slot is free: reuse it for the output
+    fence_async_shared()
+    tma.async_copy_shared_to_global(o_desc, [b, h, start_m, 0], q_smem)
+
+    rows = start_m + gl.arange(0, BLOCK_M, rows_s)
+    lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
+    gl.store(LSE + pid_bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
+    tma.store_wait(0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Warp-specialised variant: FlashAttention-3's ping-pong. Two consumer warpgroups (64 query rows each) take
+# turns issuing their GEMMs, so one's softmax runs while the other's GEMMs occupy the tensor cores; a
+# one-warp partition streams Q, K and V by TMA into rings guarded by ready/empty mbarriers.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@gluon.jit
+def _pp_loader(
+    q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty,
+    b, h, start_m, n_kv,
+):  # fmt: skip
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
+    K_STAGES: gl.constexpr = k_ring.shape[0]
+    V_STAGES: gl.constexpr = v_ring.shape[0]
+    for i in gl.static_range(2):
+        mbarrier.expect(q_ready.index(i), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [b, h, start_m + 64 * i, 0], q_ready.index(i), q_smem.index(i))
+    for blk in range(n_kv):
+        ks = blk % K_STAGES
+        mbarrier.wait(k_empty.index(ks), ((blk // K_STAGES) & 1) ^ 1)  # the first pass finds every slot free
+        mbarrier.expect(k_ready.index(ks), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_ring.index(ks))
+        vs = blk % V_STAGES
+        mbarrier.wait(v_empty.index(vs), ((blk // V_STAGES) & 1) ^ 1)
+        mbarrier.expect(v_ready.index(vs), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_ring.index(vs))
+
+
+@gluon.jit
+def _pp_take_turn(turn, me: gl.constexpr, event):
+    """Wait until the other warpgroup has issued its GEMMs of the previous event (warpgroup 0 goes first)."""
+    mbarrier.wait(turn.index(me), (event & 1) ^ (1 - me))
+
+
+@gluon.jit
+def _pp_consumer(
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts,
+    pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
+):  # fmt: skip
+    dtype: gl.constexpr = o_desc.dtype
+    EXP_MODE: gl.constexpr = opts.shape[0] - 1
+    HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]
+    BLOCK_N: gl.constexpr = k_ring.shape[3]
+    K_STAGES: gl.constexpr = k_ring.shape[0]
+    V_STAGES: gl.constexpr = v_ring.shape[0]
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    other: gl.constexpr = 1 - ME
+
+    q = q_smem.index(ME).reshape([64, HEAD_DIM])
+    zero_s = gl.zeros([64, BLOCK_N], gl.float32, s_layout)
+    mbarrier.wait(q_ready.index(ME), 0)
+    _wait_loaded(k_ready, 0, K_STAGES)
+    _pp_take_turn(turn, ME, 0)
+    s = warpgroup_mma(q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    mbarrier.arrive(turn.index(other))
+    s = warpgroup_mma_wait(0, deps=(s,))
+    mbarrier.arrive(k_empty.index(0))
+    m_i = gl.full([64], float("-inf"), gl.float32, rows_s)
+    l_i = gl.zeros([64], gl.float32, rows_s)
+    p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout, EXP_MODE)
+    p_op = gl.convert_layout(p.to(dtype), p_layout)
+    acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
+
+    for j in range(0, n_kv - 1):
+        _wait_loaded(k_ready, j + 1, K_STAGES)
+        _wait_loaded(v_ready, j, V_STAGES)
+        _pp_take_turn(turn, ME, j + 1)
+        k_next = _tile(k_ring, (j + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
+        s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
+        pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+        mbarrier.arrive(turn.index(other))
+        s = warpgroup_mma_wait(1, deps=(s_next,))
+        mbarrier.arrive(k_empty.index((j + 1) % K_STAGES))
+        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout, EXP_MODE)
+        acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
+        mbarrier.arrive(v_empty.index(j % V_STAGES))
+        acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+    last = n_kv - 1
+    _wait_loaded(v_ready, last, V_STAGES)
+    _pp_take_turn(turn, ME, n_kv)
+    acc = warpgroup_mma(p_op, _tile(v_ring, last % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+    mbarrier.arrive(turn.index(other))
+    acc = warpgroup_mma_wait(0, deps=(acc,))
+
+    o = acc / gl.convert_layout(l_i, rows_o)[:, None]
+    q.store(o.to(dtype))  # this warpgroup's Q slot is free: it holds the output on its way out
+    fence_async_shared()
+    tma.async_copy_shared_to_global(o_desc, [b, h, start_m + 64 * ME, 0], q_smem.index(ME))
+    rows = start_m + 64 * ME + gl.arange(0, 64, rows_s)
+    lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
+    gl.store(LSE + pid_bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _pp_consumer_0(
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+):  # fmt: skip
+    _pp_consumer(
+        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 0,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _pp_consumer_1(
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+):  # fmt: skip
+    _pp_consumer(
+        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 1,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _attn_fwd_pingpong_kernel(
+    q_desc, k_desc, v_desc, o_desc, LSE, H, N_Q, N_KV, qk_scale,
+    HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, EXP_MODE: gl.constexpr,
+):  # fmt: skip
+    n_m = gl.cdiv(N_Q, 128)
+    pid_m = gl.program_id(0) % n_m
+    pid_bh = gl.program_id(0) // n_m
+    b = pid_bh // H
+    h = pid_bh % H
+    start_m = pid_m * 128
+    n_kv = gl.cdiv(N_KV, BLOCK_N)
+    dtype: gl.constexpr = q_desc.dtype
+
+    q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    k_ring = gl.allocate_shared_memory(dtype, [K_STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_ring = gl.allocate_shared_memory(dtype, [V_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    # Worker partitions receive only IR values, so compile-time options travel as the shape of a byte buffer.
+    opts = gl.allocate_shared_memory(gl.int8, [EXP_MODE + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(turn.index(i), count=1)
+    for i in gl.static_range(K_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # both consumers release a slot
+    for i in gl.static_range(V_STAGES):
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=2)
+
+    gl.warp_specialize(
+        [
+            (_pp_consumer_0, (o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale)),
+            (_pp_consumer_1, (o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale)),
+            (_pp_loader, (q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready,
+                          v_empty, b, h, start_m, n_kv)),
+        ],
+        [4, 1],
+        [CONSUMER_REGS, LOADER_REGS],
+    )
+
+
+def _gl_dtype(dtype: torch.dtype) -> gl.dtype:
+    return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+
+
+def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
+    block = [1, 1, rows, t.shape[3]]
+    layout = gl.NVMMASharedLayout.get_default_for(block, _gl_dtype(t.dtype))
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+
+
+def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether :func:`hopper_forward` can run these tensors: sm_90, fp16/bf16, a tuned head dim, TMA strides."""
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
+        return False
+    if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[3] not in HOPPER_HEAD_DIMS:
+        return False
+    for t in (q, k, v):
+        if t.stride(3) != 1 or any((s * t.element_size()) % 16 for s in t.stride()[:3]) or t.data_ptr() % 16:
+            return False
+    return True
+
+
+def hopper_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    config: HopperConfig | None = None,
+) -> None:
+    """Write softmax(q·kᵀ·scale)·v into ``o`` and the natural log-sum-exp into ``lse`` (all (B, H, N, ·))."""
+    batch, heads, n_q, head_dim = q.shape
+    cfg = config or DEFAULT_CONFIGS[head_dim]
+    grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
+    rows = 64 if cfg.pingpong else cfg.block_m
+    descs = (_descriptor(q, rows), _descriptor(k, cfg.block_n), _descriptor(v, cfg.block_n), _descriptor(o, rows))
+    common = (lse, heads, n_q, k.shape[2], scale * 1.4426950408889634)
+    if cfg.pingpong:
+        _attn_fwd_pingpong_kernel[grid](
+            *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
+            V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS, LOADER_REGS=LOADER_REGS, EXP_MODE=cfg.exp_mode, num_warps=4,
+        )  # fmt: skip
+        return
+    _attn_fwd_hopper_kernel[grid](
+        *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
+        V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
+    )  # fmt: skip
