@@ -54,7 +54,7 @@ SHAPES = [
     (4, 16, 4096, 80),
     (2, 16, 4100, 64),
 ]
-METHODS = ("ours", "ours_tma", "ours_pad", "cudnn", "flash", "efficient", "flex")
+METHODS = ("ours", "ours_triton", "ours_tma", "ours_pad", "cudnn", "flash", "efficient", "flex")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("fwd", "fwdbwd")
 EXPLORE_SHAPES = [(4, 16, 4096, 64), (4, 8, 4096, 128), (4, 16, 4096, 80)]
@@ -80,14 +80,18 @@ def flops(shape: tuple[int, int, int, int], mode: str) -> float:
 
 
 @contextlib.contextmanager
-def variant(tma: bool | None, split: bool | None = None) -> Iterator[None]:
-    """Force the kernels' TMA path and head-dim split on or off (None: the library's own choice)."""
-    previous = attention._tma_override, attention._split_override
-    attention._tma_override, attention._split_override = tma, split
+def variant(tma: bool | None, split: bool | None = None, gluon: bool | None = None) -> Iterator[None]:
+    """Force the Triton kernels' TMA path and head-dim split, and the Hopper Gluon forward, on or off.
+
+    None keeps the library's own choice. Every variant but plain "ours" is about the Triton kernel, so it
+    turns the Gluon forward off.
+    """
+    previous = attention._tma_override, attention._split_override, attention._gluon_override
+    attention._tma_override, attention._split_override, attention._gluon_override = tma, split, gluon
     try:
         yield
     finally:
-        attention._tma_override, attention._split_override = previous
+        attention._tma_override, attention._split_override, attention._gluon_override = previous
 
 
 _flex_compiled: Any = None
@@ -154,7 +158,8 @@ def measure(
     gen = torch.Generator(device="cuda").manual_seed(1234)
     q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=gen) for _ in range(3))
     fn = method_fn(name)
-    with variant(True if name == "ours_tma" else None, False if name == "ours_pad" else None):
+    gluon = None if name == "ours" else False
+    with variant(True if name == "ours_tma" else None, False if name == "ours_pad" else None, gluon):
         return _measure(fn, name, dtype_name, mode, shape, reference, q, k, v, gen)
 
 
@@ -253,7 +258,9 @@ def _explore_bwd_configs(head_dim: int) -> tuple[list[KernelConfig], list[Kernel
 
 
 Task = tuple[str, tuple[int, int, int, int], str, bool, "bool | None", KernelConfig]
-VARIANTS = {"ours": (False, None), "ours_tma": (True, None), "ours_pad": (False, False)}  # (tma, split)
+VARIANTS = {  # (tma, split) of the Triton kernels each method runs
+    "ours": (False, None), "ours_triton": (False, None), "ours_tma": (True, None), "ours_pad": (False, False),
+}  # fmt: skip
 
 
 def _compile_one(task: Task) -> str:

@@ -17,12 +17,17 @@ but on an H100 some configurations computed wrong results with masked column til
 
 Blocks move by pointer loads that Triton pipelines with ``cp.async`` (Ampere and Hopper). A tensor-descriptor
 (TMA) path exists for Hopper and newer but is off by default (``PREFER_TMA``): it measured slower here.
+
+On Hopper (sm_90) the forward at head dims 64 and 128 runs instead in ``attention_hopper.py`` (Gluon:
+warp-specialised ping-pong with a TMA loader warp, which Triton's compiler cannot express); this file's
+forward stays the path for Ampere, other head dims, float32, the CPU interpreter, and the reference.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -835,6 +840,12 @@ _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
 PREFER_TMA = False
 _tma_override: bool | None = None
 _split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
+# On sm_90 the forward of head dims 64 and 128 runs the Gluon kernels of attention_hopper.py (warp-specialised
+# ping-pong, 1.0x cuDNN at head dim 128 where this file's kernel reaches 0.8x). PATHOFLASH_GLUON=0 keeps every
+# call on the Triton kernel; benchmarks and tests set ``_gluon_override``.
+PREFER_GLUON = os.environ.get("PATHOFLASH_GLUON", "1") != "0"
+_gluon_override: bool | None = None
+_hopper: Any = None  # the attention_hopper module once imported; False where Gluon is unavailable
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -974,6 +985,8 @@ def _forward(
     # (B, N, H·D) after attention is then free.
     o = torch.empty((batch, n_q, heads, head_dim), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
     lse = torch.empty((batch, heads, n_q), device=q.device, dtype=torch.float32)
+    if config is None and _gluon_forward(q, k, v, o, lse, scale):
+        return o, lse
     use_tma = _use_tma((q, k, v, o))
     log.debug("flash_attention forward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
     args, meta = _fwd_launch(q, k, v, o, lse, scale, use_tma)
@@ -982,6 +995,36 @@ def _forward(
         rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=True, config=config,
     )  # fmt: skip
     return o, lse
+
+
+def _gluon_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float
+) -> bool:
+    """Run the Hopper Gluon forward where it applies; False leaves the call to the Triton kernel."""
+    global _hopper
+    wanted = PREFER_GLUON if _gluon_override is None else _gluon_override
+    if not wanted or _INTERPRETED or not q.is_cuda or _hopper is False:
+        return False
+    if _hopper is None:
+        try:
+            from pathoflash.kernels import attention_hopper
+        except Exception as exc:  # an older or newer Triton without this Gluon API: the Triton kernel stays
+            log.warning(
+                "Gluon attention unavailable (%s: %s); using the Triton kernel", type(exc).__name__, exc
+            )
+            _hopper = False
+            return False
+        _hopper = attention_hopper
+    if not _hopper.hopper_usable(q, k, v):
+        return False
+    log.debug("flash_attention forward %s %s gluon", tuple(q.shape), q.dtype)
+    try:
+        _hopper.hopper_forward(q, k, v, o, lse, scale)
+    except triton.CompilationError as exc:  # a Triton whose Gluon differs from the 3.6 this was written for
+        log.warning("Gluon attention failed to compile (%s); using the Triton kernel", exc)
+        _hopper = False
+        return False
+    return True
 
 
 def _backward(

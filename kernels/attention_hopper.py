@@ -21,6 +21,8 @@ Only the forward runs here; the backward stays in ``attention.py``. :func:`hoppe
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+log = logging.getLogger(__name__)
+
 HOPPER_HEAD_DIMS = (64, 128)
 CONSUMER_REGS = 240  # setmaxnreg of the second consumer warpgroup (the first has what the kernel compiles to)
 LOADER_REGS = 24
@@ -50,18 +54,10 @@ class HopperConfig:
     k_stages: int
     v_stages: int
     pingpong: bool = False  # two 4-warp consumer warpgroups of 64 rows each and a 1-warp TMA loader
-    exp_mode: int = 0  # ping-pong only: 0 SFU exp2; 2 half of them by polynomial; 1 a wrong stand-in (timing only)
 
     @property
     def block_m(self) -> int:
         return 128 if self.pingpong else 16 * self.num_warps
-
-
-# Default per head dim, from the sweep in benchmarks/ATTENTION_NOTES.md (session 5).
-DEFAULT_CONFIGS = {
-    64: HopperConfig(block_n=128, num_warps=8, k_stages=3, v_stages=2),
-    128: HopperConfig(block_n=128, num_warps=8, k_stages=2, v_stages=2),
-}
 
 
 @gluon.jit
@@ -76,7 +72,9 @@ def _issue_load(desc, ring, ready, block, n_blocks, b, h, BLOCK: gl.constexpr, S
     slot = block % STAGES
     pred = block < n_blocks
     mbarrier.expect(ready.index(slot), desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(desc, [b, h, block * BLOCK, 0], ready.index(slot), ring.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(
+        desc, [b, h, block * BLOCK, 0], ready.index(slot), ring.index(slot), pred=pred
+    )
 
 
 @gluon.jit
@@ -85,35 +83,8 @@ def _wait_loaded(ready, block, STAGES: gl.constexpr):
 
 
 @gluon.jit
-def _exp2_poly(x):
-    """2^x on the FMA pipe (FlashAttention-4's trick): round x to j, a cubic for 2^(x-j), j added to the exponent."""
-    x = gl.maximum(x, -126.0)
-    t = x + 12582912.0  # 1.5 · 2^23: the low mantissa bits of t now hold round(x)
-    f = x - (t - 12582912.0)  # in [-0.5, 0.5]
-    p = 0.054848 * f + 0.24180661  # cubic fitted to 2^f on [-0.5, 0.5]: relative error < 2.1e-4
-    p = p * f + 0.6932482
-    p = p * f + 0.99998866
-    return (p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)).to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _exp2(x, EXP_MODE: gl.constexpr):
-    """2^x in float32: 0 = the SFU; 1 = a stand-in FMA (wrong values: timing experiments only); 2 = half SFU, half poly."""
-    if EXP_MODE == 1:
-        return x * 0.001 + 1.0
-    elif EXP_MODE == 2:
-        pairs = gl.reshape(x, [x.shape[0], x.shape[1] // 2, 2])
-        even, odd = gl.split(pairs)
-        both = gl.reshape(gl.join(gl.exp2(even), _exp2_poly(odd)), [x.shape[0], x.shape[1]])
-        return gl.convert_layout(both, x.type.layout, assert_trivial=True)
-    else:
-        return gl.exp2(x)
-
-
-@gluon.jit
 def _softmax_block(
     s, m_i, l_i, qk_scale, block, n_blocks, N_KV, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
-    EXP_MODE: gl.constexpr = 0,
 ):  # fmt: skip
     """Online-softmax update for the scores of key block ``block``; only the last block masks its columns.
 
@@ -123,11 +94,11 @@ def _softmax_block(
         cols = block * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(0, s_layout))
         scaled = gl.where((cols < N_KV)[None, :], s * qk_scale, float("-inf"))
         m_new = gl.maximum(m_i, gl.max(scaled, 1))
-        p = _exp2(scaled - m_new[:, None], EXP_MODE)
+        p = gl.exp2(scaled - m_new[:, None])
     else:
         # scale ≥ 0, so max(s) · scale is the max of the scaled scores; one FMA per score below.
         m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
-        p = _exp2(s * qk_scale - m_new[:, None], EXP_MODE)
+        p = gl.exp2(s * qk_scale - m_new[:, None])
     alpha = gl.exp2(m_i - m_new)
     return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
@@ -170,8 +141,8 @@ def _attn_fwd_hopper_kernel(
     n_kv = gl.cdiv(N_KV, BLOCK_N)
 
     q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
-    k_ring = gl.allocate_shared_memory(dtype, [K_STAGES] + k_desc.block_type.shape, k_desc.layout)
-    v_ring = gl.allocate_shared_memory(dtype, [V_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    k_ring = gl.allocate_shared_memory(dtype, [K_STAGES, 1, 1, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_ring = gl.allocate_shared_memory(dtype, [V_STAGES, 1, 1, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
@@ -192,7 +163,9 @@ def _attn_fwd_hopper_kernel(
     zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
     mbarrier.wait(q_ready, 0)
     _wait_loaded(k_ready, 0, K_STAGES)
-    s = warpgroup_mma(q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    s = warpgroup_mma(
+        q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True
+    )
     s = warpgroup_mma_wait(0, deps=(s,))
     gl.thread_barrier()  # every warp is past the wgmma that read K(0): its slot takes K(K_STAGES)
     _issue_load(k_desc, k_ring, k_ready, K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
@@ -256,7 +229,9 @@ def _pp_loader(
     V_STAGES: gl.constexpr = v_ring.shape[0]
     for i in gl.static_range(2):
         mbarrier.expect(q_ready.index(i), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [b, h, start_m + 64 * i, 0], q_ready.index(i), q_smem.index(i))
+        tma.async_copy_global_to_shared(
+            q_desc, [b, h, start_m + 64 * i, 0], q_ready.index(i), q_smem.index(i)
+        )
     for blk in range(n_kv):
         ks = blk % K_STAGES
         mbarrier.wait(k_empty.index(ks), ((blk // K_STAGES) & 1) ^ 1)  # the first pass finds every slot free
@@ -276,17 +251,20 @@ def _pp_take_turn(turn, me: gl.constexpr, event):
 
 @gluon.jit
 def _pp_consumer(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts,
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
     pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = o_desc.dtype
-    EXP_MODE: gl.constexpr = opts.shape[0] - 1
     HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]
     BLOCK_N: gl.constexpr = k_ring.shape[3]
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
+    )
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
@@ -297,13 +275,15 @@ def _pp_consumer(
     mbarrier.wait(q_ready.index(ME), 0)
     _wait_loaded(k_ready, 0, K_STAGES)
     _pp_take_turn(turn, ME, 0)
-    s = warpgroup_mma(q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    s = warpgroup_mma(
+        q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True
+    )
     mbarrier.arrive(turn.index(other))
     s = warpgroup_mma_wait(0, deps=(s,))
     mbarrier.arrive(k_empty.index(0))
     m_i = gl.full([64], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([64], gl.float32, rows_s)
-    p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout, EXP_MODE)
+    p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
     acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
 
@@ -317,7 +297,7 @@ def _pp_consumer(
         mbarrier.arrive(turn.index(other))
         s = warpgroup_mma_wait(1, deps=(s_next,))
         mbarrier.arrive(k_empty.index((j + 1) % K_STAGES))
-        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout, EXP_MODE)
+        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
         acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
         mbarrier.arrive(v_empty.index(j % V_STAGES))
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
@@ -342,19 +322,19 @@ def _pp_consumer(
 
 @gluon.jit
 def _pp_consumer_0(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
 ):  # fmt: skip
     _pp_consumer(
-        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 0,
+        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 0,
     )  # fmt: skip
 
 
 @gluon.jit
 def _pp_consumer_1(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
 ):  # fmt: skip
     _pp_consumer(
-        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 1,
+        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 1,
     )  # fmt: skip
 
 
@@ -362,7 +342,7 @@ def _pp_consumer_1(
 def _attn_fwd_pingpong_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, H, N_Q, N_KV, qk_scale,
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, EXP_MODE: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
     n_m = gl.cdiv(N_Q, 128)
     pid_m = gl.program_id(0) % n_m
@@ -373,17 +353,15 @@ def _attn_fwd_pingpong_kernel(
     n_kv = gl.cdiv(N_KV, BLOCK_N)
     dtype: gl.constexpr = q_desc.dtype
 
-    q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
-    k_ring = gl.allocate_shared_memory(dtype, [K_STAGES] + k_desc.block_type.shape, k_desc.layout)
-    v_ring = gl.allocate_shared_memory(dtype, [V_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [2, 1, 1, 64, HEAD_DIM], q_desc.layout)
+    k_ring = gl.allocate_shared_memory(dtype, [K_STAGES, 1, 1, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_ring = gl.allocate_shared_memory(dtype, [V_STAGES, 1, 1, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
-    # Worker partitions receive only IR values, so compile-time options travel as the shape of a byte buffer.
-    opts = gl.allocate_shared_memory(gl.int8, [EXP_MODE + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(turn.index(i), count=1)
@@ -396,10 +374,74 @@ def _attn_fwd_pingpong_kernel(
 
     gl.warp_specialize(
         [
-            (_pp_consumer_0, (o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale)),
-            (_pp_consumer_1, (o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, opts, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale)),
-            (_pp_loader, (q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready,
-                          v_empty, b, h, start_m, n_kv)),
+            (
+                _pp_consumer_0,
+                (
+                    o_desc,
+                    LSE,
+                    q_smem,
+                    k_ring,
+                    v_ring,
+                    q_ready,
+                    k_ready,
+                    k_empty,
+                    v_ready,
+                    v_empty,
+                    turn,
+                    pid_bh,
+                    b,
+                    h,
+                    start_m,
+                    n_kv,
+                    N_Q,
+                    N_KV,
+                    qk_scale,
+                ),
+            ),
+            (
+                _pp_consumer_1,
+                (
+                    o_desc,
+                    LSE,
+                    q_smem,
+                    k_ring,
+                    v_ring,
+                    q_ready,
+                    k_ready,
+                    k_empty,
+                    v_ready,
+                    v_empty,
+                    turn,
+                    pid_bh,
+                    b,
+                    h,
+                    start_m,
+                    n_kv,
+                    N_Q,
+                    N_KV,
+                    qk_scale,
+                ),
+            ),
+            (
+                _pp_loader,
+                (
+                    q_desc,
+                    k_desc,
+                    v_desc,
+                    q_smem,
+                    k_ring,
+                    v_ring,
+                    q_ready,
+                    k_ready,
+                    k_empty,
+                    v_ready,
+                    v_empty,
+                    b,
+                    h,
+                    start_m,
+                    n_kv,
+                ),
+            ),
         ],
         [4, 1],
         [CONSUMER_REGS, LOADER_REGS],
@@ -428,6 +470,77 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     return True
 
 
+# Candidates per head dim, fastest first in the session-5 sweep (benchmarks/ATTENTION_NOTES.md); the first
+# call of each (head dim, dtype, sequence-length bucket) times them and keeps the faster.
+CANDIDATES = {
+    64: (
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
+    ),
+    128: (
+        HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=2, pingpong=True),
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
+    ),
+}
+_chosen: dict[tuple[int, torch.dtype, int, int], HopperConfig] = {}
+
+
+def _launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float,
+    cfg: HopperConfig,
+) -> None:  # fmt: skip
+    batch, heads, n_q, head_dim = q.shape
+    grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
+    rows = 64 if cfg.pingpong else cfg.block_m
+    descs = (
+        _descriptor(q, rows),
+        _descriptor(k, cfg.block_n),
+        _descriptor(v, cfg.block_n),
+        _descriptor(o, rows),
+    )
+    common = (lse, heads, n_q, k.shape[2], scale * 1.4426950408889634)
+    if cfg.pingpong:
+        _attn_fwd_pingpong_kernel[grid](
+            *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
+            V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS, LOADER_REGS=LOADER_REGS, num_warps=4,
+        )  # fmt: skip
+    else:
+        _attn_fwd_hopper_kernel[grid](
+            *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
+            V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
+        )  # fmt: skip
+
+
+def _median_ms(run: Callable[[], None], repeats: int = 5) -> float:
+    run()  # compiles on first use
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _choose(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float
+) -> HopperConfig:
+    key = (q.shape[3], q.dtype, triton.next_power_of_2(q.shape[2]), triton.next_power_of_2(k.shape[2]))
+    if key not in _chosen:
+        timed = []
+        for cfg in CANDIDATES[q.shape[3]]:
+
+            def run(cfg: HopperConfig = cfg) -> None:
+                _launch(q, k, v, o, lse, scale, cfg)
+
+            timed.append((_median_ms(run), cfg))
+        _chosen[key] = min(timed, key=lambda t: t[0])[1]
+        log.debug("flash_attention hopper forward %s: %s", key, timed)
+    return _chosen[key]
+
+
 def hopper_forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -437,20 +550,9 @@ def hopper_forward(
     scale: float,
     config: HopperConfig | None = None,
 ) -> None:
-    """Write softmax(q·kᵀ·scale)·v into ``o`` and the natural log-sum-exp into ``lse`` (all (B, H, N, ·))."""
-    batch, heads, n_q, head_dim = q.shape
-    cfg = config or DEFAULT_CONFIGS[head_dim]
-    grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
-    rows = 64 if cfg.pingpong else cfg.block_m
-    descs = (_descriptor(q, rows), _descriptor(k, cfg.block_n), _descriptor(v, cfg.block_n), _descriptor(o, rows))
-    common = (lse, heads, n_q, k.shape[2], scale * 1.4426950408889634)
-    if cfg.pingpong:
-        _attn_fwd_pingpong_kernel[grid](
-            *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
-            V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS, LOADER_REGS=LOADER_REGS, EXP_MODE=cfg.exp_mode, num_warps=4,
-        )  # fmt: skip
-        return
-    _attn_fwd_hopper_kernel[grid](
-        *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
-        V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
-    )  # fmt: skip
+    """Write softmax(q·kᵀ·scale)·v into ``o`` and the natural log-sum-exp into ``lse`` (all (B, H, N, ·)).
+
+    Without ``config`` the first call per (head dim, dtype, power-of-two bucket of both lengths) times the
+    :data:`CANDIDATES` and keeps the faster, as the Triton kernel's autotuner does.
+    """
+    _launch(q, k, v, o, lse, scale, config or _choose(q, k, v, o, lse, scale))

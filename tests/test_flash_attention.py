@@ -331,3 +331,12 @@ def test_bad_inputs_are_refused(shapes: tuple, dtypes: tuple, kwargs: dict, frag
 
 if __name__ == "__main__":
     _child_main(sys.argv[1])
+
+
+def test_the_gluon_forward_stays_off_cpu_tensors() -> None:
+    """The Hopper Gluon forward (kernels/attention_hopper.py) never takes a CPU tensor."""
+    from pathoflash.kernels import attention as fa
+
+    q = torch.randn(1, 2, 8, 64)
+    lse = torch.empty(1, 2, 8)
+    assert not fa._gluon_forward(q, q, q, torch.empty_like(q), lse, 0.125)

@@ -116,3 +116,62 @@ def test_output_layout_makes_the_transpose_back_free() -> None:
     o = flash_attention(q, k, v)
     assert o.shape == (2, 4, 256, 64)
     assert o.transpose(1, 2).is_contiguous()
+
+
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+GLUON_SHAPES = [
+    (2, 3, 4097, 64, "qkv"),
+    (1, 2, 129, 64, "bnhd"),
+    (1, 1, 1, 64, "contiguous"),
+    (2, 2, 1000, 128, "qkv"),
+    (1, 2, 4100, 128, "contiguous"),
+]
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs on sm_90 only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "shape", GLUON_SHAPES, ids=["x".join(map(str, s[:4])) + "-" + s[4] for s in GLUON_SHAPES]
+)
+def test_every_hopper_candidate_matches_reference(
+    shape: tuple[int, int, int, int, str], dtype: torch.dtype
+) -> None:
+    """Each configuration the Gluon forward may pick, not only the one the timing picks on this card."""
+    from pathoflash.kernels import attention_hopper as hop
+
+    torch.manual_seed(zlib.crc32(repr(shape).encode()))
+    b, h, n, d, layout = shape
+    q, k, v = _inputs(b, h, n, d, layout, dtype)
+    assert hop.hopper_usable(q, k, v)
+    exact_o, exact_lse = attention_reference(q.float(), k.float(), v.float())
+    plain_o, _ = attention_reference(q, k, v)
+    tol = (
+        2 * (plain_o.float() - exact_o).abs().max().item()
+        + FLOOR_REL * exact_o.abs().max().item()
+        + FLOOR_ABS
+    )
+    for cfg in hop.CANDIDATES[d]:
+        o = torch.full((b, n, h, d), float("nan"), device="cuda", dtype=dtype).permute(0, 2, 1, 3)
+        lse = torch.full((b, h, n), float("nan"), device="cuda")
+        hop.hopper_forward(q, k, v, o, lse, d**-0.5, cfg)
+        err = (o.float() - exact_o).abs().max().item()
+        assert err <= tol, f"{cfg}: output error {err:.3e} > {tol:.3e}"
+        assert (lse - exact_lse).abs().max().item() < 1e-3, f"{cfg}: log-sum-exp"
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs on sm_90 only")
+def test_flash_attention_takes_the_gluon_forward_on_hopper(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathoflash.kernels import attention_hopper as hop
+
+    calls = []
+    original = hop.hopper_forward
+    monkeypatch.setattr(
+        hop, "hopper_forward", lambda *a, **kw: (calls.append(a[0].shape), original(*a, **kw))
+    )
+    q, k, v = _inputs(1, 2, 300, 64, "qkv", torch.bfloat16)
+    with_gluon = flash_attention(q, k, v)
+    assert calls == [q.shape]
+    monkeypatch.setattr(attention, "_gluon_override", False)
+    without = flash_attention(q, k, v)
+    assert len(calls) == 1
+    assert (with_gluon.float() - without.float()).abs().max().item() < 2e-2
