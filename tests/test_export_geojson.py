@@ -18,9 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_export_contours import KINDS, random_probabilities
 
-from pathoflash.export import geojson
+from pathoflash.export import contours, geojson
 from pathoflash.export.geojson import point_in_ring, signed_area, simplify_ring, simplify_rings, tumor_regions
+from pathoflash.export.geojson_text import feature_id_chars, polygon_coordinates_json
+from pathoflash.export.rings import Rings
 from pathoflash.heatmap import Heatmap
 
 OBJECT_TYPES = {"annotation", "detection", "tile", "cell"}
@@ -431,3 +434,148 @@ def test_tumor_regions_same_with_batch_and_reference_simplification(
         assert np.array_equal(a.exterior, b.exterior)
         assert len(a.holes) == len(b.holes)
         assert all(np.array_equal(h, g) for h, g in zip(a.holes, b.holes, strict=True))
+
+
+# ---- the vectorised pipeline against plain per-ring references -------------------------------------------
+def reference_tumor_regions(p: np.ndarray, threshold: float, simplify: float, min_area: float) -> list[Any]:
+    """tumor_regions one ring at a time: skimage's contours, each hole tested against its candidate shells."""
+    filled = np.nan_to_num(p, nan=0.0)
+    if not (filled >= threshold).any():
+        return []
+    rings = contours._skimage_rings(np.pad(filled, 1), threshold)
+    if simplify > 0:
+        rings = simplify_rings(rings, simplify)
+    exteriors, holes = [], []
+    for ring in rings:
+        if not np.array_equal(ring[0], ring[-1]):
+            ring = np.vstack([ring, ring[:1]])
+        area = signed_area(ring) if len(ring) >= 4 else 0.0
+        if abs(area) > min_area and area != 0.0:
+            (exteriors if area < 0 else holes).append(ring[::-1].copy())
+    areas = [signed_area(e) for e in exteriors]
+    holes_of: list[list[np.ndarray]] = [[] for _ in exteriors]
+    for hole in holes:
+        x, y = hole[0]
+        boxes = [
+            i for i, e in enumerate(exteriors) if (e.min(0) <= hole[0]).all() and (hole[0] <= e.max(0)).all()
+        ]
+        for i in sorted(boxes, key=areas.__getitem__):  # smallest first
+            if point_in_ring(x, y, exteriors[i]):
+                holes_of[i].append(hole)
+                break
+    regions = [geojson.Region(e, tuple(h)) for e, h in zip(exteriors, holes_of, strict=True)]
+    regions.sort(key=lambda r: -r.area)
+    return regions
+
+
+@pytest.mark.parametrize("simplify", [0.0, 0.25, 1.0])
+def test_tumor_regions_match_the_per_ring_reference(simplify: float) -> None:
+    rng = np.random.default_rng(22)
+    with_holes = 0
+    for i in range(60):
+        p = random_probabilities(rng, KINDS[i % 4])
+        threshold = float(rng.choice([0.5, 0.35, 0.65]))
+        plain = reference_tumor_regions(p, threshold, simplify, 0.0)
+        ring_areas = sorted(
+            {abs(signed_area(r)) for region in plain for r in (region.exterior, *region.holes)}
+        )
+        for min_area in [0.0, 1.5, *ring_areas[len(ring_areas) // 2 :][:1]]:  # one exactly at a ring's area
+            expected = reference_tumor_regions(p, threshold, simplify, min_area)
+            packed = geojson._region_rings(p, threshold, simplify=simplify, min_area=min_area)
+            assert packed.areas.tolist() == [r.area for r in expected]  # the same sums, the same floats
+            got = packed.regions()
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected, strict=True):
+                assert np.array_equal(a.exterior, b.exterior) and a.area == b.area
+                assert len(a.holes) == len(b.holes)
+                assert all(np.array_equal(h, g) for h, g in zip(a.holes, b.holes, strict=True))
+            with_holes += any(r.holes for r in got)
+    assert with_holes > 20
+
+
+def test_region_areas_add_up_holes_as_region_area_does() -> None:
+    rng = np.random.default_rng(29)
+    exterior_areas = rng.uniform(1, 1e4, size=50)
+    region_of = np.sort(rng.integers(0, 50, size=400))  # holes grouped by region, most regions with several
+    hole_areas = -rng.uniform(0, 1, size=400) * exterior_areas[region_of] / 8
+    areas = geojson._region_areas(exterior_areas, hole_areas, region_of)
+    expected = [
+        float(e) + sum(h for h, r in zip(hole_areas.tolist(), region_of.tolist(), strict=True) if r == i)
+        for i, e in enumerate(exterior_areas.tolist())
+    ]
+    assert areas.tolist() == expected
+
+
+def test_exteriors_and_holes_decide_as_the_rings_own_areas() -> None:
+    rng = np.random.default_rng(24)
+    rings = random_rings(rng)
+    rings += [np.vstack([r, r[-2::-1]]) for r in rings[:30]]  # out and back: area exactly 0 (or nearly)
+    rings = [r for r in rings if len(r) >= 4]
+    packed = Rings.pack(rings)
+    areas = np.array([signed_area(r) for r in rings])
+    flipped = np.array([signed_area(r[::-1].copy()) for r in rings])
+    for min_area in [0.0, 1.0, float(np.abs(areas[7])), float(np.median(np.abs(areas)))]:
+        exterior, hole = geojson._exteriors_and_holes(packed, flipped, min_area)
+        kept = ~((np.abs(areas) <= min_area) | (areas == 0.0))
+        assert exterior.tolist() == np.flatnonzero(kept & (areas < 0)).tolist()
+        assert hole.tolist() == np.flatnonzero(kept & (areas > 0)).tolist()
+    # The bound holds: the reversed ring's area is within twice of minus the ring's.
+    assert (np.abs(areas + flipped) <= 2 * geojson._area_error(packed)).all()
+
+
+def test_coordinates_text_is_what_json_dumps_writes() -> None:
+    rng = np.random.default_rng(25)
+    values = np.concatenate(
+        [
+            rng.uniform(-1e4, 1e4, 400),
+            rng.uniform(-0.02, 0.02, 100),  # rounds to 0.0, -0.0, ±0.01
+            np.round(rng.uniform(0, 5e5, 100)),  # whole numbers
+            rng.uniform(1e9, 9e11, 50),  # many digits
+            [0.0, -0.0, 0.1, 0.05, 10.0, 100.5, -0.004, 999.995, 1.005],
+        ]
+    )
+    rng.shuffle(values)
+    values = values[: len(values) // 2 * 2]
+    xy = geojson._level0_points(
+        Rings(values.reshape(-1, 2), np.array([len(values) // 2])),
+        make_heatmap(np.zeros((2, 2), np.float32), scale=(1.0, 1.0)),
+    )  # rounded to hundredths as in the file, first point repeated last
+    sizes = np.array([5, 4, 7, len(xy) - 16])
+    counts = np.array([2, 1, 1])
+    expected = [json.dumps(c, separators=(",", ":")) for c in geojson._polygon_coordinates(xy, sizes, counts)]
+    assert polygon_coordinates_json(xy, sizes, counts) == expected
+    assert "-0.0" in "".join(expected)
+
+
+def test_feature_id_chars_are_uuid5_ids() -> None:
+    heatmap = make_heatmap(ring_heatmap(), model_id="ids")
+    seed = geojson._id_seed(heatmap, 0.5)
+    ids = geojson._feature_ids(heatmap, 0.5)
+    expected = [next(ids) for _ in range(300)]
+    chars = feature_id_chars(seed, 100, 200)
+    assert [bytes(row).decode() for row in chars] == expected[100:]
+    assert feature_id_chars(seed, 0, 0).shape == (0, 36)
+
+
+@pytest.mark.parametrize("origin", [(0.0, 0.0), (-37.25, 1234.567)])
+def test_file_is_json_dumps_of_the_features(tmp_path: Path, origin: tuple[float, float]) -> None:
+    """The text written in numpy equals the plain writer: json.dumps of region_features and tile dicts."""
+    from skimage.filters import gaussian
+
+    p = gaussian(np.random.default_rng(27).random((90, 70)), sigma=1.5).astype(np.float32)
+    p = (p - p.min()) / (p.max() - p.min())
+    p[:5, :] = np.nan
+    heatmap = make_heatmap(p, origin=origin, slide_mpp=(0.4999, 0.25), model_id="plain")
+    path = heatmap.to_geojson(tmp_path / "h.geojson", threshold=0.6, tiles=True)
+    regions = geojson.region_features(heatmap, 0.6)
+    ids = geojson._feature_ids(heatmap, 0.6)
+    for _ in regions:
+        next(ids)
+    features = [*regions, *geojson._tile_features(heatmap, ids)]
+    assert len(regions) > 5 and any(len(f["geometry"]["coordinates"]) > 1 for f in regions)
+    expected = (
+        '{"type":"FeatureCollection","features":[\n'
+        + ",\n".join(json.dumps(f, separators=(",", ":"), ensure_ascii=False) for f in features)
+        + "\n]}\n"
+    )
+    assert path.read_text(encoding="utf-8") == expected

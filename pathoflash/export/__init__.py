@@ -3,6 +3,9 @@
 =================  ==========================================================================================
 ``png``            ``heatmap.png`` — thumbnail with the heatmap blended in, colour bar, scale bar
 ``geojson``        ``heatmap.geojson`` — QuPath annotations (tumor regions with holes), optional tile objects
+``contours``       marching squares at the threshold, linked into rings with numpy/scipy (same rings as skimage)
+``rings``          ring geometry in bulk: signed areas, point-in-ring batches, holes assigned to exteriors
+``geojson_text``   the GeoJSON's coordinate, probability and id text, formatted in numpy
 ``tiff``           ``heatmap.tif`` — tiled pyramidal palette TIFF in the slide's frame (OpenSlide/QuPath)
 ``viewer``         ``viewer.html`` — one self-contained pan/zoom viewer (template ``viewer.html``/``viewer.js``)
 ``summary``        ``summary.json`` — tumor area, tumor fraction of tissue, max probability, provenance

@@ -13,15 +13,26 @@ Rings are closed and follow RFC 7946's right-hand rule applied to the coordinate
 have positive signed (shoelace) area, holes negative. Regions come from marching squares
 (:func:`skimage.measure.find_contours`) on the probabilities at the threshold, so edges are interpolated
 between pixel centres; islands inside holes become separate annotations.
+
+The file is written in a thread beside other exports, so the work is done in whole-array numpy passes
+rather than Python loops over segments, points or tiles: the contours skimage would give (point for point)
+assembled from one array of segments, all rings packed in one array, holes matched to shells in batches,
+and the JSON text of coordinates and tile objects laid out as character arrays. The output is byte for
+byte what ``json.dumps`` of :func:`region_features` (and of the tile objects) gives.
+
+This module assembles regions and writes the file; the pieces live beside it: :mod:`.contours` (marching
+squares), :mod:`.rings` (ring geometry, packed rings, hole assignment) and :mod:`.geojson_text` (JSON text
+in numpy).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -29,6 +40,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from .atomic import atomic_path
+from .contours import contour_rings
+from .geojson_text import (
+    ID_NAMESPACE,
+    PLAIN_DECIMAL_LIMIT,
+    ascii_codes,
+    ascii_rows,
+    feature_id_chars,
+    joined_rows,
+    polygon_coordinates_json,
+    round4_chars,
+)
+from .rings import Rings, assign_holes, point_in_ring, signed_area
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..heatmap import Heatmap, PathLike
@@ -40,7 +63,6 @@ TUMOR_COLOR = (200, 0, 0)
 MEASUREMENT = "tumor_probability"
 #: Above this many tile objects QuPath gets slow; we still write them but say so.
 MANY_TILES = 500_000
-_ID_NAMESPACE = uuid.UUID("6f0b5c1e-3a52-4f0e-9d7e-7a1c2f3d4e5b")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -58,22 +80,6 @@ class Region:
     def area(self) -> float:
         """Area in heatmap pixels (exterior minus holes)."""
         return signed_area(self.exterior) + sum(signed_area(h) for h in self.holes)
-
-
-def signed_area(ring: np.ndarray) -> float:
-    """Shoelace area of a closed ring of ``(x, y)`` (positive when counter-clockwise in a y-up frame)."""
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
-
-
-def point_in_ring(x: float, y: float, ring: np.ndarray) -> bool:
-    """Even-odd ray casting: whether ``(x, y)`` lies inside the closed ring."""
-    x0, y0 = ring[:-1, 0], ring[:-1, 1]
-    x1, y1 = ring[1:, 0], ring[1:, 1]
-    crosses = (y0 > y) != (y1 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    return bool(np.count_nonzero(crosses & (x < x_at)) % 2)
 
 
 #: Rings of at most this many points are not simplified (specks of a few pixels: nothing to gain).
@@ -175,24 +181,106 @@ def _farthest_from_chords(
     return split, inner[at[split]]
 
 
-def _assign_holes(exteriors: list[np.ndarray], holes: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Give each hole to the smallest exterior that contains it (islands in holes are exteriors themselves)."""
-    holes_of: list[list[np.ndarray]] = [[] for _ in exteriors]
-    if not exteriors or not holes:
-        return holes_of
-    areas = np.array([signed_area(e) for e in exteriors])
-    lo = np.array([e.min(axis=0) for e in exteriors])  # (n, 2) bounding boxes
-    hi = np.array([e.max(axis=0) for e in exteriors])
-    for hole in holes:
-        hx, hy = float(hole[0, 0]), float(hole[0, 1])
-        candidates = np.flatnonzero((lo[:, 0] <= hx) & (hx <= hi[:, 0]) & (lo[:, 1] <= hy) & (hy <= hi[:, 1]))
-        for i in candidates[np.argsort(areas[candidates])]:  # smallest first: the innermost enclosing shell
-            if point_in_ring(hx, hy, exteriors[i]):
-                holes_of[i].append(hole)
-                break
-        else:
-            log.debug("dropping a hole with no enclosing region at (%.1f, %.1f)", hx, hy)
-    return holes_of
+@dataclass(frozen=True, slots=True, eq=False)
+class _RegionRings:
+    """Tumor regions, largest first, packed: each region's exterior ring, then its holes.
+
+    ``ring_counts[i]`` is the number of rings of region ``i`` (1 + holes) and ``areas[i]`` its
+    :attr:`Region.area`.
+    """
+
+    rings: Rings
+    ring_counts: np.ndarray
+    areas: np.ndarray
+
+    def regions(self) -> list[Region]:
+        rings = self.rings.split()
+        firsts = (np.cumsum(self.ring_counts) - self.ring_counts).tolist()
+        return [
+            Region(rings[first], tuple(rings[first + 1 : first + count]))
+            for first, count in zip(firsts, self.ring_counts.tolist(), strict=True)
+        ]
+
+
+def _region_rings(
+    probabilities: np.ndarray, threshold: float, *, simplify: float, min_area: float
+) -> _RegionRings:
+    """What :func:`tumor_regions` returns, packed (see there)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    contours = contour_rings(probabilities, threshold)
+    if simplify > 0:
+        contours = simplify_rings(contours, simplify)
+    rings = Rings.pack(contours).closed()
+    rings = rings.take(np.flatnonzero(rings.sizes >= 4))
+    flipped = rings.reversed()  # exteriors positive, holes negative
+    flipped_areas = flipped.signed_areas()
+    exterior, hole = _exteriors_and_holes(rings, flipped_areas, min_area)
+    exteriors, holes = flipped.take(exterior), flipped.take(hole)
+    owner = assign_holes(exteriors, flipped_areas[exterior], holes)
+    return _pack_regions(exteriors, flipped_areas[exterior], holes, flipped_areas[hole], owner)
+
+
+def _exteriors_and_holes(
+    rings: Rings, flipped_areas: np.ndarray, min_area: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the exteriors (negative :func:`signed_area`) and holes (positive) among ``rings``, less
+    those of area 0 or at most ``min_area`` in magnitude.
+
+    ``flipped_areas`` are the areas of the reversed rings. Exactly, a ring's area is minus that of its
+    reverse; computed, each is within :func:`_area_error` of exact, so the reverse's area settles every
+    decision but those within twice that of a boundary. Only for those is the ring's own area computed.
+    """
+    area = -flipped_areas
+    margin = 2.0 * _area_error(rings)
+    unsure = (np.abs(area) <= margin) | (np.abs(np.abs(area) - min_area) <= margin)
+    area[unsure] = rings.take(np.flatnonzero(unsure)).signed_areas()
+    kept = ~((np.abs(area) <= min_area) | (area == 0.0))
+    return np.flatnonzero(kept & (area < 0)), np.flatnonzero(kept & ~(area < 0))
+
+
+def _area_error(rings: Rings) -> np.ndarray:
+    """A bound on how far :func:`signed_area` of each ring can be from its exact area, however the dot
+    products are summed: ``n·u`` of the sum of the magnitudes of the ``n`` products (ample: by 2×)."""
+    x, y = rings.points[:, 0], rings.points[:, 1]
+    terms = np.zeros(len(x))
+    terms[:-1] = np.abs(x[:-1] * y[1:]) + np.abs(x[1:] * y[:-1])
+    terms[rings.lasts] = 0.0  # no product across rings
+    magnitude = np.add.reduceat(terms, rings.firsts) if len(rings) else terms[:0]
+    return (rings.sizes + 2) * 2.0**-52 * magnitude + 1e-300
+
+
+def _pack_regions(
+    exteriors: Rings, exterior_areas: np.ndarray, holes: Rings, hole_areas: np.ndarray, owner: np.ndarray
+) -> _RegionRings:
+    """Regions (exterior + the holes it owns, in hole order) sorted by area, largest first (stable)."""
+    assigned = np.flatnonzero(owner >= 0)
+    assigned = assigned[np.argsort(owner[assigned], kind="stable")]  # grouped by region, hole order kept
+    region_of = owner[assigned]
+    areas = _region_areas(exterior_areas, hole_areas[assigned], region_of)
+    rank = np.empty(len(exteriors), dtype=np.intp)
+    rank[np.argsort(-areas, kind="stable")] = np.arange(len(exteriors))
+    # Every ring's sort key: its region's rank, then the exterior (0) before the holes (1), holes in order.
+    region_rank = np.concatenate([rank, rank[region_of]])
+    is_hole = np.repeat([0, 1], [len(exteriors), len(assigned)])
+    order = np.lexsort((np.concatenate([np.zeros(len(exteriors), np.intp), assigned]), is_hole, region_rank))
+    rings = Rings(
+        np.concatenate([exteriors.points, holes.take(assigned).points]),
+        np.concatenate([exteriors.sizes, holes.sizes[assigned]]),
+    ).take(order)
+    ring_counts = 1 + np.bincount(region_of, minlength=len(exteriors))
+    by_rank = np.argsort(rank)
+    return _RegionRings(rings, ring_counts[by_rank], areas[by_rank])
+
+
+def _region_areas(exterior_areas: np.ndarray, hole_areas: np.ndarray, region_of: np.ndarray) -> np.ndarray:
+    """:attr:`Region.area` of every region: exterior plus ``sum`` of its holes' areas (holes grouped by
+    region, in order), the same additions as there, so the same floats."""
+    areas = exterior_areas.copy()
+    bounds = np.flatnonzero(np.diff(region_of, prepend=-1, append=-1)).tolist()  # where regions change
+    for start, stop in itertools.pairwise(bounds):
+        areas[region_of[start]] = exterior_areas[region_of[start]] + sum(hole_areas[start:stop].tolist())
+    return areas
 
 
 def tumor_regions(
@@ -201,98 +289,98 @@ def tumor_regions(
     """Contours of ``probabilities ≥ threshold`` as regions with holes (heatmap pixel-edge coordinates).
 
     NaN counts as 0. ``simplify`` is the Douglas–Peucker tolerance and ``min_area`` the smallest ring area
-    kept, both in heatmap pixels.
+    kept, both in heatmap pixels. Holes go to the smallest exterior holding their first point; regions are
+    sorted by area, largest first.
     """
-    from skimage.measure import find_contours
-
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    filled = np.nan_to_num(np.asarray(probabilities, dtype=np.float32), nan=0.0)
-    if not (filled >= threshold).any():
-        return []
-    padded = np.pad(filled, 1, constant_values=0.0)  # closes every contour
-    # 'high': contours wind counter-clockwise (in row/col) around values above the level, clockwise around
-    # holes; in (x, y) = (col, row) that makes exteriors negative and holes positive before we flip them.
-    contours = find_contours(padded, threshold, fully_connected="low", positive_orientation="high")
-    # (row, col) in padded index space → (x, y) in pixel-edge space: −1 for the pad, +0.5 to the centre.
-    rings = [contour[:, ::-1] - 0.5 for contour in contours]
-    if simplify > 0:
-        rings = simplify_rings(rings, simplify)
-    exteriors: list[np.ndarray] = []
-    holes: list[np.ndarray] = []
-    for ring in rings:
-        if not np.array_equal(ring[0], ring[-1]):
-            ring = np.vstack([ring, ring[:1]])
-        if len(ring) < 4:
-            continue
-        area = signed_area(ring)
-        if abs(area) <= min_area or area == 0.0:
-            continue
-        if area < 0:
-            exteriors.append(ring[::-1].copy())  # make it positive
-        else:
-            holes.append(ring[::-1].copy())  # make it negative
-    holes_of = _assign_holes(exteriors, holes)
-    regions = [Region(e, tuple(h)) for e, h in zip(exteriors, holes_of, strict=True)]
-    regions.sort(key=lambda r: -r.area)
-    return regions
+    return _region_rings(probabilities, threshold, simplify=simplify, min_area=min_area).regions()
 
 
-def _ring_to_level0(ring: np.ndarray, heatmap: Heatmap) -> list[list[float]]:
+def _level0_points(rings: Rings, heatmap: Heatmap) -> np.ndarray:
+    """Ring points in level-0 pixels, rounded to hundredths; every ring exactly closed after rounding."""
     sx, sy = heatmap.pixel_size
     ox, oy = heatmap.origin
-    xy = np.empty_like(ring, dtype=np.float64)
-    xy[:, 0] = ox + ring[:, 0] * sx
-    xy[:, 1] = oy + ring[:, 1] * sy
-    out: list[list[float]] = np.round(xy, 2).tolist()
-    out[-1] = out[0]  # exactly closed after rounding
-    return out
+    xy = np.empty_like(rings.points, dtype=np.float64)
+    xy[:, 0] = ox + rings.points[:, 0] * sx
+    xy[:, 1] = oy + rings.points[:, 1] * sy
+    xy = np.round(xy, 2)
+    xy[rings.lasts] = xy[rings.firsts]
+    return xy
+
+
+def _polygon_coordinates(xy: np.ndarray, ring_sizes: np.ndarray, ring_counts: np.ndarray) -> list[list[Any]]:
+    """Each polygon's ``coordinates`` as nested lists (rings of ``[x, y]``)."""
+    points = [ring.tolist() for ring in Rings(xy, ring_sizes).split()]
+    firsts = (np.cumsum(ring_counts) - ring_counts).tolist()
+    return [points[first : first + count] for first, count in zip(firsts, ring_counts.tolist(), strict=True)]
+
+
+def _id_seed(heatmap: Heatmap, threshold: float) -> str:
+    digest = hashlib.sha256(heatmap.probabilities.tobytes())
+    digest.update(f"{heatmap.model_id}|{threshold}|{heatmap.origin}|{heatmap.mpp}".encode())
+    return digest.hexdigest()
 
 
 def _feature_ids(heatmap: Heatmap, threshold: float) -> Iterator[str]:
     """Deterministic UUIDs: the same heatmap and threshold give the same file (reruns compare equal)."""
-    digest = hashlib.sha256(heatmap.probabilities.tobytes())
-    digest.update(f"{heatmap.model_id}|{threshold}|{heatmap.origin}|{heatmap.mpp}".encode())
-    seed = digest.hexdigest()
-    index = 0
-    while True:
-        yield str(uuid.uuid5(_ID_NAMESPACE, f"{seed}:{index}"))
-        index += 1
+    seed = _id_seed(heatmap, threshold)
+    for index in itertools.count():
+        yield str(uuid.uuid5(ID_NAMESPACE, f"{seed}:{index}"))
+
+
+def _region_properties(area: float, heatmap: Heatmap, threshold: float) -> dict[str, Any]:
+    return {
+        "objectType": "annotation",
+        "name": f"{TUMOR_CLASS} (p ≥ {threshold:g})",
+        "classification": {"name": TUMOR_CLASS, "color": list(TUMOR_COLOR)},
+        "measurements": {"area_um2": round(area * heatmap.mpp**2, 1)},
+    }
 
 
 def region_features(
     heatmap: Heatmap, threshold: float = 0.5, *, simplify: float = 0.25
 ) -> list[dict[str, Any]]:
     """Tumor regions as QuPath annotation features (level-0 coordinates)."""
+    regions = _region_rings(heatmap.probabilities, threshold, simplify=simplify, min_area=0.0)
+    xy = _level0_points(regions.rings, heatmap)
+    coordinates = _polygon_coordinates(xy, regions.rings.sizes, regions.ring_counts)
     ids = _feature_ids(heatmap, threshold)
-    features = []
-    for region in tumor_regions(heatmap.probabilities, threshold, simplify=simplify):
-        rings = [_ring_to_level0(region.exterior, heatmap)] + [
-            _ring_to_level0(h, heatmap) for h in region.holes
-        ]
-        features.append(
-            {
-                "type": "Feature",
-                "id": next(ids),
-                "geometry": {"type": "Polygon", "coordinates": rings},
-                "properties": {
-                    "objectType": "annotation",
-                    "name": f"{TUMOR_CLASS} (p ≥ {threshold:g})",
-                    "classification": {"name": TUMOR_CLASS, "color": list(TUMOR_COLOR)},
-                    "measurements": {"area_um2": round(region.area * heatmap.mpp**2, 1)},
-                },
-            }
-        )
-    return features
+    return [
+        {
+            "type": "Feature",
+            "id": next(ids),
+            "geometry": {"type": "Polygon", "coordinates": rings},
+            "properties": _region_properties(area, heatmap, threshold),
+        }
+        for rings, area in zip(coordinates, regions.areas.tolist(), strict=True)
+    ]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _region_feature_texts(heatmap: Heatmap, threshold: float, simplify: float, seed: str) -> list[str]:
+    """:func:`region_features` as compact JSON texts, ids ``0 … n − 1`` (coordinates written by numpy)."""
+    regions = _region_rings(heatmap.probabilities, threshold, simplify=simplify, min_area=0.0)
+    xy = _level0_points(regions.rings, heatmap)
+    if np.abs(xy).max(initial=0.0) < PLAIN_DECIMAL_LIMIT:
+        coordinates = polygon_coordinates_json(xy, regions.rings.sizes, regions.ring_counts)
+    else:
+        coordinates = [_dumps(c) for c in _polygon_coordinates(xy, regions.rings.sizes, regions.ring_counts)]
+    ids = feature_id_chars(seed, 0, len(coordinates)).tobytes().decode("ascii")
+    return [
+        f'{{"type":"Feature","id":"{ids[36 * i : 36 * i + 36]}",'
+        f'"geometry":{{"type":"Polygon","coordinates":{rings}}},'
+        f'"properties":{_dumps(_region_properties(area, heatmap, threshold))}}}'
+        for i, (rings, area) in enumerate(zip(coordinates, regions.areas.tolist(), strict=True))
+    ]
 
 
 def _tile_features(heatmap: Heatmap, ids: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """One QuPath tile object per heatmap pixel on tissue, row by row (what :func:`_tile_blocks` writes)."""
     sx, sy = heatmap.pixel_size
     ox, oy = heatmap.origin
-    tissue = heatmap.tissue()
-    rows, cols = np.nonzero(tissue)
-    if rows.size > MANY_TILES:
-        log.warning("writing %d tile objects; QuPath may be slow to import them", rows.size)
+    rows, cols = np.nonzero(heatmap.tissue())
     values = heatmap.probabilities[rows, cols]
     for r, c, p in zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True):
         x0, y0 = round(ox + c * sx, 2), round(oy + r * sy, 2)
@@ -308,14 +396,56 @@ def _tile_features(heatmap: Heatmap, ids: Iterator[str]) -> Iterator[dict[str, A
         }
 
 
-def _write_collection(out: TextIO, features: Iterator[dict[str, Any]]) -> int:
+#: Tile objects per block of text (about 300 bytes each).
+_TILE_BLOCK = 1 << 16
+
+
+def _tile_blocks(heatmap: Heatmap, seed: str, first_id: int) -> Iterator[tuple[str, int]]:
+    """:func:`_tile_features` as compact JSON, blocks of up to :data:`_TILE_BLOCK` features joined by
+    ``,\\n``, with how many each holds. Ids continue from ``first_id``.
+
+    A tile's corners come from a table per column and per row, made with the same ``round`` as there;
+    the rest is laid out in numpy, one row of characters per tile.
+    """
+    sx, sy = heatmap.pixel_size
+    ox, oy = heatmap.origin
+    rows, cols = np.nonzero(heatmap.tissue())
+    if rows.size > MANY_TILES:
+        log.warning("writing %d tile objects; QuPath may be slow to import them", rows.size)
+    height, width = heatmap.shape
+    xs = ascii_rows([_dumps(round(ox + c * sx, 2)) for c in range(width + 1)])
+    ys = ascii_rows([_dumps(round(oy + r * sy, 2)) for r in range(height + 1)])
+    for start in range(0, rows.size, _TILE_BLOCK):
+        r, c = rows[start : start + _TILE_BLOCK], cols[start : start + _TILE_BLOCK]
+        n = len(r)
+        x0, x1, y0, y1 = xs[c], xs[c + 1], ys[r], ys[r + 1]
+        comma, between = ascii_codes(","), ascii_codes("],[")
+        columns = [
+            np.where(np.arange(n) > 0, ord(","), 0)[:, None],
+            np.where(np.arange(n) > 0, ord("\n"), 0)[:, None],
+            ascii_codes('{"type":"Feature","id":"'),
+            feature_id_chars(seed, first_id + start, n),
+            ascii_codes('","geometry":{"type":"Polygon","coordinates":[[['),
+            *(x0, comma, y0, between, x1, comma, y0, between, x1, comma, y1, between),
+            *(x0, comma, y1, between, x0, comma, y0),
+            ascii_codes(f']]]}},"properties":{{"objectType":"tile","measurements":{{{_dumps(MEASUREMENT)}:'),
+            round4_chars(heatmap.probabilities[r, c]),
+            ascii_codes("}}}"),
+        ]
+        yield joined_rows(columns, n), n
+
+
+def _write_collection(out: TextIO, blocks: Iterable[tuple[str, int]]) -> int:
+    """Write a FeatureCollection from blocks of feature texts (joined by ``,\\n``); returns the count."""
     out.write('{"type":"FeatureCollection","features":[\n')
     count = 0
-    for feature in features:
+    for text, n in blocks:
+        if not n:
+            continue
         if count:
             out.write(",\n")
-        out.write(json.dumps(feature, separators=(",", ":"), ensure_ascii=False))
-        count += 1
+        out.write(text)
+        count += n
     out.write("\n]}\n")
     return count
 
@@ -324,19 +454,13 @@ def write_geojson(
     heatmap: Heatmap, path: PathLike, *, threshold: float = 0.5, tiles: bool = False, simplify: float = 0.25
 ) -> Path:
     """Write ``heatmap.geojson`` (streamed, atomically): annotations, then tile objects if ``tiles``."""
-    regions = region_features(heatmap, threshold, simplify=simplify)
-    # Tile ids continue after the region ids so every id in the file is distinct.
-    ids = _feature_ids(heatmap, threshold)
-    for _ in regions:
-        next(ids)
-
-    def features() -> Iterator[dict[str, Any]]:
-        yield from regions
-        if tiles:
-            yield from _tile_features(heatmap, ids)
-
+    seed = _id_seed(heatmap, threshold)
+    regions = _region_feature_texts(heatmap, threshold, simplify, seed)
+    blocks: Iterable[tuple[str, int]] = [(",\n".join(regions), len(regions))]
+    if tiles:  # tile ids continue after the region ids: all distinct
+        blocks = itertools.chain(blocks, _tile_blocks(heatmap, seed, first_id=len(regions)))
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        count = _write_collection(out, features())
+        count = _write_collection(out, blocks)
     log.info("wrote %s: %d tumor regions, %d features", path, len(regions), count)
     return Path(path)
 
