@@ -21,6 +21,7 @@ Only the forward runs here; the backward stays in ``attention.py``. :func:`hoppe
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -448,14 +449,18 @@ def _attn_fwd_pingpong_kernel(
     )
 
 
-def _gl_dtype(dtype: torch.dtype) -> gl.dtype:
-    return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+@functools.lru_cache(maxsize=64)
+def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedLayout:
+    gl_dtype = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
 
 
 def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
-    block = [1, 1, rows, t.shape[3]]
-    layout = gl.NVMMASharedLayout.get_default_for(block, _gl_dtype(t.dtype))
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+    """A TMA descriptor over the whole (B, H, N, D) tensor with its own strides; boxes of (1, 1, rows, D)."""
+    head_dim = t.shape[3]
+    return TensorDescriptor(
+        t, list(t.shape), list(t.stride()), [1, 1, rows, head_dim], _box_layout(rows, head_dim, t.dtype)
+    )
 
 
 def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
