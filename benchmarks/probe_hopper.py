@@ -105,9 +105,10 @@ def bench(fn) -> float:  # type: ignore[no-untyped-def]
     return float(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median"))
 
 
-def sweep(json_path: str | None) -> None:
+def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None:
     rows = []
-    for shape, dtype in itertools.product(SHAPES, (torch.bfloat16, torch.float16)):
+    shapes = [shape for shape in SHAPES if shape[3] in head_dims]
+    for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
         b, h, n, d = shape
         torch.manual_seed(0)
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
@@ -153,11 +154,12 @@ def main() -> int:
     parser.add_argument("what", choices=["check", "sweep"])
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
+    parser.add_argument("--head-dims", default="64,128", help="sweep: only shapes with these head dims")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
         return 0 if check(args.pp_only) else 1
-    sweep(args.json)
+    sweep(args.json, tuple(int(d) for d in args.head_dims.split(",")))
     return 0
 
 
