@@ -48,6 +48,8 @@ def configs(d: int) -> list[hop.HopperConfig]:
         cfg = hop.HopperConfig(block_n=bn, num_warps=w, k_stages=ks, v_stages=vs, pingpong=pp)
         if 2 * d * (cfg.block_m + bn * (ks + vs)) <= 200 * 1024:
             out.append(cfg)
+    if d == 64:  # two wgmma row tiles per consumer warpgroup: twice the work per handshake
+        out += [hop.HopperConfig(64, 4, ks, ks, pingpong=True, rows=128) for ks in (2, 3, 4)]
     return out
 
 
@@ -129,7 +131,7 @@ def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None
             except Exception as exc:  # a configuration that does not fit is reported, not fatal
                 print(f"  {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                 continue
-            kind = "pp" if cfg.pingpong else f"w{cfg.num_warps}"
+            kind = f"pp{cfg.rows}" if cfg.pingpong else f"w{cfg.num_warps}"
             row[f"bn{cfg.block_n}_{kind}_k{cfg.k_stages}v{cfg.v_stages}"] = tflops(shape, ms)
             if best is None or ms < best[0]:
                 best = (ms, cfg)

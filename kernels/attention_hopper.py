@@ -54,11 +54,12 @@ class HopperConfig:
     num_warps: int
     k_stages: int
     v_stages: int
-    pingpong: bool = False  # two 4-warp consumer warpgroups of 64 rows each and a 1-warp TMA loader
+    pingpong: bool = False  # two 4-warp consumer warpgroups and a 1-warp TMA loader
+    rows: int = 64  # ping-pong: query rows per consumer warpgroup (64, or 128 as two wgmma row tiles)
 
     @property
     def block_m(self) -> int:
-        return 128 if self.pingpong else 16 * self.num_warps
+        return 2 * self.rows if self.pingpong else 16 * self.num_warps
 
 
 @gluon.jit
@@ -228,10 +229,11 @@ def _pp_loader(
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
+    ROWS: gl.constexpr = q_desc.block_type.shape[2]
     for i in gl.static_range(2):
         mbarrier.expect(q_ready.index(i), q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(
-            q_desc, [b, h, start_m + 64 * i, 0], q_ready.index(i), q_smem.index(i)
+            q_desc, [b, h, start_m + ROWS * i, 0], q_ready.index(i), q_smem.index(i)
         )
     for blk in range(n_kv):
         ks = blk % K_STAGES
@@ -260,6 +262,7 @@ def _pp_consumer(
     BLOCK_N: gl.constexpr = k_ring.shape[3]
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
+    ROWS: gl.constexpr = q_smem.shape[3]  # query rows of this warpgroup: 64, or 128 as two wgmma row tiles
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
     )
@@ -271,8 +274,8 @@ def _pp_consumer(
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     other: gl.constexpr = 1 - ME
 
-    q = q_smem.index(ME).reshape([64, HEAD_DIM])
-    zero_s = gl.zeros([64, BLOCK_N], gl.float32, s_layout)
+    q = q_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     mbarrier.wait(q_ready.index(ME), 0)
     _wait_loaded(k_ready, 0, K_STAGES)
     _pp_take_turn(turn, ME, 0)
@@ -282,11 +285,11 @@ def _pp_consumer(
     mbarrier.arrive(turn.index(other))
     s = warpgroup_mma_wait(0, deps=(s,))
     mbarrier.arrive(k_empty.index(0))
-    m_i = gl.full([64], float("-inf"), gl.float32, rows_s)
-    l_i = gl.zeros([64], gl.float32, rows_s)
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, rows_s)
+    l_i = gl.zeros([ROWS], gl.float32, rows_s)
     p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
-    acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
 
     for j in range(0, n_kv - 1):
         _wait_loaded(k_ready, j + 1, K_STAGES)
@@ -314,8 +317,8 @@ def _pp_consumer(
     o = acc / gl.convert_layout(l_i, rows_o)[:, None]
     q.store(o.to(dtype))  # this warpgroup's Q slot is free: it holds the output on its way out
     fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [b, h, start_m + 64 * ME, 0], q_smem.index(ME))
-    rows = start_m + 64 * ME + gl.arange(0, 64, rows_s)
+    tma.async_copy_shared_to_global(o_desc, [b, h, start_m + ROWS * ME, 0], q_smem.index(ME))
+    rows = start_m + ROWS * ME + gl.arange(0, ROWS, rows_s)
     lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
     gl.store(LSE + pid_bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
     tma.store_wait(0)
@@ -345,16 +348,17 @@ def _attn_fwd_pingpong_kernel(
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
-    n_m = gl.cdiv(N_Q, 128)
+    ROWS: gl.constexpr = q_desc.block_type.shape[2]  # per consumer warpgroup; the CTA covers 2 · ROWS
+    n_m = gl.cdiv(N_Q, 2 * ROWS)
     pid_m = gl.program_id(0) % n_m
     pid_bh = gl.program_id(0) // n_m
     b = pid_bh // H
     h = pid_bh % H
-    start_m = pid_m * 128
+    start_m = pid_m * 2 * ROWS
     n_kv = gl.cdiv(N_KV, BLOCK_N)
     dtype: gl.constexpr = q_desc.dtype
 
-    q_smem = gl.allocate_shared_memory(dtype, [2, 1, 1, 64, HEAD_DIM], q_desc.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [2, 1, 1, ROWS, HEAD_DIM], q_desc.layout)
     k_ring = gl.allocate_shared_memory(dtype, [K_STAGES, 1, 1, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_ring = gl.allocate_shared_memory(dtype, [V_STAGES, 1, 1, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -496,7 +500,7 @@ def _launch(
 ) -> None:  # fmt: skip
     batch, heads, n_q, head_dim = q.shape
     grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
-    rows = 64 if cfg.pingpong else cfg.block_m
+    rows = cfg.rows if cfg.pingpong else cfg.block_m
     descs = (
         _descriptor(q, rows),
         _descriptor(k, cfg.block_n),
