@@ -1,19 +1,25 @@
-"""Hopper (sm_90) forward attention in Gluon: the score GEMM of the next key block overlaps this block's softmax.
+"""Hopper (sm_90) forward attention in Gluon: the softmax runs while the tensor cores work.
 
-Triton's compiler keeps a ``tl.dot`` asynchronous only when its result feeds another dot as accumulator, so in
-the Triton kernel (``attention.py``) the softmax of block j always waits for the wgmma of block j and the
-tensor cores idle while ``exp2`` runs. Gluon (Triton's explicit-layout dialect) lets the kernel say what
-FlashAttention-3 calls intra-warpgroup pipelining:
+Triton's compiler keeps a ``tl.dot`` asynchronous only when its result feeds another dot as accumulator, so
+in the Triton kernel (``attention.py``) the softmax of a block always waits for that block's wgmma and the
+tensor cores idle meanwhile. Gluon (Triton's explicit-layout dialect) lets a kernel order the asynchronous
+work itself. Both kernels here follow FlashAttention-3's order inside a warpgroup:
 
-    issue S(j+1) = Q·K(j+1)ᵀ   (async wgmma)
-    softmax of S(j)            (CUDA cores and SFU, while the tensor cores work on S(j+1))
-    wait for O += P(j-1)·V(j-1), rescale O, issue O += P(j)·V(j)   (async)
-    wait for S(j+1)
+    issue S(j+1) = Q·K(j+1)ᵀ and O += P(j)·V(j)   (both async wgmma, back to back on the tensor cores)
+    wait for S(j+1); softmax of S(j+1)            (while O += P(j)·V(j) still runs)
+    wait for O; rescale it by the new row max; P(j+1) to the operand layout
 
-Keys and values arrive by TMA into rings of shared-memory slots, each with its own mbarrier; a slot is
-refilled as soon as every warp has finished the wgmma that read it. Descriptors are four-dimensional over
-(B, H, N, D) with the tensor's own strides, so fused-qkv views are read in place and rows past N read as zero
-(the last key block is masked to ``-inf``; output rows past N are clipped by the TMA store).
+* ``_attn_fwd_hopper_kernel``: one CTA of 4 or 8 warps that issues its own TMA loads.
+* ``_attn_fwd_pingpong_kernel`` (faster at head dim 128): warp-specialised. Two consumer warpgroups take
+  turns issuing their GEMMs (the ``turn`` mbarriers), so one's softmax overlaps the other's GEMMs; a
+  one-warp partition with 24 registers streams Q, K and V by TMA.
+
+Keys and values arrive in rings of shared-memory slots with a "ready" mbarrier each (and, in the ping-pong
+kernel, an "empty" one both consumers arrive on). The rule that keeps it from hanging: block b goes into slot
+b % STAGES only after block b − STAGES has been consumed, and every block is issued before it is waited for.
+Descriptors are four-dimensional over (B, H, N, D) with the tensor's own strides, so fused-qkv views are read
+in place and rows past N read as zero (the last key block is masked to ``-inf``; output rows past N are
+clipped by the TMA store). Gluon tensors must have power-of-two shapes: head dims 64 and 128 only.
 
 Only the forward runs here; the backward stays in ``attention.py``. :func:`hopper_forward` is used by
 ``attention._forward`` on sm_90 for head dims in :data:`HOPPER_HEAD_DIMS` when the strides suit TMA.
