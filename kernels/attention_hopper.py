@@ -383,56 +383,14 @@ def _attn_fwd_pingpong_kernel(
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
 
+    consumer_args = (
+        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
+        pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+    )  # fmt: skip
     gl.warp_specialize(
         [
-            (
-                _pp_consumer_0,
-                (
-                    o_desc,
-                    LSE,
-                    q_smem,
-                    k_ring,
-                    v_ring,
-                    q_ready,
-                    k_ready,
-                    k_empty,
-                    v_ready,
-                    v_empty,
-                    turn,
-                    pid_bh,
-                    b,
-                    h,
-                    start_m,
-                    n_kv,
-                    N_Q,
-                    N_KV,
-                    qk_scale,
-                ),
-            ),
-            (
-                _pp_consumer_1,
-                (
-                    o_desc,
-                    LSE,
-                    q_smem,
-                    k_ring,
-                    v_ring,
-                    q_ready,
-                    k_ready,
-                    k_empty,
-                    v_ready,
-                    v_empty,
-                    turn,
-                    pid_bh,
-                    b,
-                    h,
-                    start_m,
-                    n_kv,
-                    N_Q,
-                    N_KV,
-                    qk_scale,
-                ),
-            ),
+            (_pp_consumer_0, consumer_args),
+            (_pp_consumer_1, consumer_args),
             (
                 _pp_loader,
                 (
