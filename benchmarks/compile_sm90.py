@@ -1,0 +1,155 @@
+"""Compile the attention kernels for an H100 (sm_90) on a machine without a GPU, and say what ptxas made of them.
+
+    pip install --target /tmp/t36 triton==3.6.0          # the device image's Triton (optional)
+    PYTHONPATH=/tmp/t36 python3 benchmarks/compile_sm90.py pingpong --head-dim 128 --block-n 128 --stages 3,2
+    python3 benchmarks/compile_sm90.py hopper --head-dim 64 --block-n 128 --warps 4
+    python3 benchmarks/compile_sm90.py triton --head-dim 64 --block-m 128 --block-n 64 --warps 8 --stages 3
+
+Prints registers, local-memory bytes (spills), shared memory, the wgmma count and the ``wgmma.wait_group``
+depths in the PTX, and any ptxas note about serialised wgmmas; ``--out DIR`` also writes the TTGIR, PTX and
+SASS. Integer arguments get the specialisations the runtime gives real tensors (multiples of 16, unit head-dim
+strides), otherwise the loads look unaligned and nothing is pipelined. Nothing here launches a kernel: it
+catches compile errors, spills and serialisation before a device call, not wrong results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import triton
+from pathoflash.kernels import attention
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+TARGET = GPUTarget("cuda", 90, 32)
+_INTS = ("H", "N_Q", "N_KV", "N_BUCKET")
+
+
+def _tool(name: str) -> str:
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def _triton_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
+    fn = attention._attn_fwd_kernel
+    head_a, head_b, split = attention.head_split(args.head_dim)
+    constants = {
+        "HEAD_DIM": args.head_dim, "HEAD_A": head_a, "HEAD_B": head_b, "SPLIT": split, "USE_TMA": False,
+        "DOT_PRECISION": "tf32", "BLOCK_M": args.block_m, "BLOCK_N": args.block_n, "WARP_SPECIALIZE": False,
+        "stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1,
+    }  # fmt: skip
+    signature = {name: "constexpr" for name in constants}
+    signature.update({name: f"*{dtype}" for name in ("Q", "K", "V", "Out")})
+    signature["LSE"] = "*fp32"
+    signature["qk_scale"] = "fp32"
+    for name in fn.arg_names:
+        signature.setdefault(name, "i32")
+    aligned = [n for n in fn.arg_names if signature[n] not in ("constexpr", "fp32")]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
+    stages = int(args.stages.split(",")[0])
+    return ASTSource(
+        fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=indexed, attrs=attrs
+    ), {
+        "num_warps": args.warps,
+        "num_stages": stages,
+    }
+
+
+def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
+    from pathoflash.kernels import attention_hopper as hop
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    k_stages, v_stages = (int(s) for s in args.stages.split(","))
+    pingpong = args.kernel == "pingpong"
+    fn = hop._attn_fwd_pingpong_kernel if pingpong else hop._attn_fwd_hopper_kernel
+    rows = args.rows if pingpong else 16 * args.warps
+    gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
+
+    def desc(box_rows: int) -> str:
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, box_rows, args.head_dim], gl_dtype)
+        return f"tensordesc<{dtype}[1,1,{box_rows},{args.head_dim}],{layout!r}>"
+
+    constants: dict = {
+        "HEAD_DIM": args.head_dim,
+        "BLOCK_N": args.block_n,
+        "K_STAGES": k_stages,
+        "V_STAGES": v_stages,
+    }
+    if pingpong:
+        constants.update(CONSUMER_REGS=hop.CONSUMER_REGS, LOADER_REGS=hop.LOADER_REGS)
+    else:
+        constants["num_warps"] = args.warps
+    signature = {"q_desc": desc(rows), "k_desc": desc(args.block_n), "v_desc": desc(args.block_n)}
+    signature.update({"o_desc": desc(rows), "LSE": "*fp32", "qk_scale": "fp32"})
+    signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
+    signature.update({name: "constexpr" for name in constants})
+    indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
+    attrs = {(fn.arg_names.index("LSE"),): [["tt.divisibility", 16]]}
+    source = GluonASTSource(
+        fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=indexed, attrs=attrs
+    )
+    return source, {"num_warps": 4 if pingpong else args.warps}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("kernel", choices=["triton", "hopper", "pingpong"])
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--block-m", type=int, default=128, help="triton kernel only")
+    parser.add_argument("--block-n", type=int, default=128)
+    parser.add_argument("--warps", type=int, default=4)
+    parser.add_argument("--stages", default="2,2", help="K,V ring slots (Gluon) or num_stages (Triton)")
+    parser.add_argument("--rows", type=int, default=64, help="ping-pong: query rows per consumer warpgroup")
+    parser.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
+    args = parser.parse_args()
+
+    make = _triton_source if args.kernel == "triton" else _gluon_source
+    source, options = make(args, args.dtype)
+    compiled = triton.compile(source, target=TARGET, options=options)
+    ptx = compiled.asm["ptx"]
+    cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"compile_sm90_{os.getpid()}.cubin"
+    cubin.write_bytes(compiled.asm["cubin"])
+    usage = subprocess.run(
+        [_tool("cuobjdump"), "--dump-resource-usage", str(cubin)], capture_output=True, text=True
+    )
+    regs = re.search(r"REG:(\d+)", usage.stdout)
+    stack = re.search(r"STACK:(\d+)", usage.stdout)
+    ptxas = subprocess.run(
+        [_tool("ptxas"), "-arch=sm_90a", "-v", "-", "-o", os.devnull],
+        input=ptx,
+        capture_output=True,
+        text=True,
+    )
+    notes = sorted(set(re.findall(r"Potential Performance Loss: [^\n]*", ptxas.stderr)))
+    waits = re.findall(r"wgmma.wait_group.sync.aligned\s+(\d+)", ptx)
+    print(
+        f"{args.kernel} D{args.head_dim} BN{args.block_n} {args.dtype} (triton {triton.__version__}): "
+        f"registers {regs.group(1) if regs else '?'}, spill bytes {stack.group(1) if stack else '?'}, "
+        f"shared {compiled.metadata.shared} B, wgmma {ptx.count('wgmma.mma_async')}, "
+        f"wait_group depths {waits}"
+    )
+    for note in notes:
+        print("ptxas:", note)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "kernel.ttgir").write_text(compiled.asm["ttgir"])
+        (args.out / "kernel.ptx").write_text(ptx)
+        sass = subprocess.run(
+            [_tool("cuobjdump"), "-sass", str(cubin)], capture_output=True, text=True
+        ).stdout
+        (args.out / "kernel.sass").write_text(sass)
+    cubin.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
