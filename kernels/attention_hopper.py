@@ -484,17 +484,31 @@ def _launch(
         )  # fmt: skip
 
 
-def _median_ms(run: Callable[[], None], repeats: int = 5) -> float:
-    run()  # compiles on first use
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+def _gpu_ms(run: Callable[[], None]) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def _fastest(runs: dict[HopperConfig, Callable[[], None]], rounds: int = 7) -> HopperConfig:
+    """The configuration whose median time is lowest, the candidates timed in alternation.
+
+    Alternating keeps a drift of the clock or of other work on the card from favouring whichever candidate
+    happened to be timed first.
+    """
+    for run in runs.values():  # compile, then warm
         run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+        run()
+    times: dict[HopperConfig, list[float]] = {cfg: [] for cfg in runs}
+    for _ in range(rounds):
+        for cfg, run in runs.items():
+            times[cfg].append(_gpu_ms(run))
+    medians = {cfg: sorted(t)[len(t) // 2] for cfg, t in times.items()}
+    log.debug("flash_attention hopper forward candidates (ms): %s", medians)
+    return min(medians, key=medians.__getitem__)
 
 
 def _choose(
@@ -502,15 +516,14 @@ def _choose(
 ) -> HopperConfig:
     key = (q.shape[3], q.dtype, triton.next_power_of_2(q.shape[2]), triton.next_power_of_2(k.shape[2]))
     if key not in _chosen:
-        timed = []
+        runs: dict[HopperConfig, Callable[[], None]] = {}
         for cfg in CANDIDATES[q.shape[3]]:
 
             def run(cfg: HopperConfig = cfg) -> None:
                 _launch(q, k, v, o, lse, scale, cfg)
 
-            timed.append((_median_ms(run), cfg))
-        _chosen[key] = min(timed, key=lambda t: t[0])[1]
-        log.debug("flash_attention hopper forward %s: %s", key, timed)
+            runs[cfg] = run
+        _chosen[key] = _fastest(runs)
     return _chosen[key]
 
 
