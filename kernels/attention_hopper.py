@@ -45,16 +45,20 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from .attention import LOG2E
+
 log = logging.getLogger(__name__)
 
 HOPPER_HEAD_DIMS = (64, 128)
-CONSUMER_REGS = 240  # setmaxnreg of the second consumer warpgroup (the first has what the kernel compiles to)
+# setmaxnreg of the worker partitions (second consumer warpgroup, loader warp); Triton gives the default
+# partition (the first consumer) what they leave of the register file.
+CONSUMER_REGS = 240
 LOADER_REGS = 24
 
 
 @dataclass(frozen=True)
 class HopperConfig:
-    """One launch configuration: BLOCK_M = 16 · num_warps query rows, BLOCK_N keys per step."""
+    """One launch configuration: ``block_m`` query rows per CTA, ``block_n`` keys per step, ring slots per K/V."""
 
     block_n: int
     num_warps: int
@@ -471,7 +475,7 @@ def _launch(
         _descriptor(v, cfg.block_n),
         _descriptor(o, rows),
     )
-    common = (lse, heads, n_q, k.shape[2], scale * 1.4426950408889634)
+    common = (lse, heads, n_q, k.shape[2], scale * LOG2E)
     if cfg.pingpong:
         _attn_fwd_pingpong_kernel[grid](
             *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
