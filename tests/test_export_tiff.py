@@ -184,3 +184,57 @@ def test_bad_options_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="base_mpp"):
         heatmap.to_tiff(tmp_path / "a.tif", base_mpp=-1.0)
     assert not list(tmp_path.iterdir())
+
+
+def odd_heatmap(seed: int) -> Heatmap:
+    """A heatmap that lines up with nothing: non-integer scale, an origin offset, NaN patches and edges."""
+    rng = np.random.default_rng(seed)
+    p = rng.random((77, 131)).astype(np.float32)
+    p[rng.random(p.shape) < 0.6] = np.nan
+    p[:, :9] = np.nan
+    return Heatmap(
+        probabilities=p,
+        mpp=7.3,
+        slide_dimensions=(3100, 1900),
+        slide_mpp=(0.2631, 0.2631),
+        origin=(37.5, -20.0),
+    )
+
+
+@pytest.mark.parametrize(("seed", "tile_size"), [(0, 512), (1, 128), (2, 48)])
+def test_tiles_sampled_in_runs_are_the_tiles_sampled_one_by_one(seed: int, tile_size: int) -> None:
+    """Every level's data tiles from ``encode_run`` (a row of tiles at once) match the per-tile reference, and
+    the tiles marked as holding data are exactly those whose samples are not all no-data."""
+    from pathoflash.export import tiff
+    from pathoflash.export.sampling import gather
+
+    heatmap = odd_heatmap(seed)
+    for level in tiff.pyramid_levels(heatmap.slide_dimensions, heatmap.slide_dimensions, tile_size):
+        key = tiff.reduction_factors(level.pixel_size, heatmap.pixel_size)
+        tiles = tiff._LevelTiles(heatmap, level, tile_size, tiff._source(heatmap, *key))
+        t = tile_size
+        for i in range(tiles.n_rows):
+            for j in range(tiles.n_cols):
+                sampled = gather(
+                    tiles.index, tiles.rows[i * t : (i + 1) * t], tiles.cols[j * t : (j + 1) * t], 255
+                )
+                assert tiles.tile_has_data[i, j] == (sampled != tiff.NO_DATA_INDEX).any()
+            columns = np.flatnonzero(tiles.tile_has_data[i])
+            for run in (columns, columns[::2]):  # runs need not be contiguous
+                assert tiles.encode_run(i, run) == [tiles.encode((i, j)) for j in run]
+
+
+def test_the_file_is_the_one_written_tile_by_tile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Byte for byte the file of the per-tile path (one pool task and one ``bytes`` copy per tile)."""
+    from pathoflash.export import tiff
+
+    heatmap = odd_heatmap(3)
+    fast = tiff.write_tiff(heatmap, tmp_path / "runs.tif", tile_size=128, workers=3).read_bytes()
+
+    def one_by_one(self: tiff._LevelTiles, pool: object) -> object:
+        for i in range(self.n_rows):
+            for j in range(self.n_cols):
+                yield self.encode((i, j)) if self.tile_has_data[i, j] else b""
+
+    monkeypatch.setattr(tiff._LevelTiles, "encoded", one_by_one)
+    assert tiff.write_tiff(heatmap, tmp_path / "tiles.tif", tile_size=128, workers=3).read_bytes() == fast

@@ -17,6 +17,11 @@ a coarser base over the same physical extent instead (declared mpp = extent / si
 Nothing full-size is ever built: each tile is sampled from the small heatmap (nearest neighbour where the
 level is finer than the heatmap, block averages where it is coarser) and encoded on the fly; tiles without
 any heatmap data all point at one shared encoded blank tile. No-data pixels are white, like slide background.
+
+The data tiles of a tile row are sampled together, up to :data:`_RUN` per pool task (where the level is finer
+than the heatmap, one output row per heatmap row, then repeated), and deflated straight from that array: a
+task and a GIL round trip per tile, and a ``bytes`` copy of each, cost more than the deflate itself. The
+block averages of the coarse levels are computed on the pool while level 0 is encoded.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _ZLIB_LEVEL = 2
 _AHEAD = 256  # tiles encoded ahead of the writer; bounds how many encoded tiles wait in memory
+_RUN = 16  # data tiles sampled and encoded in one task (16 level-0 tiles of 512 px: 4 MB at once)
 _BIGTIFF_BYTES = 2**32 - 2**28  # switch to BigTIFF well before a classic TIFF's 4 GiB offsets run out
 
 
@@ -85,19 +91,20 @@ def tiff_colormap() -> np.ndarray:
 
 
 @functools.cache
-def _deflate_encoder() -> Callable[[bytes], bytes]:
+def _deflate_encoder() -> Callable[[bytes | np.ndarray], bytes]:
     """zlib-format Deflate (TIFF compression 8): zlib-ng from imagecodecs when built in (≈ 4× faster)."""
     try:
         import imagecodecs
 
         if imagecodecs.ZLIBNG.available:
-            return lambda data: bytes(imagecodecs.zlibng_encode(data, level=_ZLIB_LEVEL))
+            return lambda data: bytes(imagecodecs.zlibng_encode(data, level=_ZLIB_LEVEL))  # type: ignore[arg-type]
     except (ImportError, AttributeError):
         log.debug("imagecodecs zlib-ng unavailable; using zlib")
-    return lambda data: zlib.compress(data, _ZLIB_LEVEL)
+    return lambda data: zlib.compress(data, _ZLIB_LEVEL)  # type: ignore[arg-type]
 
 
-def _deflate(data: bytes) -> bytes:
+def _deflate(data: bytes | np.ndarray) -> bytes:
+    """Deflate ``data`` (bytes or a C-contiguous array, read in place)."""
     return _deflate_encoder()(data)
 
 
@@ -132,25 +139,46 @@ def _tile_span(index: np.ndarray) -> tuple[int, int]:
     return (int(valid[0]), int(valid[-1])) if valid.size else (0, -1)
 
 
+def _any_in_spans(flags: np.ndarray, lo: np.ndarray, hi: np.ndarray, axis: int) -> np.ndarray:
+    """Whether ``flags`` holds any True in each index span ``lo[k] … hi[k]`` along ``axis`` (one pass).
+
+    Spans are in increasing order and may share their end index with the next one's start; an empty span
+    (``hi < lo``) gives False.
+    """
+    n = flags.shape[axis]
+    padded = np.concatenate([flags, np.zeros_like(flags.take([0], axis=axis))], axis=axis)
+    valid = hi >= lo
+    bounds = np.empty(2 * lo.size, dtype=np.intp)  # [lo₀, hi₀+1, lo₁, hi₁+1, …]: the even slots are the spans
+    bounds[0::2] = np.where(valid, lo, n)
+    bounds[1::2] = np.where(valid, hi + 1, n)
+    spans = np.logical_or.reduceat(padded, bounds, axis=axis).take(np.arange(0, bounds.size, 2), axis=axis)
+    shape = [1] * flags.ndim
+    shape[axis] = lo.size
+    return spans & valid.reshape(shape)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Source:
+    """The heatmap as the levels of one reduction sample it: block-averaged by ``(ky, kx)`` (none where the
+    level is finer than the heatmap), as palette indices, and where it has data."""
+
+    index: np.ndarray
+    has_data: np.ndarray
+    reduction: tuple[int, int]
+
+
+def _source(heatmap: Heatmap, ky: int, kx: int) -> _Source:
+    reduced = nanmean_reduce(heatmap.probabilities, ky, kx)
+    return _Source(palette_index(reduced), np.isfinite(reduced), (ky, kx))
+
+
 class _LevelTiles:
     """Samples and encodes the tiles of one level; tiles over no heatmap data come out empty (``b""``)."""
 
-    def __init__(
-        self,
-        heatmap: Heatmap,
-        level: TiffLevel,
-        tile_size: int,
-        sources: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
-    ) -> None:
+    def __init__(self, heatmap: Heatmap, level: TiffLevel, tile_size: int, source: _Source) -> None:
         hm_px = heatmap.pixel_size
-        ky, kx = reduction_factors(level.pixel_size, hm_px)
-        if (ky, kx) not in sources:  # levels finer than the heatmap all sample it unreduced: compute once
-            reduced = nanmean_reduce(heatmap.probabilities, ky, kx)
-            has_data = np.isfinite(reduced)
-            table = np.zeros((has_data.shape[0] + 1, has_data.shape[1] + 1), dtype=np.int64)
-            table[1:, 1:] = has_data.cumsum(0).cumsum(1)  # a summed-area table of where data is
-            sources[ky, kx] = (reduced, palette_index(reduced), table)
-        probabilities, self.index, table = sources[ky, kx]
+        ky, kx = source.reduction
+        self.index = source.index
         src_px = (hm_px[0] * kx, hm_px[1] * ky)
         t = tile_size
         self.n_rows, self.n_cols = math.ceil(level.height / t), math.ceil(level.width / t)
@@ -158,47 +186,72 @@ class _LevelTiles:
         # (−1 = off the heatmap, or the zero padding beyond the image edge).
         self.rows = np.full(self.n_rows * t, -1, dtype=np.int64)
         self.rows[: level.height] = source_indices(
-            0, level.height, level.pixel_size[1], src_px[1], heatmap.origin[1], probabilities.shape[0]
+            0, level.height, level.pixel_size[1], src_px[1], heatmap.origin[1], self.index.shape[0]
         )
         self.cols = np.full(self.n_cols * t, -1, dtype=np.int64)
         self.cols[: level.width] = source_indices(
-            0, level.width, level.pixel_size[0], src_px[0], heatmap.origin[0], probabilities.shape[1]
+            0, level.width, level.pixel_size[0], src_px[0], heatmap.origin[0], self.index.shape[1]
         )
-        # Which tiles see any heatmap data: rectangle sums over the summed-area table.
+        # Which tiles see any heatmap data: the source spans under each tile row and column.
         r_lo, r_hi = np.array([_tile_span(self.rows[i * t : (i + 1) * t]) for i in range(self.n_rows)]).T
         c_lo, c_hi = np.array([_tile_span(self.cols[j * t : (j + 1) * t]) for j in range(self.n_cols)]).T
-        counts = (
-            table[r_hi[:, None] + 1, c_hi[None, :] + 1]
-            - table[r_lo[:, None], c_hi[None, :] + 1]
-            - table[r_hi[:, None] + 1, c_lo[None, :]]
-            + table[r_lo[:, None], c_lo[None, :]]
-        )
-        self.tile_has_data = (counts > 0) & (r_hi >= r_lo)[:, None] & (c_hi >= c_lo)[None, :]
+        by_column = _any_in_spans(source.has_data, c_lo, c_hi, axis=1)  # (source rows, tile columns)
+        self.tile_has_data = _any_in_spans(by_column, r_lo, r_hi, axis=0)
         self.tile_size = t
         self.fill = NO_DATA_INDEX
 
     def encode(self, ij: tuple[int, int]) -> bytes:
+        """Tile ``(row, column)`` sampled on its own and encoded: the reference for :meth:`encode_run`."""
         i, j = ij
         t = self.tile_size
         tile = gather(self.index, self.rows[i * t : (i + 1) * t], self.cols[j * t : (j + 1) * t], self.fill)
-        return _deflate(np.ascontiguousarray(tile).tobytes())
+        return _deflate(np.ascontiguousarray(tile))
+
+    def encode_run(self, i: int, columns: np.ndarray) -> list[bytes]:
+        """The tiles at ``columns`` of tile row ``i``, sampled together and encoded (what :meth:`encode` gives
+        each).
+
+        One task per run of tiles instead of per tile: a few numpy calls build every tile of the run, then
+        each is deflated straight from its contiguous block (no copy into ``bytes``). Where the level is
+        finer than the heatmap, the tile rows are runs of equal output rows; only one row per run is
+        gathered, then repeated.
+        """
+        t = self.tile_size
+        rows = self.rows[i * t : (i + 1) * t]
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # first output row of each run
+        repeats = np.diff(np.r_[starts, t])
+        distinct = rows[starts]
+        cols = self.cols.reshape(self.n_cols, t)[columns]  # (tiles, t)
+        # (distinct rows, tiles, t): one sample per distinct output row of every tile.
+        samples = self.index.take(np.clip(distinct, 0, None), axis=0).take(np.clip(cols, 0, None), axis=1)
+        samples[distinct < 0] = self.fill
+        samples[:, cols < 0] = self.fill
+        tiles = np.repeat(samples.transpose(1, 0, 2), repeats, axis=1)  # (tiles, t, t), C-contiguous
+        return [_deflate(tile) for tile in tiles]
 
     def encoded(self, pool: ThreadPoolExecutor) -> Iterator[bytes]:
-        """Encoded tiles in TIFF order (row-major); up to :data:`_AHEAD` data tiles encode in ``pool`` ahead
-        of the one being written, so the pool keeps working while the writer writes."""
-        pending: deque[bytes | Future[bytes]] = deque()
+        """Encoded tiles in TIFF order (row-major). The data tiles of a tile row go to ``pool`` in tasks of up
+        to :data:`_RUN` tiles; up to :data:`_AHEAD` tiles encode ahead of the one being written, so the pool
+        keeps working while the writer writes."""
+        pending: deque[tuple[int, list[Future[list[bytes]]]]] = deque()  # (tile row, its tasks)
+        ahead = 0
         for i in range(self.n_rows):
-            for j in range(self.n_cols):
-                # Blank tiles are written empty here and pointed at one shared blank tile afterwards.
-                pending.append(pool.submit(self.encode, (i, j)) if self.tile_has_data[i, j] else b"")
-                if len(pending) > _AHEAD:
-                    yield _result(pending.popleft())
-        while pending:
-            yield _result(pending.popleft())
+            columns = np.flatnonzero(self.tile_has_data[i])
+            runs = [columns[k : k + _RUN] for k in range(0, columns.size, _RUN)]
+            pending.append((i, [pool.submit(self.encode_run, i, run) for run in runs]))
+            ahead += columns.size
+            while ahead > _AHEAD:
+                row, tasks = pending.popleft()
+                ahead -= int(self.tile_has_data[row].sum())
+                yield from self._row(row, tasks)
+        for row, tasks in pending:
+            yield from self._row(row, tasks)
 
-
-def _result(item: bytes | Future[bytes]) -> bytes:
-    return item if isinstance(item, bytes) else item.result()
+    def _row(self, i: int, tasks: list[Future[list[bytes]]]) -> Iterator[bytes]:
+        """Tile row ``i``'s encoded tiles in order; blank ones empty, to point at one shared blank tile later."""
+        encoded = (tile for task in tasks for tile in task.result())
+        for has_data in self.tile_has_data[i]:
+            yield next(encoded) if has_data else b""
 
 
 def _share_blank_tile(path: Path, blank: bytes) -> None:
@@ -245,7 +298,7 @@ def write_tiff(
         raise ValueError(f"tile_size must be a positive multiple of 16, got {tile_size}")
     base = base_size_for(heatmap, base_mpp)
     levels = pyramid_levels(heatmap.slide_dimensions, base, tile_size)
-    blank = _deflate(np.full((tile_size, tile_size), NO_DATA_INDEX, dtype=np.uint8).tobytes())
+    blank = _deflate(np.full((tile_size, tile_size), NO_DATA_INDEX, dtype=np.uint8))
     raw_bytes = sum(lv.width * lv.height for lv in levels)
     colormap = tiff_colormap()
     workers = workers or available_cpus()  # zlib releases the GIL: tiles deflate in parallel
@@ -258,13 +311,16 @@ def write_tiff(
             ThreadPoolExecutor(workers) as pool,
             tifffile.TiffWriter(tmp, bigtiff=raw_bytes > _BIGTIFF_BYTES) as tif,
         ):
-            sources: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+            # Each distinct reduction once (levels finer than the heatmap all sample it unreduced), all
+            # started before the first tile so the coarse levels' block averages compute meanwhile.
+            reductions = [reduction_factors(level.pixel_size, heatmap.pixel_size) for level in levels]
+            sources = {key: pool.submit(_source, heatmap, *key) for key in dict.fromkeys(reductions)}
             for index, level in enumerate(levels):
                 # µm per level pixel → pixels per centimetre.
                 mpp_x = heatmap.slide_mpp[0] * level.pixel_size[0]
                 mpp_y = heatmap.slide_mpp[1] * level.pixel_size[1]
                 tif.write(
-                    _LevelTiles(heatmap, level, tile_size, sources).encoded(pool),
+                    _LevelTiles(heatmap, level, tile_size, sources[reductions[index]].result()).encoded(pool),
                     shape=(level.height, level.width),
                     dtype=np.uint8,
                     photometric="palette",
