@@ -259,3 +259,13 @@ def test_viewer_decodes_noisy_heatmaps_exactly(tmp_path: Path) -> None:
     tumor = tissue & (q >= np.ceil(0.3 * 254))
     expected = f"p ≥ 0.30: {tumor.sum() * 64e-6:.2f} mm² · {100 * tumor.sum() / tissue.sum():.1f}% of tissue"
     assert element_text(dom, "pf-area") == expected
+
+
+def test_levels_on_threads_are_the_levels_on_one_thread() -> None:
+    """The 2× reductions run in row strips and the tiles are cut on the encoding threads: same levels."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (2603, 1201, 3), dtype=np.uint8)  # odd sides: the halvings cut an edge
+    threaded = encode_slide_levels(image, (1.0, 1.0), (0.5, 0.5), workers=3)
+    single = encode_slide_levels(image, (1.0, 1.0), (0.5, 0.5), workers=1)
+    assert [lv["height"] for lv in single.levels] == [650, 1301, 2603]
+    assert threaded.levels == single.levels and threaded.mpp == single.mpp

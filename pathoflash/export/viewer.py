@@ -68,18 +68,24 @@ def _encode_tile(tile: np.ndarray) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _encode_crop(image: np.ndarray, row: int, col: int) -> str | None:
+    """Tile ``(row, col)`` of ``image`` (cut out here, on the encoding thread) as a JPEG data URI."""
+    t = VIEWER_TILE
+    return _encode_tile(np.ascontiguousarray(image[row * t : (row + 1) * t, col * t : (col + 1) * t]))
+
+
 def _level(
     image: np.ndarray, px: tuple[float, float], pool: ThreadPoolExecutor | None = None
 ) -> dict[str, Any]:
     height, width = image.shape[:2]
     t = VIEWER_TILE
     rows, cols = math.ceil(height / t), math.ceil(width / t)
-    crops = [
-        np.ascontiguousarray(image[r * t : (r + 1) * t, c * t : (c + 1) * t])
-        for r in range(rows)
-        for c in range(cols)
-    ]
-    tiles = list(pool.map(_encode_tile, crops)) if pool is not None else [_encode_tile(c) for c in crops]
+    where = [(r, c) for r in range(rows) for c in range(cols)]
+
+    def encode(rc: tuple[int, int]) -> str | None:
+        return _encode_crop(image, *rc)
+
+    tiles = list(pool.map(encode, where)) if pool is not None else [encode(rc) for rc in where]
     return {
         "width": width,
         "height": height,
@@ -89,6 +95,26 @@ def _level(
         "cols": cols,
         "tiles": tiles,
     }
+
+
+_HALVE_STRIP = 256  # output rows per task of :func:`_halve`
+
+
+def _halve(image: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
+    """``image`` reduced 2× (each pixel the mean of 2×2, the odd edge cut), in row strips on ``pool``."""
+    h, w = image.shape[:2]
+    half = (max(1, w // 2), max(1, h // 2))
+    source = image[: half[1] * 2, : half[0] * 2]
+    if pool is None or min(h, w) < 2:
+        return resample(source, half)
+    out = np.empty((half[1], half[0], *image.shape[2:]), dtype=image.dtype)
+
+    def strip(y: int) -> None:
+        y1 = min(y + _HALVE_STRIP, half[1])
+        out[y:y1] = resample(source[2 * y : 2 * y1], (half[0], y1 - y))
+
+    list(pool.map(strip, range(0, half[1], _HALVE_STRIP)))
+    return out
 
 
 def _level_bytes(level: dict[str, Any]) -> int:
@@ -116,13 +142,11 @@ def encode_slide_levels(
     """Cut ``thumbnail`` and its 2× reductions down to an overview into JPEG tiles (on ``workers`` threads)."""
     base_px = (thumbnail_mpp[0] / slide_mpp[0], thumbnail_mpp[1] / slide_mpp[1])
     images = [(thumbnail, base_px)]
-    while max(images[-1][0].shape[:2]) > OVERVIEW_MAX_SIDE:
-        previous, (px, py) = images[-1]
-        h, w = previous.shape[:2]
-        half = (max(1, w // 2), max(1, h // 2))
-        # Each reduced pixel covers the same slide area as 2×2 of the previous level (the odd edge is cut).
-        images.append((resample(previous[: half[1] * 2, : half[0] * 2], half), (px * 2, py * 2)))
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        while max(images[-1][0].shape[:2]) > OVERVIEW_MAX_SIDE:
+            previous, (px, py) = images[-1]
+            # Each reduced pixel covers the same slide area as 2×2 of the previous level (the odd edge is cut).
+            images.append((_halve(previous, pool), (px * 2, py * 2)))
         levels = tuple(_level(image, px, pool) for image, px in reversed(images))
     return SlideLevels(mpp=thumbnail_mpp, levels=levels)
 
