@@ -26,7 +26,7 @@ import numpy as np
 from .errors import PathoflashError
 from .inputs import SlideInput
 from .options import RunOptions
-from .outputs import SlidePictures, write_outputs
+from .outputs import SlidePictures, WriterProcesses, write_outputs
 from .row_gate import TileRowGate
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,11 @@ def _run(
 ) -> None:
     from .slide import open_slide
 
-    with open_slide(item.path, mpp=item.slide_mpp) as slide, SlidePictures(slide, result.timings) as pictures:
+    with (
+        open_slide(item.path, mpp=item.slide_mpp) as slide,
+        SlidePictures(slide, result.timings) as pictures,
+        WriterProcesses() as processes,
+    ):
         heatmap, store = compute_heatmap(
             slide,
             slide_dir / "tiles.zarr",
@@ -177,7 +181,7 @@ def _run(
         result.unreadable_tiles = len(store.unreadable_tiles)
         t0 = time.perf_counter()
         result.outputs = write_outputs(
-            heatmap, slide, slide_dir, options, result.unreadable_tiles, pictures, result.timings
+            heatmap, slide, slide_dir, options, result.unreadable_tiles, pictures, result.timings, processes
         )
         result.summary = json.loads((slide_dir / "summary.json").read_text(encoding="utf-8"))
         result.timings["export"] = time.perf_counter() - t0
