@@ -54,7 +54,10 @@ SHAPES = [
     (4, 16, 4096, 80),
     (2, 16, 4100, 64),
 ]
-METHODS = ("ours", "ours_triton", "ours_tma", "ours_pad", "cudnn", "flash", "efficient", "flex")
+METHODS = (
+    "ours", "ours_triton", "ours_twopass", "ours_atomic", "ours_tma", "ours_pad", "cudnn", "flash", "efficient",
+    "flex",
+)  # fmt: skip
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("fwd", "fwdbwd")
 EXPLORE_SHAPES = [(4, 16, 4096, 64), (4, 8, 4096, 128), (4, 16, 4096, 80)]
@@ -80,18 +83,24 @@ def flops(shape: tuple[int, int, int, int], mode: str) -> float:
 
 
 @contextlib.contextmanager
-def variant(tma: bool | None, split: bool | None = None, gluon: bool | None = None) -> Iterator[None]:
-    """Force the Triton kernels' TMA path and head-dim split, and the Hopper Gluon forward, on or off.
-
-    None keeps the library's own choice. Every variant but plain "ours" is about the Triton kernel, so it
-    turns the Gluon forward off.
-    """
-    previous = attention._tma_override, attention._split_override, attention._gluon_override
-    attention._tma_override, attention._split_override, attention._gluon_override = tma, split, gluon
+def variant(
+    tma: bool | None,
+    split: bool | None = None,
+    gluon: bool | None = None,
+    fused: bool | None = None,
+    dq_atomic: int | None = None,
+) -> Iterator[None]:
+    """Force the Triton kernels' TMA path and head-dim split, the Hopper Gluon forward, the one-pass backward
+    and its dQ adds (1 atomic adds, 2 TMA reduce-adds) on or off. None keeps the library's own choice."""
+    names = ("_tma_override", "_split_override", "_gluon_override", "_fused_override", "_dq_atomic_override")
+    previous = tuple(getattr(attention, name) for name in names)
+    for name, value in zip(names, (tma, split, gluon, fused, dq_atomic), strict=True):
+        setattr(attention, name, value)
     try:
         yield
     finally:
-        attention._tma_override, attention._split_override, attention._gluon_override = previous
+        for name, value in zip(names, previous, strict=True):
+            setattr(attention, name, value)
 
 
 _flex_compiled: Any = None
@@ -158,8 +167,14 @@ def measure(
     gen = torch.Generator(device="cuda").manual_seed(1234)
     q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=gen) for _ in range(3))
     fn = method_fn(name)
-    gluon = None if name == "ours" else False
-    with variant(True if name == "ours_tma" else None, False if name == "ours_pad" else None, gluon):
+    # "ours" is the library's default; ours_twopass and ours_atomic differ from it only in the backward;
+    # the others are about the Triton forward kernel, so they turn the Gluon forward off.
+    gluon = None if name in ("ours", "ours_twopass", "ours_atomic") else False
+    fused = False if name == "ours_twopass" else None
+    dq_atomic = 1 if name == "ours_atomic" else None
+    with variant(
+        True if name == "ours_tma" else None, False if name == "ours_pad" else None, gluon, fused, dq_atomic
+    ):
         return _measure(fn, name, dtype_name, mode, shape, reference, q, k, v, gen)
 
 
@@ -211,6 +226,7 @@ def tuning_snapshot() -> dict[str, Any]:
         ("fwd", attention._attn_fwd_tuned),
         ("dkdv", attention._attn_bwd_dkdv_tuned),
         ("dq", attention._attn_bwd_dq_tuned),
+        ("fused", attention._attn_bwd_fused_tuned),
     ):
         out[label] = {str(key): str(KernelConfig.of(cfg)) for key, cfg in tuned.cache.items()}
     return out
@@ -222,6 +238,7 @@ def last_timings() -> dict[str, dict[str, float]]:
         ("fwd", attention._attn_fwd_tuned),
         ("dkdv", attention._attn_bwd_dkdv_tuned),
         ("dq", attention._attn_bwd_dq_tuned),
+        ("fused", attention._attn_bwd_fused_tuned),
     ):
         timings = getattr(tuned, "configs_timings", None) or {}
         out[label] = {str(KernelConfig.of(c)): _first(t) for c, t in timings.items()}
@@ -258,8 +275,10 @@ def _explore_bwd_configs(head_dim: int) -> tuple[list[KernelConfig], list[Kernel
 
 
 Task = tuple[str, tuple[int, int, int, int], str, bool, "bool | None", KernelConfig]
-VARIANTS = {  # (tma, split) of the Triton kernels each method runs
-    "ours": (False, None), "ours_triton": (False, None), "ours_tma": (True, None), "ours_pad": (False, False),
+VARIANTS = {  # (tma, split, backward kernels) of the Triton kernels each method runs
+    "ours": (False, None, ("fused2",)), "ours_triton": (False, None, ("fused2",)),
+    "ours_twopass": (False, None, ("dkdv", "dq")), "ours_atomic": (False, None, ("fused1",)),
+    "ours_tma": (True, None, ("fused2",)), "ours_pad": (False, False, ("fused2",)),
 }  # fmt: skip
 
 
@@ -280,8 +299,12 @@ def _compile_one(task: Task) -> str:
             if kind == "fwd":
                 args, meta = attention._fwd_launch(q, k, v, o, lse, 1.0, use_tma)
                 attention._attn_fwd_kernel.warmup(*args, grid=(1,), **meta, **config.kwargs(True), **launch)
-            elif kind == "dkdv":
-                args, meta = attention._dkdv_launch(q, k, v, do, lse, delta, dx, dx, 1.0, use_tma)
+            elif kind in ("dkdv", "fused1", "fused2"):
+                dq_atomic = 0 if kind == "dkdv" else int(kind[-1])
+                dq_acc = None if kind == "dkdv" else torch.empty((b, h, n, d), device="cuda")
+                args, meta = attention._dkdv_launch(
+                    q, k, v, do, lse, delta, dx, dx, dq_acc, dq_atomic, 1.0, use_tma
+                )
                 attention._attn_bwd_dkdv_kernel.warmup(
                     *args, grid=(1,), **meta, **config.kwargs(False), **launch
                 )
@@ -304,13 +327,16 @@ TEST_KERNELS = [("ours", d, ("bf16", "fp16")) for d in (32, 48, 64, 80, 96, 128)
 def _tasks_for(method: str, d: int, dtype_name: str, shape: tuple[int, int, int, int]) -> list[Task]:
     if method not in VARIANTS or (method == "ours_pad" and not attention.head_split(d)[2]):
         return []
-    use_tma, split = VARIANTS[method]
+    use_tma, split, backward = VARIANTS[method]
     device = torch.device("cuda")
-    tables = (("fwd", attention.FWD_CONFIGS), ("dkdv", attention.DKDV_CONFIGS), ("dq", attention.DQ_CONFIGS))
+    tables = {
+        "fwd": attention.FWD_CONFIGS, "dkdv": attention.DKDV_CONFIGS, "dq": attention.DQ_CONFIGS,
+        "fused1": attention.FUSED_CONFIGS, "fused2": attention.FUSED_CONFIGS,
+    }  # fmt: skip
     return [
         (kind, shape, dtype_name, use_tma, split, config)
-        for kind, table in tables
-        for config in attention.candidate_configs(table, device, d)
+        for kind in ("fwd", *backward)
+        for config in attention.candidate_configs(tables[kind], device, d)
     ]
 
 

@@ -35,17 +35,23 @@ def _tool(name: str) -> str:
 
 
 def _triton_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
-    fn = attention._attn_fwd_kernel
+    backward = args.kernel == "backward"
+    fn = attention._attn_bwd_dkdv_kernel if backward else attention._attn_fwd_kernel
     head_a, head_b, split = attention.head_split(args.head_dim)
     constants = {
         "HEAD_DIM": args.head_dim, "HEAD_A": head_a, "HEAD_B": head_b, "SPLIT": split, "USE_TMA": False,
-        "DOT_PRECISION": "tf32", "BLOCK_M": args.block_m, "BLOCK_N": args.block_n, "WARP_SPECIALIZE": False,
-        "stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1,
+        "DOT_PRECISION": "tf32", "BLOCK_M": args.block_m, "BLOCK_N": args.block_n,
     }  # fmt: skip
+    if backward:
+        constants["DQ_ATOMIC"] = args.dq_atomic
+        constants.update({f"stride_{t}d": 1 for t in ("q", "k", "v", "do", "dk", "dv", "dq")})
+    else:
+        constants["WARP_SPECIALIZE"] = False
+        constants.update({f"stride_{t}d": 1 for t in ("q", "k", "v", "o")})
     signature = {name: "constexpr" for name in constants}
-    signature.update({name: f"*{dtype}" for name in ("Q", "K", "V", "Out")})
-    signature["LSE"] = "*fp32"
-    signature["qk_scale"] = "fp32"
+    signature.update({name: f"*{dtype}" for name in ("Q", "K", "V", "Out", "DO", "DK", "DV")})
+    signature.update({name: "*fp32" for name in ("LSE", "DELTA", "DQACC")})
+    signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     for name in fn.arg_names:
         signature.setdefault(name, "i32")
     aligned = [n for n in fn.arg_names if signature[n] not in ("constexpr", "fp32")]
@@ -53,7 +59,10 @@ def _triton_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dic
     indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
     stages = int(args.stages.split(",")[0])
     return ASTSource(
-        fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=indexed, attrs=attrs
+        fn,
+        signature={n: signature[n] for n in fn.arg_names},
+        constexprs=indexed,
+        attrs=attrs,
     ), {
         "num_warps": args.warps,
         "num_stages": stages,
@@ -82,7 +91,11 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
         "V_STAGES": v_stages,
     }
     if pingpong:
-        constants.update(CONSUMER_REGS=hop.CONSUMER_REGS, LOADER_REGS=hop.LOADER_REGS)
+        constants.update(
+            CONSUMER_REGS=hop.CONSUMER_REGS[args.consumers],
+            LOADER_REGS=hop.LOADER_REGS,
+            CONSUMERS=args.consumers,
+        )
     else:
         constants["num_warps"] = args.warps
     signature = {"q_desc": desc(rows), "k_desc": desc(args.block_n), "v_desc": desc(args.block_n)}
@@ -101,18 +114,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kernel", choices=["triton", "hopper", "pingpong"])
+    parser.add_argument("kernel", choices=["triton", "backward", "hopper", "pingpong"])
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--block-m", type=int, default=128, help="triton kernel only")
     parser.add_argument("--block-n", type=int, default=128)
     parser.add_argument("--warps", type=int, default=4)
     parser.add_argument("--stages", default="2,2", help="K,V ring slots (Gluon) or num_stages (Triton)")
     parser.add_argument("--rows", type=int, default=64, help="ping-pong: query rows per consumer warpgroup")
+    parser.add_argument("--consumers", type=int, choices=[2, 3], default=2, help="ping-pong consumers")
     parser.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    parser.add_argument(
+        "--dq-atomic",
+        type=int,
+        choices=[0, 1, 2],
+        default=2,
+        help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
+    )
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 
-    make = _triton_source if args.kernel == "triton" else _gluon_source
+    make = _triton_source if args.kernel in ("triton", "backward") else _gluon_source
     source, options = make(args, args.dtype)
     compiled = triton.compile(source, target=TARGET, options=options)
     ptx = compiled.asm["ptx"]

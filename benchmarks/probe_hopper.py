@@ -44,10 +44,13 @@ def configs(d: int) -> list[hop.HopperConfig]:
             out.append(cfg)
     if d == 64:  # two wgmma row tiles per consumer warpgroup: twice the work per handshake
         out += [hop.HopperConfig(64, 4, ks, ks, pingpong=True, rows=128) for ks in (2, 3, 4)]
+        # three consumer warpgroups (192 query rows per CTA), 160 registers each
+        out += [hop.HopperConfig(bn, 4, ks, vs, pingpong=True, consumers=3)
+                for bn, ks, vs in ((128, 2, 2), (128, 3, 3), (64, 3, 3))]  # fmt: skip
     return out
 
 
-def check(pp_only: bool = False) -> bool:
+def check(pp_only: bool = False, consumers: int | None = None) -> bool:
     ok = True
     torch.manual_seed(0)
     cases = [(1, 2, n, d) for d in (64, 128) for n in (1, 7, 64, 129, 300, 1000)]
@@ -65,7 +68,9 @@ def check(pp_only: bool = False) -> bool:
             print(f"SKIP {b}x{h}x{n}x{d} {dtype} fused={fused}: not usable")
             continue
         for cfg in configs(d):
-            if pp_only and not cfg.pingpong:
+            if (pp_only and not cfg.pingpong) or (
+                consumers and (cfg.consumers != consumers or not cfg.pingpong)
+            ):
                 continue
             print(f"... {b}x{h}x{n}x{d} {str(dtype)[6:]} fused={fused} {cfg}", end="\r", flush=True)
             o, lse = run_hopper(q, k, v, scale, cfg)
@@ -125,7 +130,7 @@ def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None
             except Exception as exc:  # a configuration that does not fit is reported, not fatal
                 print(f"  {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                 continue
-            kind = f"pp{cfg.rows}" if cfg.pingpong else f"w{cfg.num_warps}"
+            kind = f"pp{cfg.rows}c{cfg.consumers}" if cfg.pingpong else f"w{cfg.num_warps}"
             row[f"bn{cfg.block_n}_{kind}_k{cfg.k_stages}v{cfg.v_stages}"] = tflops(shape, ms)
             if best is None or ms < best[0]:
                 best = (ms, cfg)
@@ -150,11 +155,12 @@ def main() -> int:
     parser.add_argument("what", choices=["check", "sweep"])
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
+    parser.add_argument("--consumers", type=int, help="check only ping-pong configurations with this many")
     parser.add_argument("--head-dims", default="64,128", help="sweep: only shapes with these head dims")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
-        return 0 if check(args.pp_only) else 1
+        return 0 if check(args.pp_only, args.consumers) else 1
     sweep(args.json, tuple(int(d) for d in args.head_dims.split(",")))
     return 0
 

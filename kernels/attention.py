@@ -5,9 +5,11 @@ launchers → :class:`_FlashAttentionFunction` (``torch.autograd.Function``) →
 
 The forward keeps one block of queries on chip and streams key/value blocks past it with an online softmax
 in base 2 (``exp2``, with ``log2(e)`` folded into the scale). The backward recomputes the probabilities from
-the saved log-sum-exp: one kernel walks every query block for a stationary key/value block (dK, dV), another
-walks every key/value block for a stationary query block (dQ), after a preprocess computing
-``delta = rowsum(dO ∘ O)``. Nothing assumes causal structure, and nothing of size N × N is ever stored.
+the saved log-sum-exp, after a preprocess computing ``delta = rowsum(dO ∘ O)``: one kernel walks every query
+block for a stationary key/value block (dK, dV), and either another walks every key/value block for a
+stationary query block (dQ), or (the one-pass backward, see ``PREFER_FUSED_BACKWARD``) the first also adds
+each block's dS·K into a float32 dQ accumulator. Nothing assumes causal structure, and nothing of size N × N
+is ever stored.
 
 Sequence lengths need not be multiples of the block sizes: only the last key block (and the last query
 block) is masked. A head dim that is not a power of two is covered by two power-of-two column tiles
@@ -163,6 +165,30 @@ def _store_tile(
         _store_cols(base, a, row0, n_rows, stride_row, stride_col, BLOCK, 0, HEAD_A, HEAD_DIM)
     if SPLIT:
         _store_cols(base, b, row0, n_rows, stride_row, stride_col, BLOCK, HEAD_A, HEAD_B, HEAD_DIM)
+
+
+@triton.jit
+def _atomic_add_cols(
+    base,
+    tile,
+    row0,
+    n_rows,
+    stride_row,
+    stride_col,
+    BLOCK: tl.constexpr,
+    COL0: tl.constexpr,
+    WIDTH: tl.constexpr,
+    MASK_ROWS: tl.constexpr,
+):
+    """Add ``tile`` (float32) into rows row0 .. row0 + BLOCK, columns COL0 .. COL0 + WIDTH; rows past n_rows
+    are skipped. The column tiles cover the head dim exactly (see :func:`exact_head_dim`)."""
+    rows = row0 + tl.arange(0, BLOCK)
+    cols = COL0 + tl.arange(0, WIDTH)
+    ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+    if MASK_ROWS:
+        tl.atomic_add(ptrs, tile, mask=rows[:, None] < n_rows, sem="relaxed")
+    else:
+        tl.atomic_add(ptrs, tile, sem="relaxed")
 
 
 @triton.jit
@@ -394,8 +420,10 @@ def _dkdv_step(
     v_b,
     q_desc,
     do_desc,
+    dq_desc,
     q_base,
     do_base,
+    dq_base,
     lse_base,
     delta_base,
     start_m,
@@ -404,6 +432,8 @@ def _dkdv_step(
     stride_qd,
     stride_don,
     stride_dod,
+    stride_dqn,
+    stride_dqd,
     qk_scale,
     BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -413,8 +443,10 @@ def _dkdv_step(
     USE_TMA: tl.constexpr,
     MASK_Q: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr,
 ):
-    """Add one query block's contribution to dK and dV of a stationary key/value block."""
+    """Add one query block's contribution to dK and dV of a stationary key/value block, and (DQ_ATOMIC)
+    this key/value block's contribution dS·K to the query block's float32 dQ accumulator."""
     q_a, q_b = _load_tile(
         q_desc, q_base, start_m, N_Q, stride_qn, stride_qd,
         BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, MASK_Q,
@@ -442,6 +474,18 @@ def _dkdv_step(
     dk_a = tl.dot(ds_t, q_a, dk_a, input_precision=DOT_PRECISION)
     if SPLIT:
         dk_b = tl.dot(ds_t, q_b, dk_b, input_precision=DOT_PRECISION)
+    if DQ_ATOMIC != 0:
+        ds = ds_t.T  # (BLOCK_M, BLOCK_N)
+        dq_a = tl.dot(ds, k_a, input_precision=DOT_PRECISION)
+        if DQ_ATOMIC == 2:
+            dq_desc.atomic_add([start_m, 0], dq_a)  # a TMA reduce; rows past N_Q are dropped
+        else:
+            _atomic_add_cols(dq_base, dq_a, start_m, N_Q, stride_dqn, stride_dqd, BLOCK_M, 0, HEAD_A, MASK_Q)
+        if SPLIT:
+            dq_b = tl.dot(ds, k_b, input_precision=DOT_PRECISION)
+            _atomic_add_cols(
+                dq_base, dq_b, start_m, N_Q, stride_dqn, stride_dqd, BLOCK_M, HEAD_A, HEAD_B, MASK_Q
+            )
     return dk_a, dk_b, dv_a, dv_b
 
 
@@ -455,6 +499,7 @@ def _attn_bwd_dkdv_kernel(
     DELTA,
     DK,
     DV,
+    DQACC,
     stride_qb,
     stride_qh,
     stride_qn,
@@ -479,6 +524,10 @@ def _attn_bwd_dkdv_kernel(
     stride_dvh,
     stride_dvn,
     stride_dvd,
+    stride_dqb,
+    stride_dqh,
+    stride_dqn,
+    stride_dqd,
     H,
     N_Q,
     N_KV,
@@ -491,9 +540,12 @@ def _attn_bwd_dkdv_kernel(
     SPLIT: tl.constexpr,
     USE_TMA: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
+    """dK and dV of one key/value block; with DQ_ATOMIC also its share of dQ, added into the float32 DQACC
+    (1: atomic adds through pointers, 2: TMA reduce-adds), so no second kernel recomputes the scores."""
     n_blocks = tl.cdiv(N_KV, BLOCK_N)  # 1-D grid, key blocks of one head adjacent
     pid_n = tl.program_id(0) % n_blocks
     pid_bh = tl.program_id(0) // n_blocks
@@ -505,6 +557,7 @@ def _attn_bwd_dkdv_kernel(
     do_base = DO + b * stride_dob + h * stride_doh
     dk_base = DK + b * stride_dkb + h * stride_dkh
     dv_base = DV + b * stride_dvb + h * stride_dvh
+    dq_base = DQACC + b * stride_dqb + h * stride_dqh
     lse_base = LSE + pid_bh.to(tl.int64) * N_Q
     delta_base = DELTA + pid_bh.to(tl.int64) * N_Q
     start_n = pid_n * BLOCK_N
@@ -523,6 +576,10 @@ def _attn_bwd_dkdv_kernel(
         v_desc = v_base
         dk_desc = dk_base
         dv_desc = dv_base
+    if DQ_ATOMIC == 2:  # noqa: SIM108 (the interpreter cannot call a jit function inside a conditional expression)
+        dq_desc = _head_desc(dq_base, N_Q, stride_dqn, BLOCK_M, HEAD_DIM, HEAD_A)
+    else:
+        dq_desc = dq_base
 
     k_a, k_b = _load_tile(
         k_desc, k_base, start_n, N_KV, stride_kn, stride_kd,
@@ -537,18 +594,24 @@ def _attn_bwd_dkdv_kernel(
     dv_a = tl.zeros([BLOCK_N, HEAD_A], dtype=tl.float32)
     dv_b = tl.zeros([BLOCK_N, HEAD_B], dtype=tl.float32)
 
-    m_full = (N_Q // BLOCK_M) * BLOCK_M
-    for start_m in range(0, m_full, BLOCK_M):
+    m_blocks = N_Q // BLOCK_M
+    m_full = m_blocks * BLOCK_M
+    for i in range(0, m_blocks):
+        # With atomic dQ each key block starts at another query block, so that the blocks of one head do not
+        # all add into the same dQ rows at once.
+        start_m = ((i + pid_n) % m_blocks if DQ_ATOMIC != 0 else i) * BLOCK_M
         dk_a, dk_b, dv_a, dv_b = _dkdv_step(
-            dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, q_desc, do_desc, q_base, do_base, lse_base,
-            delta_base, start_m, N_Q, stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
-            BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
+            dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, q_desc, do_desc, dq_desc, q_base, do_base, dq_base,
+            lse_base, delta_base, start_m, N_Q, stride_qn, stride_qd, stride_don, stride_dod, stride_dqn,
+            stride_dqd, qk_scale, BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, False, DOT_PRECISION,
+            DQ_ATOMIC,
         )  # fmt: skip
     if m_full < N_Q:  # only the last query block is masked
         dk_a, dk_b, dv_a, dv_b = _dkdv_step(
-            dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, q_desc, do_desc, q_base, do_base, lse_base,
-            delta_base, m_full, N_Q, stride_qn, stride_qd, stride_don, stride_dod, qk_scale,
-            BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION,
+            dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, q_desc, do_desc, dq_desc, q_base, do_base, dq_base,
+            lse_base, delta_base, m_full, N_Q, stride_qn, stride_qd, stride_don, stride_dod, stride_dqn,
+            stride_dqd, qk_scale, BLOCK_M, HEAD_DIM, HEAD_A, HEAD_B, SPLIT, USE_TMA, True, DOT_PRECISION,
+            DQ_ATOMIC,
         )  # fmt: skip
 
     dk_dtype = DK.dtype.element_ty
@@ -794,6 +857,19 @@ DQ_CONFIGS = _table(
     }
 )
 
+# The one-pass backward (dK, dV and atomic dQ): start from the dK/dV kernel's candidates; dQ adds a product
+# and an accumulator tile per step.
+FUSED_CONFIGS = _table(
+    {
+        # Compiled for sm_90 with Triton 3.6 (benchmarks/compile_sm90.py backward): none of these spills at head
+        # dim 64; at 128, 64 × 128 spills 48 bytes and the rest none.
+        (True, True): [(64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 4)],
+        (True, False): [(32, 128, 8, 3), (64, 64, 8, 3), (64, 128, 8, 3), (64, 128, 8, 2)],
+        (False, True): [(32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
+        (False, False): [(32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 3)],
+    }
+)
+
 # Under the interpreter every program runs in Python: small blocks keep several blocks (and a masked tail)
 # in play at the short test lengths, and there is nothing to tune.
 _INTERPRETER_CONFIG = KernelConfig(32, 32, 4, 1)
@@ -808,7 +884,11 @@ def candidate_configs(table: ConfigTable, device: torch.device, head_dim: int) -
     return table[(hopper, head_dim <= 64)]
 
 
-def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
+def _autotuned(
+    kernel: Any, table: ConfigTable, forward: bool, key: tuple[str, ...] = (), zeroed: tuple[str, ...] = ()
+) -> Any:
+    """``kernel`` autotuned over ``table``'s candidates for its device and head dim; ``zeroed`` buffers are
+    cleared before every timing run (accumulators that the kernel adds into)."""
     every = list(dict.fromkeys(c for entries in table.values() for c in entries))
 
     def prune(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
@@ -819,14 +899,21 @@ def _autotuned(kernel: Any, table: ConfigTable, forward: bool) -> Any:
 
     return triton.autotune(
         configs=[c.triton_config(forward) for c in every],
-        key=["N_BUCKET", "HEAD_DIM", "USE_TMA", "SPLIT"],  # + the tensors' dtypes (the autotuner adds them)
+        # + the tensors' dtypes (the autotuner adds them)
+        key=["N_BUCKET", "HEAD_DIM", "USE_TMA", "SPLIT", *key],
         prune_configs_by={"early_config_prune": prune},
+        reset_to_zero=list(zeroed) or None,
     )(kernel)
 
 
 _attn_fwd_tuned = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, forward=True)
 _attn_bwd_dkdv_tuned = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, forward=False)
 _attn_bwd_dq_tuned = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, forward=False)
+# The same dK/dV kernel adding dQ too: tuned separately (its best tiles differ), its accumulator zeroed
+# between timing runs.
+_attn_bwd_fused_tuned = _autotuned(
+    _attn_bwd_dkdv_kernel, FUSED_CONFIGS, forward=False, key=("DQ_ATOMIC",), zeroed=("DQACC",)
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -845,6 +932,18 @@ _split_override: bool | None = None  # benchmarks: False pads the head dim to a 
 # call on the Triton kernel; benchmarks and tests set ``_gluon_override``.
 PREFER_GLUON = os.environ.get("PATHOFLASH_GLUON", "1") != "0"
 _gluon_override: bool | None = None
+# Two backwards. The two-kernel one (the default) recomputes the scores for dQ in a second kernel (7 matrix
+# products per block pair); the one-pass one (PATHOFLASH_FUSED_BACKWARD=1) has the dK/dV kernel also add each
+# block's share of dQ into a float32 accumulator (5 products, plus a transpose of dS through shared memory and
+# the adds; dQ by TMA reduce-adds on sm_90). On an H100 with Triton 3.6 the one-pass backward was not
+# reliably faster: 4–11 % slower at head dims 64 and 80, and at head dim 128 6 % faster in one run and 1–12 %
+# slower in the next (benchmarks/RESULTS.md, run 6): Triton serialises every product, so the saved products
+# come back as waits. Its adds also make dQ's last bits depend on the order in which blocks finish; under
+# torch.use_deterministic_algorithms(True) the two-kernel backward always runs. Tests and benchmarks set
+# the overrides.
+PREFER_FUSED_BACKWARD = os.environ.get("PATHOFLASH_FUSED_BACKWARD", "0") == "1"
+_fused_override: bool | None = None
+_dq_atomic_override: int | None = None  # 1 atomic adds, 2 TMA reduce-adds
 _hopper: Any = None  # the attention_hopper module once imported; False where Gluon is unavailable
 
 
@@ -925,14 +1024,17 @@ def _fwd_launch(
 
 def _dkdv_launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta: torch.Tensor,
-    dk: torch.Tensor, dv: torch.Tensor, scale: float, use_tma: bool,
+    dk: torch.Tensor, dv: torch.Tensor, dq_acc: torch.Tensor | None, dq_atomic: int, scale: float,
+    use_tma: bool,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
     heads, n_q, n_kv = q.shape[1], q.shape[2], k.shape[2]
+    dq_strides = (0, 0, 0, 0) if dq_acc is None else dq_acc.stride()
     args = (
-        q, k, v, do, lse, delta, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
-        *dk.stride(), *dv.stride(), heads, n_q, n_kv, _n_bucket(n_q, n_kv), scale * LOG2E, scale,
+        q, k, v, do, lse, delta, dk, dv, dk if dq_acc is None else dq_acc, *q.stride(), *k.stride(),
+        *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), *dq_strides, heads, n_q, n_kv,
+        _n_bucket(n_q, n_kv), scale * LOG2E, scale,
     )  # fmt: skip
-    return args, _common_meta(q, use_tma)
+    return args, {**_common_meta(q, use_tma), "DQ_ATOMIC": dq_atomic}
 
 
 def _dq_launch(
@@ -1027,6 +1129,18 @@ def _gluon_forward(
     return True
 
 
+def _dq_atomic_mode(q: torch.Tensor) -> int:
+    """How the backward makes dQ: 0 in a second kernel, 1 by atomic adds, 2 by TMA reduce-adds (sm_90+)."""
+    fused = PREFER_FUSED_BACKWARD if _fused_override is None else _fused_override
+    if not fused or torch.are_deterministic_algorithms_enabled():
+        return 0
+    if _dq_atomic_override is not None:
+        return _dq_atomic_override
+    if _INTERPRETED or q.device.type != "cuda" or not hasattr(tl, "make_tensor_descriptor"):
+        return 1
+    return 2 if torch.cuda.get_device_capability(q.device)[0] >= 9 else 1
+
+
 def _backward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -1057,7 +1171,20 @@ def _backward(
     )  # fmt: skip
 
     dkdv_config, dq_config = (None, None) if configs is None else configs
-    args, meta = _dkdv_launch(q, k, v, do, lse, delta, dk, dv, scale, use_tma)
+    dq_atomic = _dq_atomic_mode(q)
+    if dq_atomic:
+        # One pass: the dK/dV kernel also adds every block's dS·K into a float32 accumulator.
+        dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
+        if dq_atomic == 2:
+            triton.set_allocator(_tma_allocator)  # the accumulator's descriptor is made on the device
+        args, meta = _dkdv_launch(q, k, v, do, lse, delta, dk, dv, dq_acc, dq_atomic, scale, use_tma)
+        _run(
+            _attn_bwd_dkdv_kernel, _attn_bwd_fused_tuned, args, meta,
+            rows=n_kv, batch_heads=batch * heads, block="BLOCK_N", forward=False, config=dkdv_config,
+        )  # fmt: skip
+        dq.copy_(dq_acc.mul_(scale))
+        return dq, dk, dv
+    args, meta = _dkdv_launch(q, k, v, do, lse, delta, dk, dv, None, 0, scale, use_tma)
     _run(
         _attn_bwd_dkdv_kernel, _attn_bwd_dkdv_tuned, args, meta,
         rows=n_kv, batch_heads=batch * heads, block="BLOCK_N", forward=False, config=dkdv_config,

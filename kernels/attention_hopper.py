@@ -10,9 +10,12 @@ work itself. Both kernels here follow FlashAttention-3's order inside a warpgrou
     wait for O; rescale it by the new row max; P(j+1) to the operand layout
 
 * ``_attn_fwd_hopper_kernel``: one CTA of 4 or 8 warps that issues its own TMA loads.
-* ``_attn_fwd_pingpong_kernel`` (faster at head dim 128): warp-specialised. Two consumer warpgroups take
-  turns issuing their GEMMs (the ``turn`` mbarriers), so one's softmax overlaps the other's GEMMs; a
-  one-warp partition with 24 registers streams Q, K and V by TMA.
+* ``_attn_fwd_pingpong_kernel``: warp-specialised. Two or three consumer warpgroups of 64 query rows take
+  turns (round robin, the ``turn`` mbarriers) issuing their GEMMs, so one's softmax overlaps the others'
+  GEMMs; a one-warp partition with 24 registers streams Q, K and V by TMA. Two consumers (240 registers
+  each) at head dim 128; three (160 each, 192 rows per CTA) at head dim 64, where per-step overhead, not
+  the exponentials, limited two (benchmarks/ATTENTION_NOTES.md). A consumer whose rows all lie past N only
+  keeps the handshakes going.
 
 Keys and values arrive in rings of shared-memory slots with a "ready" mbarrier each (and, in the ping-pong
 kernel, an "empty" one both consumers arrive on). The rule that keeps it from hanging: block b goes into slot
@@ -52,7 +55,8 @@ log = logging.getLogger(__name__)
 HOPPER_HEAD_DIMS = (64, 128)
 # setmaxnreg of the worker partitions (second consumer warpgroup, loader warp); Triton gives the default
 # partition (the first consumer) what they leave of the register file.
-CONSUMER_REGS = 240
+# Per consumer count: two take 240 each; three share the file at 160 (4 + 4 + 4 + 1 warps).
+CONSUMER_REGS = {2: 240, 3: 160}
 LOADER_REGS = 24
 
 
@@ -64,12 +68,13 @@ class HopperConfig:
     num_warps: int
     k_stages: int
     v_stages: int
-    pingpong: bool = False  # two 4-warp consumer warpgroups and a 1-warp TMA loader
+    pingpong: bool = False  # 4-warp consumer warpgroups taking turns, and a 1-warp TMA loader
     rows: int = 64  # ping-pong: query rows per consumer warpgroup (64, or 128 as two wgmma row tiles)
+    consumers: int = 2  # ping-pong: consumer warpgroups (2, or 3 with fewer registers each)
 
     @property
     def block_m(self) -> int:
-        return 2 * self.rows if self.pingpong else 16 * self.num_warps
+        return self.consumers * self.rows if self.pingpong else 16 * self.num_warps
 
 
 @gluon.jit
@@ -240,7 +245,8 @@ def _pp_loader(
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
     ROWS: gl.constexpr = q_desc.block_type.shape[2]
-    for i in gl.static_range(2):
+    CONSUMERS: gl.constexpr = q_smem.shape[0]
+    for i in gl.static_range(CONSUMERS):
         mbarrier.expect(q_ready.index(i), q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(
             q_desc, [b, h, start_m + ROWS * i, 0], q_ready.index(i), q_smem.index(i)
@@ -258,12 +264,54 @@ def _pp_loader(
 
 @gluon.jit
 def _pp_take_turn(turn, me: gl.constexpr, event):
-    """Wait until the other warpgroup has issued its GEMMs of the previous event (warpgroup 0 goes first)."""
-    mbarrier.wait(turn.index(me), (event & 1) ^ (1 - me))
+    """Wait until the warpgroup before this one (round robin) has issued its GEMMs of this event (of the
+    previous one, for warpgroup 0, which goes first)."""
+    mbarrier.wait(turn.index(me), (event & 1) ^ (1 if me == 0 else 0))
+
+
+@gluon.jit
+def _pp_idle(k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, n_kv, ME: gl.constexpr):
+    """A consumer whose query rows all lie past N: the same waits and arrivals as a working one, no GEMMs.
+
+    The last query block of a head is often partly past N (N = 4096 with 192 rows per CTA); its idle
+    warpgroups must still pass the turn on and release every ring slot, in the order a working one does.
+    """
+    K_STAGES: gl.constexpr = k_ring.shape[0]
+    V_STAGES: gl.constexpr = v_ring.shape[0]
+    other: gl.constexpr = (ME + 1) % turn.shape[0]
+    _wait_loaded(k_ready, 0, K_STAGES)
+    _pp_take_turn(turn, ME, 0)
+    mbarrier.arrive(turn.index(other))
+    mbarrier.arrive(k_empty.index(0))
+    for j in range(0, n_kv - 1):
+        _wait_loaded(k_ready, j + 1, K_STAGES)
+        _wait_loaded(v_ready, j, V_STAGES)
+        _pp_take_turn(turn, ME, j + 1)
+        mbarrier.arrive(turn.index(other))
+        mbarrier.arrive(k_empty.index((j + 1) % K_STAGES))
+        mbarrier.arrive(v_empty.index(j % V_STAGES))
+    _wait_loaded(v_ready, n_kv - 1, V_STAGES)
+    _pp_take_turn(turn, ME, n_kv)
+    mbarrier.arrive(turn.index(other))
 
 
 @gluon.jit
 def _pp_consumer(
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
+    pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
+):  # fmt: skip
+    ROWS: gl.constexpr = q_smem.shape[3]
+    if start_m + ROWS * ME >= N_Q:
+        _pp_idle(k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, n_kv, ME)
+    else:
+        _pp_work(
+            o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
+            pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME,
+        )  # fmt: skip
+
+
+@gluon.jit
+def _pp_work(
     o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
     pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
 ):  # fmt: skip
@@ -282,7 +330,7 @@ def _pp_consumer(
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
-    other: gl.constexpr = 1 - ME
+    other: gl.constexpr = (ME + 1) % q_smem.shape[0]  # the warpgroup whose turn comes next
 
     q = q_smem.index(ME).reshape([ROWS, HEAD_DIM])
     zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
@@ -353,72 +401,74 @@ def _pp_consumer_1(
 
 
 @gluon.jit
+def _pp_consumer_2(
+    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+):  # fmt: skip
+    _pp_consumer(
+        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 2,
+    )  # fmt: skip
+
+
+@gluon.jit
 def _attn_fwd_pingpong_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, H, N_Q, N_KV, qk_scale,
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, CONSUMERS: gl.constexpr,
 ):  # fmt: skip
-    ROWS: gl.constexpr = q_desc.block_type.shape[2]  # per consumer warpgroup; the CTA covers 2 · ROWS
-    n_m = gl.cdiv(N_Q, 2 * ROWS)
+    ROWS: gl.constexpr = q_desc.block_type.shape[2]  # per consumer warpgroup; the CTA covers CONSUMERS · ROWS
+    n_m = gl.cdiv(N_Q, CONSUMERS * ROWS)
     pid_m = gl.program_id(0) % n_m
     pid_bh = gl.program_id(0) // n_m
     b = pid_bh // H
     h = pid_bh % H
-    start_m = pid_m * 2 * ROWS
+    start_m = pid_m * CONSUMERS * ROWS
     n_kv = gl.cdiv(N_KV, BLOCK_N)
     dtype: gl.constexpr = q_desc.dtype
 
-    q_smem = gl.allocate_shared_memory(dtype, [2, 1, 1, ROWS, HEAD_DIM], q_desc.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], q_desc.layout)
     k_ring = gl.allocate_shared_memory(dtype, [K_STAGES, 1, 1, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_ring = gl.allocate_shared_memory(dtype, [V_STAGES, 1, 1, BLOCK_N, HEAD_DIM], v_desc.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
+    for i in gl.static_range(CONSUMERS):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(turn.index(i), count=1)
     for i in gl.static_range(K_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)  # both consumers release a slot
+        mbarrier.init(k_empty.index(i), count=CONSUMERS)  # every consumer releases a slot
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=2)
+        mbarrier.init(v_empty.index(i), count=CONSUMERS)
 
     consumer_args = (
         o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
         pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
     )  # fmt: skip
-    gl.warp_specialize(
-        [
-            (_pp_consumer_0, consumer_args),
-            (_pp_consumer_1, consumer_args),
-            (
-                _pp_loader,
-                (
-                    q_desc,
-                    k_desc,
-                    v_desc,
-                    q_smem,
-                    k_ring,
-                    v_ring,
-                    q_ready,
-                    k_ready,
-                    k_empty,
-                    v_ready,
-                    v_empty,
-                    b,
-                    h,
-                    start_m,
-                    n_kv,
-                ),
-            ),
-        ],
-        [4, 1],
-        [CONSUMER_REGS, LOADER_REGS],
-    )
+    loader_args = (
+        q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty,
+        b, h, start_m, n_kv,
+    )  # fmt: skip
+    if CONSUMERS == 3:
+        gl.warp_specialize(
+            [
+                (_pp_consumer_0, consumer_args),
+                (_pp_consumer_1, consumer_args),
+                (_pp_consumer_2, consumer_args),
+                (_pp_loader, loader_args),
+            ],
+            [4, 4, 1],
+            [CONSUMER_REGS, CONSUMER_REGS, LOADER_REGS],
+        )
+    else:
+        gl.warp_specialize(
+            [(_pp_consumer_0, consumer_args), (_pp_consumer_1, consumer_args), (_pp_loader, loader_args)],
+            [4, 1],
+            [CONSUMER_REGS, LOADER_REGS],
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -450,8 +500,9 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
 # Candidates per head dim, fastest first in the session-5 sweep (benchmarks/ATTENTION_NOTES.md); the first
 # call of each (head dim, dtype, sequence-length bucket) times them and keeps the faster.
 CANDIDATES = {
-    64: (
-        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
+    64: (  # three consumers won every D64 shape of the session-6 sweep on an H100 but N = 4100 (one CTA)
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
+        HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=3, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
     ),
     128: (
@@ -479,7 +530,8 @@ def _launch(
     if cfg.pingpong:
         _attn_fwd_pingpong_kernel[grid](
             *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
-            V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS, LOADER_REGS=LOADER_REGS, num_warps=4,
+            V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers], LOADER_REGS=LOADER_REGS,
+            CONSUMERS=cfg.consumers, num_warps=4,
         )  # fmt: skip
     else:
         _attn_fwd_hopper_kernel[grid](
@@ -488,10 +540,16 @@ def _launch(
         )  # fmt: skip
 
 
-def _gpu_ms(run: Callable[[], None]) -> float:
+def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:
+    """GPU time of ``launches`` back-to-back calls of ``run``.
+
+    Several launches per measurement keep the GPU's queue full, so the host's launch time (~0.1 ms, as long
+    as a whole call at 4,096 tokens) is hidden as it is in a model, instead of being timed with each kernel.
+    """
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    run()
+    for _ in range(launches):
+        run()
     end.record()
     end.synchronize()
     return start.elapsed_time(end)
@@ -501,7 +559,8 @@ def _fastest(runs: dict[HopperConfig, Callable[[], None]], rounds: int = 7) -> H
     """The configuration whose median time is lowest, the candidates timed in alternation.
 
     Alternating keeps a drift of the clock or of other work on the card from favouring whichever candidate
-    happened to be timed first.
+    happened to be timed first. (Session 6, H100: timing single launches picked the slowest of three
+    candidates for fp16 at (4, 16, 4096, 64), 0.94× cuDNN where the fastest reached 1.02×.)
     """
     for run in runs.values():  # compile, then warm
         run()

@@ -41,6 +41,9 @@ class Case:
     use_lse: bool = False
     tma: bool | None = None  # force the tensor-descriptor path on or off (None: the default choice)
     split: bool | None = None  # False: pad the head dim to a power of two instead of two column tiles
+    twopass: bool = (
+        False  # the two-kernel backward (the default below head dim 128) instead of the one-pass one
+    )
 
     @property
     def id(self) -> str:
@@ -55,6 +58,8 @@ class Case:
             parts.append(f"tma{int(self.tma)}")
         if self.split is not None:
             parts.append(f"split{int(self.split)}")
+        if self.twopass:
+            parts.append("twopass")
         return "-".join(parts)
 
 
@@ -81,6 +86,13 @@ EXTRA_CASES = [
     Case(65, 48, layout="contiguous", tma=True, n_kv=100),
     Case(130, 80, layout="qkv", split=False, use_lse=True),
     Case(40, 96, layout="bnhd", split=False, batch=2, heads=1),
+    # The two-kernel backward (the default, and the deterministic one); every other case runs the one-pass
+    # backward (atomic dQ), which has more to get wrong.
+    Case(130, 80, layout="qkv", use_lse=True, twopass=True),
+    Case(33, 64, layout="contiguous", batch=2, heads=3, n_kv=70, twopass=True),
+    Case(7, 48, layout="strided", twopass=True),
+    Case(65, 128, layout="bnhd", use_lse=True, twopass=True),
+    Case(1, 32, layout="contiguous", twopass=True),
 ]
 ALL_CASES = GRID_CASES + EXTRA_CASES
 
@@ -152,10 +164,11 @@ def _errors(case: Case, fa: object, reference: object) -> dict[str, list[float]]
         return reference(q, k, v, scale=case.scale)  # type: ignore[operator]
 
     fa._tma_override, fa._split_override = case.tma, case.split  # type: ignore[attr-defined]
+    fa._fused_override = not case.twopass  # type: ignore[attr-defined]
     try:
         got = run(ours, low)
     finally:
-        fa._tma_override, fa._split_override = None, None  # type: ignore[attr-defined]
+        fa._tma_override, fa._split_override, fa._fused_override = None, None, None  # type: ignore[attr-defined]
     plain_low = run(plain, low)
     exact = run(plain, torch.float64)
     result = {}
@@ -349,7 +362,7 @@ def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins
     from pathoflash.kernels import attention_hopper as hop
 
     order: list[str] = []
-    first, second = hop.CANDIDATES[64]
+    first, second = hop.CANDIDATES[128]
     runs = {first: lambda: order.append("a"), second: lambda: order.append("b")}
     # the first candidate is faster in most rounds but has one slow outlier; medians decide
     times = iter([1.0, 2.0, 9.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0])
@@ -361,3 +374,21 @@ def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins
     monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
     assert hop._fastest(runs, rounds=5) == first
     assert "".join(order) == "aabb" + "ab" * 5  # compile and warm each, then alternate
+
+
+def test_the_backward_mode_follows_determinism_and_the_overrides() -> None:
+    """Two kernels by default; the one-pass backward (atomic adds on CPU tensors, not TMA reduce-adds) when
+    asked for, except under torch's deterministic mode."""
+    from pathoflash.kernels import attention as fa
+
+    q = torch.randn(1, 1, 4, 64)
+    assert fa._dq_atomic_mode(q) == (1 if fa.PREFER_FUSED_BACKWARD else 0)
+    fa._fused_override = True
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert fa._dq_atomic_mode(q) == 1
+        torch.use_deterministic_algorithms(True)
+        assert fa._dq_atomic_mode(q) == 0
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        fa._fused_override = None

@@ -104,6 +104,58 @@ def test_tma_path_matches_reference(shape: tuple[int, int, int, int, str]) -> No
         attention._tma_override = None
 
 
+BACKWARD_SHAPES = [(2, 2, 1031, 64, "qkv"), (1, 2, 700, 80, "contiguous"), (1, 2, 4100, 128, "bnhd")]
+
+
+@pytest.mark.parametrize("mode", ["twopass", "atomic", "tma-reduce"])
+@pytest.mark.parametrize(
+    "shape", BACKWARD_SHAPES, ids=["x".join(map(str, s[:4])) + "-" + s[4] for s in BACKWARD_SHAPES]
+)
+def test_every_backward_path_matches_reference(shape: tuple[int, int, int, int, str], mode: str) -> None:
+    """The two-kernel backward and the one-pass one with dQ by atomic adds or by TMA reduce-adds."""
+    if mode == "tma-reduce" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA reduce-adds need compute capability 9.0 or newer")
+    torch.manual_seed(zlib.crc32(repr((shape, mode)).encode()))
+    attention._fused_override = mode != "twopass"
+    attention._dq_atomic_override = {"twopass": None, "atomic": 1, "tma-reduce": 2}[mode]
+    try:
+        _check(*shape, torch.bfloat16)
+    finally:
+        attention._fused_override = attention._dq_atomic_override = None
+
+
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_every_one_pass_candidate_matches_reference(head_dim: int) -> None:
+    """Each tile configuration the autotuner may pick for the one-pass backward, on an odd length."""
+    torch.manual_seed(head_dim)
+    q, k, v = _inputs(1, 2, 1031, head_dim, "contiguous", torch.bfloat16)
+    do = torch.randn_like(q)
+    o, lse = attention._forward(q, k, v, head_dim**-0.5)
+    exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
+    plain = _grads(attention_reference, q, k, v, do)
+    for config in attention.candidate_configs(attention.FUSED_CONFIGS, q.device, head_dim):
+        got = attention._backward(q, k, v, o, lse, do, None, head_dim**-0.5, configs=(config, config))
+        for name, ours in zip(("dq", "dk", "dv"), got, strict=True):
+            ref = exact[name]
+            err = (ours.float() - ref).abs().max().item()
+            tol = 2 * (plain[name].float() - ref).abs().max().item() + FLOOR_REL * ref.abs().max().item()
+            assert err <= tol + FLOOR_ABS, f"{config} {name}: {err:.3e} > {tol:.3e}"
+
+
+def test_deterministic_mode_gives_bitwise_repeatable_gradients() -> None:
+    q, k, v = _inputs(1, 4, 2053, 64, "qkv", torch.bfloat16)
+    do = torch.randn(1, 4, 2053, 64, device="cuda", dtype=torch.bfloat16)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+        second = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    for name in ("dq", "dk", "dv"):
+        assert torch.equal(first[name], second[name]), name
+
+
 def test_float32_inputs_are_exact() -> None:
     q, k, v = _inputs(1, 2, 600, 64, "qkv", torch.float32)
     got = flash_attention(q, k, v)
