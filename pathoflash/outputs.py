@@ -91,8 +91,14 @@ class SlidePictures:
     leaving it waits for (or, after an error, cancels) the remaining work.
     """
 
-    def __init__(self, slide: Any, timings: dict[str, float]) -> None:
+    def __init__(
+        self, slide: Any, timings: dict[str, float], export_imports: tuple[str, ...] = _EXPORT_IMPORTS
+    ) -> None:
+        """``export_imports``: the modules of the exports written in this process, imported once the tiles
+        are done (none where every export that needs them has a process of its own: an import holds the GIL
+        for its whole run, and just then the model reads its last regions)."""
         self._slide, self._timings = slide, timings
+        self._export_imports = export_imports
         self._png_mpp = png_mpp_for(slide.dimensions, slide.mpp)
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="pictures")
         self._pool.submit(_import_quietly, _EARLY_IMPORTS)
@@ -118,7 +124,8 @@ class SlidePictures:
         """Start the viewer image from the finished store at ``store_path`` (once)."""
         with self._lock:
             if self._viewer is None:
-                self._imports = self._pool.submit(_import_quietly, _EXPORT_IMPORTS)
+                if self._export_imports:
+                    self._imports = self._pool.submit(_import_quietly, self._export_imports)
                 self._viewer = self._pool.submit(self._make_viewer, store_path)
 
     def wait_for_imports(self) -> None:
@@ -187,8 +194,8 @@ class WriterProcesses:
     """A :class:`~pathoflash.export.process.WriterProcess` for each export that is written off this process's
     GIL (the PNG, the GeoJSON and the TIFF), started at once so that they are ready when the heatmap is.
 
-    Use it as a context manager: leaving it ends the processes (kills them after an error). Where a process
-    could not be started, its export is written in this process.
+    Use it as a context manager: leaving it ends the processes (kills them after an error) without waiting for
+    them to exit. Where a process could not be started, its export is written in this process.
     """
 
     def __init__(self, names: Iterable[str] = tuple(_OWN_PROCESS)) -> None:
@@ -200,8 +207,13 @@ class WriterProcesses:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         for process in self._processes.values():
-            if process is not None:
-                process.close(kill=exc_type is not None)
+            if process is not None:  # after an error, kill; else let it exit without waiting for it
+                process.close(kill=exc_type is not None, wait=False)
+
+    @property
+    def export_imports(self) -> tuple[str, ...]:
+        """What :class:`SlidePictures` should import for the exports left to this process."""
+        return () if all(p is not None for p in self._processes.values()) else _EXPORT_IMPORTS
 
     def call(self, name: str, function: Callable[..., Path], /, *args: Any, **kwargs: Any) -> Path:
         """``function(*args, **kwargs)`` in export ``name``'s process, or here if it has none."""

@@ -82,3 +82,14 @@ def test_exports_written_in_their_processes_are_the_same_files(tmp_path: Path) -
         )
     assert tif.read_bytes() == write_tiff(heatmap, tmp_path / "b.tif").read_bytes()
     assert geojson.read_bytes() == write_geojson(heatmap, tmp_path / "b.geojson", threshold=0.4).read_bytes()
+
+
+def test_closing_without_waiting_returns_at_once_and_the_process_still_exits() -> None:
+    process = WriterProcess.start()
+    assert process is not None
+    assert process.call(os.getpid) != os.getpid()
+    child = process._process
+    started = time.perf_counter()
+    process.close(wait=False)
+    assert time.perf_counter() - started < 0.05
+    assert child.wait(10) == 0  # its stdin closed: it exits on its own, and the reaper collects it
