@@ -115,11 +115,11 @@ class _Pictures:
     def thumbnail(self) -> tuple[np.ndarray, float]:
         return self._thumbnail, png_mpp_for(self._heatmap.slide_dimensions, self._heatmap.slide_mpp)
 
-    def viewer_levels(self) -> Any:
+    def viewer_levels(self, workers: int | None = None) -> Any:
         mpp = self.viewer_mpp
         t0 = time.perf_counter()
         levels = encode_slide_levels(
-            self._viewer, (mpp, mpp), self._heatmap.slide_mpp, workers=available_cpus()
+            self._viewer, (mpp, mpp), self._heatmap.slide_mpp, workers=workers or available_cpus()
         )
         self.timings["viewer levels"] = time.perf_counter() - t0
         return levels

@@ -142,16 +142,18 @@ class SlidePictures:
         assert thumbnail is not None  # made by _make_viewer whenever the background is too coarse
         return thumbnail, self._png_mpp
 
-    def viewer_levels(self) -> Any:
+    def viewer_levels(self, workers: int | None = None) -> Any:
         """The viewer's slide image as encoded JPEG levels (:class:`~pathoflash.export.viewer.SlideLevels`).
 
-        Encoded here, on the caller's thread and :func:`~pathoflash.slide.available_cpus` helpers.
+        Encoded here, on the caller's thread and ``workers`` helpers (default
+        :func:`~pathoflash.slide.available_cpus`).
         """
         from .export.viewer import encode_slide_levels
 
         viewer = self._viewer_result()
         t0 = time.perf_counter()
-        levels = encode_slide_levels(viewer.image, viewer.mpp, self._slide.mpp, workers=available_cpus())
+        workers = workers or available_cpus()
+        levels = encode_slide_levels(viewer.image, viewer.mpp, self._slide.mpp, workers=workers)
         self._timings["viewer levels"] = time.perf_counter() - t0
         return levels
 
@@ -240,6 +242,7 @@ def write_outputs(
     """
     pictures.wait_for_imports()
     run = processes.call if processes is not None else _call_here
+    tiff_workers, viewer_workers = export_threads(available_cpus())
     cls = type(heatmap)  # its writers, called by reference in the writer processes
 
     def png() -> Path:
@@ -256,7 +259,7 @@ def write_outputs(
     def html() -> Path:
         return heatmap.to_html(  # type: ignore[no-any-return]
             slide_dir / "viewer.html",
-            pictures.viewer_levels(),
+            pictures.viewer_levels(workers=viewer_workers),
             threshold=options.threshold,
             title=slide.path.name,
         )
@@ -277,7 +280,9 @@ def write_outputs(
             threshold=options.threshold,
             tiles=options.geojson_tiles,
         ),
-        "heatmap.tif": lambda: run("heatmap.tif", cls.to_tiff, heatmap, slide_dir / "heatmap.tif"),
+        "heatmap.tif": lambda: run(
+            "heatmap.tif", cls.to_tiff, heatmap, slide_dir / "heatmap.tif", workers=tiff_workers
+        ),
         "viewer.html": html,
         "summary.json": summary,
     }
@@ -291,6 +296,18 @@ def write_outputs(
     with ThreadPoolExecutor(len(writers), thread_name_prefix="export") as pool:
         futures = {name: pool.submit(timed, name) for name in writers}
         return {name: str(future.result()) for name, future in futures.items()}
+
+
+def export_threads(cpus: int) -> tuple[int, int]:
+    """Threads for the TIFF's tiles and for the viewer's JPEG levels when all exports run at once.
+
+    The GeoJSON and the PNG are one thread each and end the export phase; with every core given to the
+    TIFF's and the viewer's pools as well (32 threads on 16 cores), each of those two got about half a
+    core and took twice as long as alone (H100 host, 2026-11-26). So the two pools share what the two
+    single threads and this process's own thread leave, at least one each.
+    """
+    spare = max(2, cpus - 3)
+    return max(1, spare // 2), max(1, spare - spare // 2)
 
 
 def _call_here(_: str, function: Callable[..., Path], /, *args: Any, **kwargs: Any) -> Path:

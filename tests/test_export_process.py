@@ -93,3 +93,13 @@ def test_closing_without_waiting_returns_at_once_and_the_process_still_exits() -
     process.close(wait=False)
     assert time.perf_counter() - started < 0.05
     assert child.wait(10) == 0  # its stdin closed: it exits on its own, and the reaper collects it
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4, 16, 64])
+def test_the_export_pools_leave_cores_to_the_single_threaded_exports(cpus: int) -> None:
+    from pathoflash.outputs import export_threads
+
+    tiff, viewer = export_threads(cpus)
+    assert tiff >= 1 and viewer >= 1
+    if cpus >= 5:  # room for the GeoJSON, the PNG and this process's thread beside both pools
+        assert tiff + viewer + 3 <= cpus
