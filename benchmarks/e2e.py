@@ -90,10 +90,19 @@ def _regions_with_tissue(slide_path: Path, model: Any, mpp: float) -> tuple[Any,
     return slide, keep, grid
 
 
+def _fresh(path: Path) -> Path:
+    """``path`` with nothing left from an earlier run: a store or slide folder found there would be resumed
+    or skipped, and its stage would time next to nothing (a second run in one --workdir did so)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
 def stage_decode(args: argparse.Namespace) -> dict[str, Any]:
     from pathoflash.tiling import tile_slide
 
-    out = Path(args.workdir) / "decode.zarr"
+    out = _fresh(Path(args.workdir) / "decode.zarr")
     t = time.perf_counter()
     store = tile_slide(args.slide, out, mpp=args.mpp, workers=args.workers)
     seconds = time.perf_counter() - t
@@ -137,7 +146,7 @@ def stage_e2e(args: argparse.Namespace) -> dict[str, Any]:
 
     run_batch(model, np.full((1, model.region_size, model.region_size, 3), 200, np.uint8))  # warm-up
     options = RunOptions(mpp=args.mpp, device=args.device, workers=args.workers, batch_size=args.batch_size)
-    out = Path(args.workdir) / "e2e"
+    out = _fresh(Path(args.workdir) / "e2e")
     t = time.perf_counter()
     with GpuBusy() as busy:
         result = process_slide(SlideInput(Path(args.slide), "slide"), out, options, model=model)
@@ -179,7 +188,7 @@ def stage_batch(args: argparse.Namespace) -> dict[str, Any]:
     options = RunOptions(
         mpp=args.mpp, device="auto", workers=args.workers, batch_size=args.batch_size, model=args.model
     )
-    out = Path(args.workdir) / f"batch-out-{args.gpus_now}"
+    out = _fresh(Path(args.workdir) / f"batch-out-{args.gpus_now}")
     t = time.perf_counter()
     report = run_dask_batch(collect_slides(slides), out, options, workers=args.gpus_now)
     seconds = time.perf_counter() - t
