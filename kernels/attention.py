@@ -65,6 +65,16 @@ class AttentionBackendError(PathoflashError, RuntimeError):
 
 
 @triton.jit
+def _cols_ptrs(
+    base, row0, stride_row, stride_col, BLOCK: tl.constexpr, COL0: tl.constexpr, WIDTH: tl.constexpr
+):
+    """Row and column indices of rows row0 .. row0 + BLOCK, columns COL0 .. COL0 + WIDTH, and their pointers."""
+    rows = row0 + tl.arange(0, BLOCK)
+    cols = COL0 + tl.arange(0, WIDTH)
+    return rows, cols, base + rows[:, None] * stride_row + cols[None, :] * stride_col
+
+
+@triton.jit
 def _load_cols(
     base,
     row0,
@@ -78,9 +88,7 @@ def _load_cols(
     MASK_ROWS: tl.constexpr,
 ):
     """Rows row0 .. row0 + BLOCK, columns COL0 .. COL0 + WIDTH of one head; zero past n_rows or HEAD_DIM."""
-    rows = row0 + tl.arange(0, BLOCK)
-    cols = COL0 + tl.arange(0, WIDTH)
-    ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+    rows, cols, ptrs = _cols_ptrs(base, row0, stride_row, stride_col, BLOCK, COL0, WIDTH)
     if MASK_ROWS:
         if COL0 + WIDTH > HEAD_DIM:
             tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
@@ -135,9 +143,7 @@ def _store_cols(
     WIDTH: tl.constexpr,
     HEAD_DIM: tl.constexpr,
 ):
-    rows = row0 + tl.arange(0, BLOCK)
-    cols = COL0 + tl.arange(0, WIDTH)
-    ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+    rows, cols, ptrs = _cols_ptrs(base, row0, stride_row, stride_col, BLOCK, COL0, WIDTH)
     tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
 
 
@@ -182,9 +188,7 @@ def _atomic_add_cols(
 ):
     """Add ``tile`` (float32) into rows row0 .. row0 + BLOCK, columns COL0 .. COL0 + WIDTH; rows past n_rows
     are skipped. The column tiles cover the head dim exactly (see :func:`exact_head_dim`)."""
-    rows = row0 + tl.arange(0, BLOCK)
-    cols = COL0 + tl.arange(0, WIDTH)
-    ptrs = base + rows[:, None] * stride_row + cols[None, :] * stride_col
+    rows, _, ptrs = _cols_ptrs(base, row0, stride_row, stride_col, BLOCK, COL0, WIDTH)
     if MASK_ROWS:
         tl.atomic_add(ptrs, tile, mask=rows[:, None] < n_rows, sem="relaxed")
     else:
