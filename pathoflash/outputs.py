@@ -310,10 +310,11 @@ def write_outputs(
 def export_threads(cpus: int) -> tuple[int, int]:
     """Threads for the TIFF's tiles and for the viewer's JPEG levels when all exports run at once.
 
-    The GeoJSON and the PNG are one thread each and end the export phase; with every core given to the
-    TIFF's and the viewer's pools as well (32 threads on 16 cores), each of those two got about half a
-    core and took twice as long as alone (H100 host, 2026-11-26). So the two pools share what the two
-    single threads and this process's own thread leave, at least one each.
+    The GeoJSON and the PNG are one thread each, in processes of their own; with every core in both pools
+    as well (32 threads on 16 cores) each would get about half a core. So the two pools share what the two
+    single threads and this process's own thread leave, at least one each. (On the H100 host this was not
+    shown to be faster or slower, within that machine's drift; the GeoJSON's slowness that prompted it was
+    mostly its first call's imports, see ``_OWN_PROCESS``.)
     """
     spare = max(2, cpus - 3)
     return max(1, spare // 2), max(1, spare - spare // 2)
