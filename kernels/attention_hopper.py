@@ -382,6 +382,8 @@ def _pp_work(
     tma.store_wait(0)
 
 
+# gl.warp_specialize's worker partitions cannot take constexpr arguments, so each consumer's index (a
+# constexpr: it picks layouts' turn and parity at compile time) is bound in a wrapper of its own.
 @gluon.jit
 def _pp_consumer_0(
     o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,

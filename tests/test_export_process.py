@@ -87,12 +87,16 @@ def test_exports_written_in_their_processes_are_the_same_files(tmp_path: Path) -
 def test_closing_without_waiting_returns_at_once_and_the_process_still_exits() -> None:
     process = WriterProcess.start()
     assert process is not None
-    assert process.call(os.getpid) != os.getpid()
     child = process._process
+    busy = threading.Thread(target=process.call, args=(time.sleep, 1.5))
+    busy.start()  # the child is inside a 1.5 s call: closing and waiting would take that long
+    time.sleep(0.2)
     started = time.perf_counter()
     process.close(wait=False)
-    assert time.perf_counter() - started < 0.05
-    assert child.wait(10) == 0  # its stdin closed: it exits on its own, and the reaper collects it
+    assert time.perf_counter() - started < 0.5
+    assert child.poll() is None  # still running its call
+    busy.join(10)
+    assert child.wait(10) == 0  # its stdin closed: it answers, exits on its own, and the reaper collects it
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 4, 16, 64])
