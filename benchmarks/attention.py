@@ -89,12 +89,17 @@ def variant(
     gluon: bool | None = None,
     fused: bool | None = None,
     dq_atomic: int | None = None,
+    gluon_bwd: bool | None = None,
 ) -> Iterator[None]:
     """Force the Triton kernels' TMA path and head-dim split, the Hopper Gluon forward, the one-pass backward
-    and its dQ adds (1 atomic adds, 2 TMA reduce-adds) on or off. None keeps the library's own choice."""
-    names = ("_tma_override", "_split_override", "_gluon_override", "_fused_override", "_dq_atomic_override")
+    and its dQ adds (1 atomic adds, 2 TMA reduce-adds), and the Hopper Gluon backward on or off. None keeps the
+    library's own choice."""
+    names = (
+        "_tma_override", "_split_override", "_gluon_override", "_fused_override", "_dq_atomic_override",
+        "_gluon_bwd_override",
+    )  # fmt: skip
     previous = tuple(getattr(attention, name) for name in names)
-    for name, value in zip(names, (tma, split, gluon, fused, dq_atomic), strict=True):
+    for name, value in zip(names, (tma, split, gluon, fused, dq_atomic, gluon_bwd), strict=True):
         setattr(attention, name, value)
     try:
         yield
@@ -167,14 +172,17 @@ def measure(
     gen = torch.Generator(device="cuda").manual_seed(1234)
     q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, generator=gen) for _ in range(3))
     fn = method_fn(name)
-    # "ours" is the library's default; ours_twopass and ours_atomic differ from it only in the backward;
-    # the others are about the Triton forward kernel, so they turn the Gluon forward off.
+    # "ours" is the library's default; ours_twopass and ours_atomic differ from it only in the backward (the
+    # Triton two-kernel one, and Triton's one pass with atomic dQ adds); the others are about the Triton
+    # forward kernel, so they turn the Gluon forward off. Only "ours" takes the Gluon backward.
     gluon = None if name in ("ours", "ours_twopass", "ours_atomic") else False
-    fused = False if name == "ours_twopass" else None
+    fused = {"ours_twopass": False, "ours_atomic": True}.get(name)
     dq_atomic = 1 if name == "ours_atomic" else None
+    gluon_bwd = None if name == "ours" else False
     with variant(
-        True if name == "ours_tma" else None, False if name == "ours_pad" else None, gluon, fused, dq_atomic
-    ):
+        True if name == "ours_tma" else None, False if name == "ours_pad" else None, gluon, fused, dq_atomic,
+        gluon_bwd,
+    ):  # fmt: skip
         return _measure(fn, name, dtype_name, mode, shape, reference, q, k, v, gen)
 
 

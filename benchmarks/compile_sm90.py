@@ -110,13 +110,47 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
     return source, {"num_warps": 4 if pingpong else args.warps}
 
 
+def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
+    from pathoflash.kernels import attention_hopper_bwd as bwd
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    fn = bwd._attn_bwd_hopper_kernel
+    gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
+
+    def desc(box_rows: int) -> str:
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, box_rows, args.head_dim], gl_dtype)
+        return f"tensordesc<{dtype}[1,1,{box_rows},{args.head_dim}],{layout!r}>"
+
+    constants: dict = {
+        "HEAD_DIM": args.head_dim,
+        "STAGES": int(args.stages.split(",")[0]),
+        "CONSUMERS": 2,
+        "CONSUMER_REGS": args.regs,
+        "LOADER_REGS": bwd.LOADER_REGS,
+    }
+    signature = {name: desc(args.block_m) for name in ("q_desc", "do_desc")}
+    signature.update({name: desc(bwd.ROWS.value) for name in ("k_desc", "v_desc", "dk_desc", "dv_desc")})
+    signature.update({name: "*fp32" for name in ("LSE", "DELTA", "DQACC")})
+    signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
+    signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
+    signature.update({name: "constexpr" for name in constants})
+    indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("LSE", "DELTA", "DQACC")}
+    source = GluonASTSource(
+        fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=indexed, attrs=attrs
+    )
+    return source, {"num_warps": 4}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kernel", choices=["triton", "backward", "hopper", "pingpong"])
+    parser.add_argument("kernel", choices=["triton", "backward", "hopper", "pingpong", "hopper_bwd"])
     parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--block-m", type=int, default=128, help="triton kernel only")
+    parser.add_argument("--block-m", type=int, default=128, help="triton kernel and hopper_bwd")
+    parser.add_argument("--regs", type=int, default=240, help="hopper_bwd: registers per consumer")
     parser.add_argument("--block-n", type=int, default=128)
     parser.add_argument("--warps", type=int, default=4)
     parser.add_argument("--stages", default="2,2", help="K,V ring slots (Gluon) or num_stages (Triton)")
@@ -133,7 +167,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 
-    make = _triton_source if args.kernel in ("triton", "backward") else _gluon_source
+    if args.kernel in ("triton", "backward"):
+        make = _triton_source
+    else:
+        make = _gluon_bwd_source if args.kernel == "hopper_bwd" else _gluon_source
     source, options = make(args, args.dtype)
     compiled = triton.compile(source, target=TARGET, options=options)
     ptx = compiled.asm["ptx"]

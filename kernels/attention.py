@@ -949,6 +949,13 @@ PREFER_FUSED_BACKWARD = os.environ.get("PATHOFLASH_FUSED_BACKWARD", "0") == "1"
 _fused_override: bool | None = None
 _dq_atomic_override: int | None = None  # 1 atomic adds, 2 TMA reduce-adds
 _hopper: Any = None  # the attention_hopper module once imported; False where Gluon is unavailable
+# A Gluon backward for sm_90 at head dims 64 and 128 (attention_hopper_bwd.py: one pass, five products per
+# block pair, the exponentials and dS overlapping the tensor cores; dQ by atomic adds, so never under
+# torch.use_deterministic_algorithms). Off by default until it beats the Triton backward:
+# PATHOFLASH_GLUON_BACKWARD=1 turns it on; tests and benchmarks set ``_gluon_bwd_override``.
+PREFER_GLUON_BACKWARD = os.environ.get("PATHOFLASH_GLUON_BACKWARD", "0") == "1"
+_gluon_bwd_override: bool | None = None
+_hopper_bwd: Any = None  # the attention_hopper_bwd module once imported; False where it is unavailable
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -1145,6 +1152,51 @@ def _dq_atomic_mode(q: torch.Tensor) -> int:
     return 2 if torch.cuda.get_device_capability(q.device)[0] >= 9 else 1
 
 
+def _gluon_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    do: torch.Tensor,
+    lse: torch.Tensor,
+    delta: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    scale: float,
+) -> bool:
+    """Run the Hopper Gluon backward where it applies (writes dq, dk, dv); False leaves it to Triton."""
+    global _hopper_bwd
+    wanted = PREFER_GLUON_BACKWARD if _gluon_bwd_override is None else _gluon_bwd_override
+    if not wanted or _INTERPRETED or not q.is_cuda or _hopper_bwd is False:
+        return False
+    if torch.are_deterministic_algorithms_enabled():  # its dQ adds land in no fixed order
+        return False
+    if _hopper_bwd is None:
+        try:
+            from pathoflash.kernels import attention_hopper, attention_hopper_bwd
+        except Exception as exc:  # a Triton without this Gluon API: the Triton backward stays
+            log.warning("Gluon backward unavailable (%s: %s); using Triton's", type(exc).__name__, exc)
+            _hopper_bwd = False
+            return False
+        _hopper_bwd = (attention_hopper.hopper_usable, attention_hopper_bwd.hopper_backward)
+    usable, backward = _hopper_bwd
+    if not usable(q, k, v):
+        return False
+    if not usable(do, dk, dv):
+        do = do.contiguous()  # e.g. an expanded gradient with zero strides
+        if not usable(do, dk, dv):
+            return False
+    log.debug("flash_attention backward %s %s gluon", tuple(q.shape), q.dtype)
+    try:
+        dq_acc = backward(q, k, v, do, lse, delta, dk, dv, scale)
+    except triton.CompilationError as exc:  # a Triton whose Gluon differs from the 3.6 this was written for
+        log.warning("Gluon backward failed to compile (%s); using Triton's", exc)
+        _hopper_bwd = False
+        return False
+    dq.copy_(dq_acc.mul_(scale))
+    return True
+
+
 def _backward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -1174,6 +1226,8 @@ def _backward(
         HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
     )  # fmt: skip
 
+    if configs is None and _gluon_backward(q, k, v, do, lse, delta, dq, dk, dv, scale):
+        return dq, dk, dv
     dkdv_config, dq_config = (None, None) if configs is None else configs
     dq_atomic = _dq_atomic_mode(q)
     if dq_atomic:

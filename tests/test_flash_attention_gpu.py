@@ -118,10 +118,51 @@ def test_every_backward_path_matches_reference(shape: tuple[int, int, int, int, 
     torch.manual_seed(zlib.crc32(repr((shape, mode)).encode()))
     attention._fused_override = mode != "twopass"
     attention._dq_atomic_override = {"twopass": None, "atomic": 1, "tma-reduce": 2}[mode]
+    attention._gluon_bwd_override = False
     try:
         _check(*shape, torch.bfloat16)
     finally:
-        attention._fused_override = attention._dq_atomic_override = None
+        attention._fused_override = attention._dq_atomic_override = attention._gluon_bwd_override = None
+
+
+GLUON_BACKWARD_SHAPES = [
+    (1, 1, 1, 64, "contiguous"),
+    (1, 2, 7, 128, "contiguous"),
+    (2, 3, 130, 64, "qkv"),
+    (1, 2, 257, 128, "bnhd"),
+    (2, 3, 4097, 64, "qkv"),
+    (1, 2, 4100, 128, "contiguous"),
+    (1, 2, 16384, 64, "bnhd"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "shape",
+    GLUON_BACKWARD_SHAPES,
+    ids=["x".join(map(str, s[:4])) + "-" + s[4] for s in GLUON_BACKWARD_SHAPES],
+)
+def test_gluon_backward_matches_reference(
+    shape: tuple[int, int, int, int, str], dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hopper Gluon backward (attention_hopper_bwd.py), checked to be the path that ran."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon backward is for sm_90")
+    from pathoflash.kernels import attention_hopper_bwd
+
+    calls: list[tuple[int, ...]] = []
+    real = attention_hopper_bwd.hopper_backward
+
+    def spy(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(tuple(q.shape))
+        return real(q, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(attention_hopper_bwd, "hopper_backward", spy)
+    monkeypatch.setattr(attention, "_hopper_bwd", None)  # re-imported, so the spy is the one taken
+    monkeypatch.setattr(attention, "_gluon_bwd_override", True)
+    torch.manual_seed(zlib.crc32(repr((shape, dtype)).encode()))
+    _check(*shape, dtype)
+    assert calls, "the Gluon backward did not run"
 
 
 @pytest.mark.parametrize("head_dim", [64, 80, 128])

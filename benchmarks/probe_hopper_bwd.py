@@ -1,0 +1,157 @@
+"""Check and time the Hopper Gluon backward (``attention_hopper_bwd.py``) on its own, without the forward.
+
+    python benchmarks/probe_hopper_bwd.py check            # errors against float32 at odd lengths, both dtypes
+    python benchmarks/probe_hopper_bwd.py time [--json F]  # backward-only TFLOP/s: gluon, triton, cuDNN
+
+``time`` measures the backward alone (2.5 × the forward's 4·B·H·N²·D), each method on the same inputs, with
+``triton.testing.do_bench`` medians; the methods alternate per shape so drift does not favour one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+import torch
+import triton
+from pathoflash.kernels import attention
+from pathoflash.kernels.attention_hopper_bwd import CONFIGS, BackwardConfig, hopper_backward
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SHAPES = [(4, 16, 4096, 64), (1, 16, 16384, 64), (4, 8, 4096, 128), (1, 8, 16384, 128), (2, 16, 4100, 64)]
+CHECK = [
+    (1, 1, 1, 64),
+    (1, 2, 7, 128),
+    (2, 3, 130, 64),
+    (1, 2, 257, 128),
+    (2, 3, 4097, 64),
+    (1, 2, 4100, 128),
+]
+
+
+def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype, qkv: bool = False) -> list[torch.Tensor]:
+    b, h, n, d = shape
+    if qkv:
+        return list(torch.randn(b, n, 3, h, d, device="cuda", dtype=dtype).permute(2, 0, 3, 1, 4))
+    return [torch.randn(shape, device="cuda", dtype=dtype) for _ in range(3)]
+
+
+def _gluon(q, k, v, o, lse, do, scale, cfg: BackwardConfig | None = None):  # type: ignore[no-untyped-def]
+    delta = (o.float() * do.float()).sum(-1).contiguous()
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    dq = hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, cfg) * scale
+    return dq, dk, dv
+
+
+def check() -> bool:
+    ok = True
+    for dtype in (torch.bfloat16, torch.float16):
+        for i, shape in enumerate(CHECK):
+            torch.manual_seed(i)
+            q, k, v = _inputs(shape, dtype, qkv=i % 2 == 0)
+            do = torch.randn(shape, device="cuda", dtype=dtype)
+            scale = shape[3] ** -0.5
+            o, lse = attention._forward(q, k, v, scale)
+            got = _gluon(q, k, v, o, lse, do, scale)
+            with attention_variant(False):
+                triton_grads = attention._backward(q, k, v, o, lse, do, None, scale)
+            ref = [x.float().detach().requires_grad_() for x in (q, k, v)]
+            out = torch.softmax(ref[0] @ ref[1].transpose(-1, -2) * scale, -1) @ ref[2]
+            exact = torch.autograd.grad(out, ref, do.float())
+            for name, g, t, e in zip("qkv", got, triton_grads, exact, strict=True):
+                err = (g.float() - e).abs().max().item()
+                err_t = (t.float() - e).abs().max().item()
+                bad = not err <= 2 * err_t + 2e-4 * e.abs().max().item() + 1e-5
+                ok &= not bad
+                print(f"{dtype} {shape} d{name}: gluon {err:.2e} triton {err_t:.2e} {'FAIL' if bad else ''}")
+    print("check", "passed" if ok else "FAILED", flush=True)
+    return ok
+
+
+class attention_variant:  # a context manager, named as one
+    def __init__(self, gluon_bwd: bool | None) -> None:
+        self.value = gluon_bwd
+
+    def __enter__(self) -> None:
+        self.previous = attention._gluon_bwd_override, attention._fused_override
+        attention._gluon_bwd_override, attention._fused_override = self.value, False
+
+    def __exit__(self, *exc: object) -> None:
+        attention._gluon_bwd_override, attention._fused_override = self.previous
+
+
+def _time_shape(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, configs: list[BackwardConfig | None]
+) -> dict:
+    q, k, v = _inputs(shape, dtype)
+    do = torch.randn(shape, device="cuda", dtype=dtype)
+    scale = shape[3] ** -0.5
+    o, lse = attention._forward(q, k, v, scale)
+    runs: dict[str, Callable[[], object]] = {}
+    for cfg in configs:
+
+        def gluon_bwd(cfg: BackwardConfig | None = cfg) -> object:
+            return _gluon(q, k, v, o, lse, do, scale, cfg)
+
+        runs[f"gluon {cfg}"] = gluon_bwd
+
+    def triton_bwd() -> object:
+        with attention_variant(False):
+            return attention._backward(q, k, v, o, lse, do, None, scale)
+
+    runs["triton"] = triton_bwd
+    qr, kr, vr = (x.detach().requires_grad_() for x in (q, k, v))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        out = torch.nn.functional.scaled_dot_product_attention(qr, kr, vr)
+    runs["cudnn"] = lambda: torch.autograd.grad(out, (qr, kr, vr), do, retain_graph=True)
+    flop = 2.5 * 4 * shape[0] * shape[1] * shape[2] ** 2 * shape[3]
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(3):  # in alternation: a drift of the clock favours none
+        for name, run in runs.items():
+            times[name].append(triton.testing.do_bench(run, warmup=25, rep=100))
+    row: dict = {"dtype": str(dtype), "shape": shape}
+    for name, t in times.items():
+        row[name] = flop / sorted(t)[1] / 1e9
+    first = next(iter(times))
+    print(
+        f"{dtype} {shape}: " + ", ".join(f"{n} {row[n]:.0f}" for n in times)
+        + f"  gluon/cudnn {row[first] / row['cudnn']:.2f}  gluon/triton {row[first] / row['triton']:.2f}",
+        flush=True,
+    )  # fmt: skip
+    return row
+
+
+def time_all(configs: list[BackwardConfig | None]) -> list[dict]:
+    rows = []
+    for dtype in (torch.bfloat16, torch.float16):
+        for shape in SHAPES:
+            rows.append(_time_shape(shape, dtype, configs))
+            torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["check", "time"])
+    parser.add_argument("--stages", default="", help="comma list of ring depths to time (default: CONFIGS)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.what == "check":
+        return 0 if check() else 1
+    configs: list[BackwardConfig | None] = [None]
+    if args.stages:
+        configs = [BackwardConfig(stages=int(s)) for s in args.stages.split(",")]
+    print({d: str(c) for d, c in CONFIGS.items()})
+    rows = time_all(configs)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

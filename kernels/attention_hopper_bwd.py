@@ -1,0 +1,323 @@
+"""Hopper (sm_90) attention backward in Gluon: one pass over the query blocks, dQ by atomic adds.
+
+The Triton backward (``attention.py``) runs seven products per pair of blocks in two kernels, and Triton waits
+for each product before the next instruction, so the exponentials and dS never overlap a tensor-core GEMM.
+Here one kernel runs five products per pair and orders the asynchronous work itself:
+
+* a CTA owns ``CONSUMERS × 64`` key rows. Each consumer warpgroup keeps its 64 rows of K and V in shared
+  memory and its dK and dV in registers; a one-warp loader streams the query blocks (Q, dO) of the head by
+  TMA through a ring of slots that every consumer reads;
+* per query block, in a consumer:
+
+      issue Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ           (back to back)
+      wait Sᵀ;  Pᵀ = exp2(Sᵀ·scale·log2 e − lse·log2 e)       while dPᵀ runs
+      issue dV += Pᵀ·dO
+      wait dPᵀ; dSᵀ = Pᵀ ∘ (dPᵀ − δ)                         while dV runs
+      dSᵀ to shared memory; issue dQ_part = dS·K and dK += dSᵀ·Q
+      wait dV and dQ_part; add dQ_part into a float32 dQ       while dK runs
+
+* dQ's float32 accumulator gets every key block's part by atomic adds (Triton 3.6's Gluon has no TMA
+  reduce); each CTA starts its walk over the query blocks at a different block so CTAs of one head do not all
+  add into the same rows at once. The caller scales it and casts it to the input dtype. The adds are in no
+  fixed order, so dQ is not bitwise repeatable: ``attention._backward`` takes the Triton two-kernel path under
+  ``torch.use_deterministic_algorithms``.
+
+Rows past N: the TMA reads them as zero. Query rows past N get lse = +inf, so their probabilities and dS are
+exactly zero; key rows past N have zero K, so their dS·K adds nothing to dQ, and their dK/dV rows are clipped
+by the TMA store. Nothing is masked inside the loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .attention import LOG2E
+
+ROWS = gl.constexpr(64)  # key rows per consumer warpgroup (one wgmma row tile)
+LOADER_REGS = 24
+
+
+@dataclass(frozen=True)
+class BackwardConfig:
+    """``block_m`` query rows per step, ``stages`` ring slots for (Q, dO), ``consumers`` warpgroups of 64 key
+    rows each, ``regs`` registers per consumer (``setmaxnreg``)."""
+
+    block_m: int = 64
+    stages: int = 2
+    consumers: int = 2
+    regs: int = 240
+
+    @property
+    def block_n(self) -> int:
+        return self.consumers * ROWS.value
+
+
+@gluon.jit
+def _bwd_loader(
+    q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
+    b, h, start_n, n_q, first,
+):  # fmt: skip
+    BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
+    STAGES: gl.constexpr = q_ring.shape[0]
+    CONSUMERS: gl.constexpr = k_smem.shape[0]
+    for c in gl.static_range(CONSUMERS):
+        mbarrier.expect(kv_ready.index(c), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(
+            k_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), k_smem.index(c)
+        )
+        tma.async_copy_global_to_shared(
+            v_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), v_smem.index(c)
+        )
+    for i in range(n_q):
+        slot = i % STAGES
+        mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # the first pass finds every slot free
+        mbarrier.expect(ready.index(slot), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+        row = ((first + i) % n_q) * BLOCK_M
+        tma.async_copy_global_to_shared(q_desc, [b, h, row, 0], ready.index(slot), q_ring.index(slot))
+        tma.async_copy_global_to_shared(do_desc, [b, h, row, 0], ready.index(slot), do_ring.index(slot))
+
+
+@gluon.jit
+def _bwd_idle(ready, empty, n_q):
+    """A consumer whose key rows all lie past N: it only releases each ring slot once it has been filled."""
+    STAGES: gl.constexpr = ready.shape[0]
+    for i in range(n_q):
+        mbarrier.wait(ready.index(i % STAGES), (i // STAGES) & 1)
+        mbarrier.arrive(empty.index(i % STAGES))
+
+
+@gluon.jit
+def _bwd_work(
+    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
+):  # fmt: skip
+    dtype: gl.constexpr = dk_desc.dtype
+    HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
+    BLOCK_M: gl.constexpr = q_ring.shape[3]
+    STAGES: gl.constexpr = q_ring.shape[0]
+    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM); dQ part: (BLOCK_M, HEAD_DIM)
+    st_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
+    )
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
+    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
+    DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16]
+    )
+
+    k = k_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    v = v_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    ds_buf = ds_smem.index(ME)
+    zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
+    zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
+    dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
+    dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
+    row_base = pid_bh.to(gl.int64) * N_Q
+    dq_rows = gl.arange(0, BLOCK_M, gl.SliceLayout(1, dq_layout))
+    dq_cols = gl.arange(0, DQ_COLS, gl.SliceLayout(0, dq_layout))
+    dq_base = DQACC + row_base * HEAD_DIM
+    mbarrier.wait(kv_ready.index(ME), 0)
+
+    for i in range(n_q):
+        slot = i % STAGES
+        start_m = ((first + i) % n_q) * BLOCK_M
+        cols = start_m + gl.arange(0, BLOCK_M, cols_st)
+        # Rows past N: lse = +inf makes their probabilities (and so dS) exactly zero.
+        lse2 = gl.load(LSE + row_base + cols, mask=cols < N_Q, other=float("inf")) * 1.4426950408889634
+        delta = gl.load(DELTA + row_base + cols, mask=cols < N_Q, other=0.0)
+        mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+        q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
+        do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
+
+        s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+        dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+        s_t = warpgroup_mma_wait(1, deps=(s_t,))
+        p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
+        p_op = gl.convert_layout(p_t.to(dtype), op_layout)
+        dv = warpgroup_mma(p_op, do, dv, is_async=True)
+        dp_t = warpgroup_mma_wait(1, deps=(dp_t,))
+        ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
+        ds_buf.store(ds_t)
+        fence_async_shared()
+        ds_op = gl.convert_layout(ds_t, op_layout)
+        # dQ_part = dS·K in column tiles of DQ_COLS (at head dim 128 a whole one would not fit in the
+        # registers beside dK and dV); the first is issued before dK so its adds run while dK does.
+        dq = warpgroup_mma(
+            ds_buf.permute((1, 0)), k.slice(0, DQ_COLS, 1), zero_dq, use_acc=False, is_async=True
+        )
+        dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+        dv, p_op, dq = warpgroup_mma_wait(1, deps=(dv, p_op, dq))
+        rows = start_m + dq_rows
+        offsets = rows[:, None] * HEAD_DIM + dq_cols[None, :]
+        gl.atomic_add(dq_base + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
+        for c in gl.static_range(1, HEAD_DIM // DQ_COLS):
+            dq = warpgroup_mma(
+                ds_buf.permute((1, 0)),
+                k.slice(c * DQ_COLS, DQ_COLS, 1),
+                zero_dq,
+                use_acc=False,
+                is_async=True,
+            )
+            dq = warpgroup_mma_wait(0, deps=(dq,))
+            gl.atomic_add(dq_base + c * DQ_COLS + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
+        dk, ds_op = warpgroup_mma_wait(0, deps=(dk, ds_op))
+        mbarrier.arrive(empty.index(slot))
+
+    # K and V are read for the last time: their slots carry dK and dV out.
+    k.store((dk * sm_scale).to(dtype))
+    v.store(dv.to(dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(dk_desc, [b, h, start_n + ROWS * ME, 0], k_smem.index(ME))
+    tma.async_copy_shared_to_global(dv_desc, [b, h, start_n + ROWS * ME, 0], v_smem.index(ME))
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _bwd_consumer(
+    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, ME: gl.constexpr,
+):  # fmt: skip
+    if start_n + ROWS * ME >= N_KV:
+        _bwd_idle(ready, empty, n_q)
+    else:
+        _bwd_work(
+            dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready,
+            empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME,
+        )  # fmt: skip
+
+
+# Worker partitions take no constexpr arguments (attention_hopper.py): one wrapper per consumer index.
+@gluon.jit
+def _bwd_consumer_0(
+    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+):  # fmt: skip
+    _bwd_consumer(
+        dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 0,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _bwd_consumer_1(
+    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+):  # fmt: skip
+    _bwd_consumer(
+        dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 1,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _attn_bwd_hopper_kernel(
+    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQACC, H, N_Q, N_KV, qk_scale, sm_scale,
+    HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    LOADER_REGS: gl.constexpr,
+):  # fmt: skip
+    BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
+    dtype: gl.constexpr = q_desc.dtype
+    n_n = gl.cdiv(N_KV, CONSUMERS * ROWS)  # key blocks of one head adjacent: its Q and dO stay in L2
+    pid_n = gl.program_id(0) % n_n
+    pid_bh = gl.program_id(0) // n_n
+    b = pid_bh // H
+    h = pid_bh % H
+    start_n = pid_n * CONSUMERS * ROWS
+    n_q = gl.cdiv(N_Q, BLOCK_M)
+    first = pid_n % n_q  # where this CTA's walk over the query blocks starts
+
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_M], dtype)
+    q_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], q_desc.layout)
+    do_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], do_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
+    ds_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, ROWS, BLOCK_M], ds_layout)
+    kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(CONSUMERS):
+        mbarrier.init(kv_ready.index(i), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
+
+    consumer_args = (
+        dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+    )  # fmt: skip
+    loader_args = (
+        q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
+        b, h, start_n, n_q, first,
+    )  # fmt: skip
+    gl.warp_specialize(
+        [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
+        [4, 1],
+        [CONSUMER_REGS, LOADER_REGS],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedLayout:
+    gl_dtype = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
+
+
+def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
+    head_dim = t.shape[3]
+    return TensorDescriptor(
+        t, list(t.shape), list(t.stride()), [1, 1, rows, head_dim], _box_layout(rows, head_dim, t.dtype)
+    )
+
+
+CONFIGS = {64: BackwardConfig(block_m=64, stages=2), 128: BackwardConfig(block_m=64, stages=2)}
+
+
+def hopper_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    do: torch.Tensor,
+    lse: torch.Tensor,
+    delta: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    scale: float,
+    config: BackwardConfig | None = None,
+) -> torch.Tensor:
+    """Write dK and dV into ``dk``/``dv`` and return dQ / ``scale`` as a float32 (B, H, N, D) tensor.
+
+    ``lse`` is the forward's natural log-sum-exp and ``delta`` rowsum(dO ∘ O) (minus the lse's gradient),
+    both (B, H, N) contiguous float32. Every tensor must pass ``attention_hopper.hopper_usable``'s checks.
+    """
+    batch, heads, n_q, head_dim = q.shape
+    n_kv = k.shape[2]
+    cfg = config or CONFIGS[head_dim]
+    if cfg.consumers != 2:
+        raise ValueError("the Gluon backward has two consumer warpgroups")
+    dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
+    grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
+    _attn_bwd_hopper_kernel[grid](
+        _descriptor(q, cfg.block_m), _descriptor(k, ROWS.value), _descriptor(v, ROWS.value), _descriptor(do, cfg.block_m),
+        _descriptor(dk, ROWS.value), _descriptor(dv, ROWS.value), lse, delta, dq_acc, heads, n_q, n_kv,
+        scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=cfg.consumers,
+        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
+    )  # fmt: skip
+    return dq_acc
