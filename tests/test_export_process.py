@@ -41,6 +41,19 @@ def test_an_exception_comes_back_with_its_type_and_message(process: WriterProces
     assert process.call(divmod, 7, 2) == (3, 1)  # still serving
 
 
+def test_it_runs_this_pathoflash_not_one_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shadow = tmp_path / "pathoflash"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the pathoflash of the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    started = WriterProcess.start()
+    assert started is not None
+    with started:
+        assert started.call(divmod, 7, 2) == (3, 1)
+
+
 def test_a_dead_process_is_one_line_error(process: WriterProcess) -> None:
     with pytest.raises(WriterProcessError, match=r"exited with code 3") as info:
         process.call(os._exit, 3)

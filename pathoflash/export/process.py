@@ -62,7 +62,12 @@ class WriterProcess:
         package_root = str(Path(__file__).resolve().parents[2])  # the same pathoflash as this process's
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        code = f"from pathoflash.export.process import serve; serve({list(preload)!r})"
+        # ``python -c`` puts the working directory first on sys.path: a pathoflash there (another checkout)
+        # would shadow this one, so the package root takes its place.
+        code = (
+            f"import sys; sys.path[0] = {package_root!r}; "
+            f"from pathoflash.export.process import serve; serve({list(preload)!r})"
+        )
         try:
             process = subprocess.Popen(
                 [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
