@@ -6,11 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import pathoflash as pf
 from pathoflash.export.colormap import viridis_lut
-from pathoflash.export.png import length_label, nice_length, render_png
+from pathoflash.export.png import (
+    _compose,
+    _draw_colour_bar,
+    _draw_scale_bar,
+    blend,
+    blend_reference,
+    heatmap_on_grid,
+    length_label,
+    nice_length,
+    render_png,
+)
 from pathoflash.heatmap import Heatmap
 
 CMU1 = Path(__file__).parent / "fixtures" / "CMU-1-Small-Region.svs"
@@ -122,3 +132,79 @@ def test_thumbnail_mpp_is_inferred_from_its_size(cmu1: tuple[Heatmap, np.ndarray
     with Image.open(path) as im:
         inferred = np.asarray(im)
     assert np.array_equal(inferred, render_png(heatmap, thumbnail, thumbnail_mpp=(w_um / w, h_um / h)))
+
+
+@pytest.mark.parametrize("opacity", [0.0, 0.25, 0.5, 0.77, 1.0])
+def test_blend_by_table_is_the_float32_blend(opacity: float) -> None:
+    rng = np.random.default_rng(int(opacity * 100))
+    thumbnail = rng.integers(0, 256, (301, 67, 3), dtype=np.uint8)
+    p = rng.uniform(-0.2, 1.2, (301, 67))  # float64, and outside [0, 1]
+    p[rng.random(p.shape) < 0.2] = np.nan
+    p[0, :3] = (np.inf, -np.inf, 0.5 / 255)
+    expected = blend_reference(thumbnail, p, opacity)
+    assert np.array_equal(blend(thumbnail, p, opacity), expected)
+    out = np.zeros_like(thumbnail)
+    assert blend(thumbnail, p.astype(np.float32), opacity, out=out) is out
+    assert np.array_equal(out, blend_reference(thumbnail, p.astype(np.float32), opacity))
+
+
+def _render_on_one_canvas(
+    heatmap: Heatmap, thumbnail: np.ndarray, mpp: tuple[float, float], opacity: float
+) -> np.ndarray:
+    """render_png as it was: the whole picture as RGBA, one overlay composited over all of it."""
+    height, width = thumbnail.shape[:2]
+    blended = blend_reference(thumbnail, heatmap_on_grid(heatmap, (width, height), mpp), opacity)
+    font_size = int(min(28, max(12, round(max(width, height) / 60))))
+    panel_w = max(110, font_size * 6)
+    canvas = Image.new("RGBA", (width + panel_w, max(height, font_size * 16)), (255, 255, 255, 255))
+    canvas.paste(Image.fromarray(blended).convert("RGBA"), (0, 0))
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    _draw_scale_bar(draw, (width, height), mpp[0], font_size)
+    _draw_colour_bar(draw, (width, 0, width + panel_w, canvas.size[1]), font_size, opacity)
+    return np.asarray(Image.alpha_composite(canvas, overlay).convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "opacity"), [(640, 480, 0.5), (37, 25, 0.3), (90, 1300, 1.0), (1, 1, 0.5)]
+)
+def test_picture_is_the_one_composited_on_a_whole_canvas(width: int, height: int, opacity: float) -> None:
+    rng = np.random.default_rng(width)
+    p = rng.random((max(1, height // 4), max(1, width // 4))).astype(np.float32)
+    p[rng.random(p.shape) < 0.3] = np.nan
+    heatmap = Heatmap(
+        probabilities=p, mpp=8.0, slide_dimensions=(width * 16, height * 16), slide_mpp=(0.5, 0.5)
+    )
+    thumbnail = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    picture = render_png(heatmap, thumbnail, thumbnail_mpp=(8.0, 8.0), opacity=opacity)
+    assert np.array_equal(picture, _render_on_one_canvas(heatmap, thumbnail, (8.0, 8.0), opacity))
+
+
+def test_overlapping_drawings_are_composited_as_one_layer() -> None:
+    rng = np.random.default_rng(5)
+    picture = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+
+    def box(draw: ImageDraw.ImageDraw) -> None:
+        draw.rectangle([5, 5, 50, 40], fill=(255, 255, 255, 200))
+
+    def text(draw: ImageDraw.ImageDraw) -> None:
+        draw.text((10, 10), "0.5 mm", fill=(30, 30, 30, 255))
+        draw.line([40, 30, 70, 55], fill=(10, 200, 10, 128), width=3)
+
+    def far(draw: ImageDraw.ImageDraw) -> None:
+        draw.rectangle([72, 2, 78, 8], fill=(0, 0, 0, 90))
+
+    layer = Image.new("RGBA", (80, 60), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for drawing in (box, text, far):
+        drawing(draw)
+    canvas = Image.fromarray(picture).convert("RGBA")
+    expected = np.asarray(Image.alpha_composite(canvas, layer).convert("RGB"))
+    composed = picture.copy()
+    _compose(composed, [box, text, far])
+    assert np.array_equal(composed, expected)
+    apart = picture.copy()
+    _compose(apart, [far])
+    _compose(apart, [box])
+    _compose(apart, [text])
+    assert not np.array_equal(apart, expected)  # so the merge above is needed, not a no-op
