@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import itertools
 import json
 import re
@@ -22,8 +23,17 @@ import pytest
 from PIL import Image
 
 import pathoflash as pf
+from pathoflash.export import viewer
 from pathoflash.export.colormap import viridis_lut
-from pathoflash.export.viewer import encode_slide_levels, heatmap_bytes, render_html, viewer_data
+from pathoflash.export.viewer import (
+    encode_slide_levels,
+    heatmap_bytes,
+    jpeg_bytes,
+    pack_heatmap,
+    render_html,
+    viewer_data,
+    write_viewer,
+)
 from pathoflash.heatmap import Heatmap
 
 CMU1 = Path(__file__).parent / "fixtures" / "CMU-1-Small-Region.svs"
@@ -269,3 +279,31 @@ def test_levels_on_threads_are_the_levels_on_one_thread() -> None:
     single = encode_slide_levels(image, (1.0, 1.0), (0.5, 0.5), workers=1)
     assert [lv["height"] for lv in single.levels] == [650, 1301, 2603]
     assert threaded.levels == single.levels and threaded.mpp == single.mpp
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (1, 1), (7, 300), (333, 17)])
+def test_jpeg_tiles_are_pillows_jpeg(shape: tuple[int, int]) -> None:
+    """The tiles come from imagecodecs (no GIL held); they must be the JPEG Pillow writes, views included."""
+    rng = np.random.default_rng(sum(shape))
+    image = np.clip(rng.normal(190, 25, (shape[0] + 9, shape[1] + 5, 3)), 0, 255).astype(np.uint8)
+    tile = image[4 : 4 + shape[0], 2 : 2 + shape[1]]  # a strided view, as the levels' tiles are
+    ours = jpeg_bytes(tile)
+    pillows = viewer._pillow_jpeg(tile)
+    with Image.open(io.BytesIO(ours)) as a, Image.open(io.BytesIO(pillows)) as b:
+        assert a.format == "JPEG" and a.size == (shape[1], shape[0])
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert ours == pillows  # same libjpeg-turbo settings (true with this environment's builds)
+
+
+def test_the_page_is_the_same_with_pillows_jpeg_and_a_packed_heatmap_made_ahead(
+    cmu1_viewer: tuple[Heatmap, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heatmap, path = cmu1_viewer
+    with pf.open_slide(CMU1) as slide:
+        image = slide.thumbnail_at_mpp(1.0)
+    monkeypatch.setattr(viewer, "_imagecodecs_jpeg", lambda: False)
+    levels = encode_slide_levels(image, (1.0, 1.0), heatmap.slide_mpp, workers=2)
+    page = write_viewer(
+        heatmap, tmp_path / "v.html", levels, thumbnail_mpp=levels.mpp, packed_heatmap=pack_heatmap(heatmap)
+    )
+    assert page.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
