@@ -20,6 +20,10 @@ Prints one table: the median seconds of each export alone, of each inside the co
 
     python benchmarks/exports.py [--size 45000] [--repeat 3] [--keep DIR] [--in-threads]
     PYTHONPATH=/tmp/pf-base python benchmarks/exports.py      # a baseline: git archive <commit> pathoflash
+
+It runs from the system's temporary folder: before 48f0def a writer process imported the pathoflash of its
+working directory first, so a baseline run from the checkout wrote its PNG, GeoJSON and TIFF with the
+checkout's code.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -150,6 +155,19 @@ def _alone(heatmap: Heatmap, pictures: _Pictures, out: Path) -> dict[str, Callab
     }
 
 
+def _threads() -> str:
+    """The threads each export gets inside ``write_outputs`` (the PNG's: its blend and deflate pools)."""
+    try:
+        from pathoflash.outputs import export_threads
+    except ImportError:  # a baseline from before the split
+        return "threads: every pool takes every CPU"
+    tiff, viewer = export_threads(available_cpus())
+    return (
+        f"threads: TIFF {tiff}, viewer levels {viewer}, PNG up to {available_cpus()}, GeoJSON 1, "
+        f"summary 1 (alone: every pool takes every CPU)"
+    )
+
+
 def _processes(args: argparse.Namespace) -> Any:
     assert WriterProcesses is not None
     return WriterProcesses(args.processes.split(",")) if args.processes else WriterProcesses()
@@ -174,6 +192,9 @@ def main() -> None:
 
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+    if args.keep:
+        args.keep = args.keep.resolve()
+    os.chdir(tempfile.gettempdir())  # no pathoflash here for a baseline's writer processes to pick up
     t0 = time.perf_counter()
     heatmap = make_heatmap(args.size)
     dims, mpp = heatmap.slide_dimensions, heatmap.slide_mpp
@@ -187,7 +208,7 @@ def main() -> None:
         f"tissue), thumbnail {thumbnail.shape[1]}x{thumbnail.shape[0]}, viewer image "
         f"{viewer.shape[1]}x{viewer.shape[0]} at {viewer_mpp:g} µm/px; writer processes: "
         f"{'none' if args.in_threads or WriterProcesses is None else args.processes or 'default'}; made in {time.perf_counter() - t0:.1f} s; "
-        f"{available_cpus()} CPUs, Python {sys.version.split()[0]}",
+        f"{available_cpus()} CPUs, Python {sys.version.split()[0]}; {_threads()}",
         flush=True,
     )
 
