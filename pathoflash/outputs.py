@@ -10,10 +10,10 @@ own pictures are prepared while the tiler and the model still run (:class:`Slide
 * the viewer's whole-slide image: the background upsampled onto the store pyramid level's frame as soon as
   the tile grid is planned, and the store's tissue pasted over it as soon as the tiler has finished.
 
-Its JPEG levels (0.65–0.76 s on 16 threads for a 2-Gpx slide) are encoded only once the heatmap exists,
-by the viewer's export: encoded while the model finished, they slowed the model's last regions by 0.4 s
-(H100 host, 2026-11-25). Beside the other exports they are expected to end before the TIFF (0.93–0.99 s
-there); that ordering was not measured on a GPU.
+Its JPEG levels (0.65–0.76 s on 16 threads for a 2-Gpx slide, 2026-11-25; their tiles have since been
+encoded without holding the GIL) are encoded only once the heatmap exists, by the viewer's export: encoded
+while the model finished, they slowed the model's last regions by 0.4 s (H100 host, 2026-11-25). Beside the
+other exports they are expected to end before the TIFF; that ordering was not measured on a GPU.
 
 What is left once the heatmap exists is written concurrently by :func:`write_outputs`: the heatmap blended
 over the thumbnail, the GeoJSON contours, the TIFF, the viewer page around the ready levels, the summary.
@@ -319,9 +319,10 @@ def write_outputs(
 def export_threads(cpus: int) -> tuple[int, int]:
     """Threads for the TIFF's tiles and for the viewer's JPEG levels when all exports run at once.
 
-    The GeoJSON and the PNG are one thread each, in processes of their own; with every core in both pools
-    as well (32 threads on 16 cores) each would get about half a core. So the two pools share what the two
-    single threads and this process's own thread leave, at least one each. (On the H100 host this was not
+    The GeoJSON is one thread in a process of its own; with every core in both pools as well (32 threads on
+    16 cores) it would get about half a core. So the two pools share what it, the PNG and this process's own
+    thread leave, at least one each. (The PNG was one thread when this was measured; its blend and deflate
+    now take every core for their ~0.1 s.) (On the H100 host this was not
     shown to be faster or slower, within that machine's drift; the GeoJSON's slowness that prompted it was
     mostly its first call's imports, see ``_OWN_PROCESS``.)
     """
