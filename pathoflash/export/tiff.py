@@ -165,11 +165,16 @@ class _Source:
     index: np.ndarray
     has_data: np.ndarray
     reduction: tuple[int, int]
+    #: ``index`` with a last row and column of no-data, which index −1 (off the heatmap) takes.
+    padded: np.ndarray
 
 
 def _source(heatmap: Heatmap, ky: int, kx: int) -> _Source:
     reduced = nanmean_reduce(heatmap.probabilities, ky, kx)
-    return _Source(palette_index(reduced), np.isfinite(reduced), (ky, kx))
+    index = palette_index(reduced)
+    padded = np.full((index.shape[0] + 1, index.shape[1] + 1), NO_DATA_INDEX, dtype=index.dtype)
+    padded[:-1, :-1] = index
+    return _Source(index, np.isfinite(reduced), (ky, kx), padded)
 
 
 class _LevelTiles:
@@ -179,6 +184,7 @@ class _LevelTiles:
         hm_px = heatmap.pixel_size
         ky, kx = source.reduction
         self.index = source.index
+        self.padded = source.padded
         src_px = (hm_px[0] * kx, hm_px[1] * ky)
         t = tile_size
         self.n_rows, self.n_cols = math.ceil(level.height / t), math.ceil(level.width / t)
@@ -214,19 +220,21 @@ class _LevelTiles:
         One task per run of tiles instead of per tile: a few numpy calls build every tile of the run, then
         each is deflated straight from its contiguous block (no copy into ``bytes``). Where the level is
         finer than the heatmap, the tile rows are runs of equal output rows; only one row per run is
-        gathered, then repeated.
+        gathered, then repeated. Only ``take`` builds the tiles (it lets go of the GIL; ``np.repeat`` and
+        masked assignment do not): off-heatmap indices (−1) take the no-data row and column of
+        ``padded``.
         """
         t = self.tile_size
         rows = self.rows[i * t : (i + 1) * t]
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # first output row of each run
-        repeats = np.diff(np.r_[starts, t])
-        distinct = rows[starts]
+        new_run = np.empty(t, dtype=bool)
+        new_run[0] = True
+        np.not_equal(rows[1:], rows[:-1], out=new_run[1:])
+        distinct = rows[new_run]  # the source row of each run of equal output rows
+        run_of_row = np.cumsum(new_run) - 1  # (t,): which run each output row belongs to
         cols = self.cols.reshape(self.n_cols, t)[columns]  # (tiles, t)
         # (distinct rows, tiles, t): one sample per distinct output row of every tile.
-        samples = self.index.take(np.clip(distinct, 0, None), axis=0).take(np.clip(cols, 0, None), axis=1)
-        samples[distinct < 0] = self.fill
-        samples[:, cols < 0] = self.fill
-        tiles = np.repeat(samples.transpose(1, 0, 2), repeats, axis=1)  # (tiles, t, t), C-contiguous
+        samples = self.padded.take(distinct, axis=0).take(cols, axis=1)
+        tiles = samples.transpose(1, 0, 2).take(run_of_row, axis=1)  # (tiles, t, t), C-contiguous
         return [_deflate(tile) for tile in tiles]
 
     def encoded(self, pool: ThreadPoolExecutor) -> Iterator[bytes]:
