@@ -54,6 +54,9 @@ _ZLIB_LEVEL = 2
 _AHEAD = 256  # tiles encoded ahead of the writer; bounds how many encoded tiles wait in memory
 _RUN = 16  # data tiles sampled and encoded in one task (16 level-0 tiles of 512 px: 4 MB at once)
 _BIGTIFF_BYTES = 2**32 - 2**28  # switch to BigTIFF well before a classic TIFF's 4 GiB offsets run out
+#: Bytes buffered before the file is written: each write lets go of the GIL and then waits for it while the pool's
+#: threads hold it (up to the switch interval); with the default 8 KiB that was ~1,000 waits for a 9 MB file.
+_WRITE_BUFFER = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +320,8 @@ def write_tiff(
     with atomic_path(path) as tmp:
         with (
             ThreadPoolExecutor(workers) as pool,
-            tifffile.TiffWriter(tmp, bigtiff=raw_bytes > _BIGTIFF_BYTES) as tif,
+            open(tmp, "wb", buffering=_WRITE_BUFFER) as file,
+            tifffile.TiffWriter(file, bigtiff=raw_bytes > _BIGTIFF_BYTES) as tif,
         ):
             # Each distinct reduction once (levels finer than the heatmap all sample it unreduced), all
             # started before the first tile so the coarse levels' block averages compute meanwhile.
