@@ -128,10 +128,13 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         "CONSUMERS": 2,
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
+        "DQ_MODE": args.dq_mode,
     }
     signature = {name: desc(args.block_m) for name in ("q_desc", "do_desc")}
     signature.update({name: desc(bwd.ROWS.value) for name in ("k_desc", "v_desc", "dk_desc", "dv_desc")})
     signature.update({name: "*fp32" for name in ("LSE", "DELTA", "DQACC")})
+    fp32_layout = gl.NVMMASharedLayout.get_default_for([1, 1, args.block_m, args.head_dim], gl.float32)
+    signature["dq_desc"] = f"tensordesc<fp32[1,1,{args.block_m},{args.head_dim}],{fp32_layout!r}>"
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
     signature.update({name: "constexpr" for name in constants})
@@ -164,6 +167,7 @@ def main() -> int:
         default=2,
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
+    parser.add_argument("--dq-mode", type=int, default=4, help="hopper_bwd: DQ_MODE (see the kernel)")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 

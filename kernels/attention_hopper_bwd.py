@@ -47,6 +47,21 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .attention import LOG2E
 
+if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
+    _tma_add = tma.async_atomic_add
+else:  # Triton 3.6 builds the same operation but has no Gluon function for it yet
+    from triton._C.libtriton import ir as _ir
+    from triton.experimental.gluon.language._core import builtin as _builtin
+
+    @_builtin
+    def _tma_add(tensor_desc, coord, src, _semantic=None):  # type: ignore[no-untyped-def]
+        """dst[coord ...] += src (shared memory) by a TMA reduce-add (``cp.reduce.async.bulk.tensor``)."""
+        coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+        _semantic.builder.create_async_tma_reduce(
+            _ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle, coord, src.handle
+        )
+
+
 ROWS = gl.constexpr(64)  # key rows per consumer warpgroup (one wgmma row tile)
 LOADER_REGS = 24
 
@@ -60,6 +75,8 @@ class BackwardConfig:
     stages: int = 2
     consumers: int = 2
     regs: int = 240
+    dq_mode: int = 4  # 4: dQ shared by the consumers, by TMA reduce-adds; 3: the same by atomic adds;
+    # 2: one atomic add per consumer; 0, 1: timing only (no dQ; dQ products without the adds)
 
     @property
     def block_n(self) -> int:
@@ -73,11 +90,11 @@ def _bwd_loader(
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     STAGES: gl.constexpr = q_ring.shape[0]
-    CONSUMERS: gl.constexpr = k_smem.shape[0]
+    CONSUMERS: gl.constexpr = v_smem.shape[0]
     for c in gl.static_range(CONSUMERS):
         mbarrier.expect(kv_ready.index(c), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(
-            k_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), k_smem.index(c)
+            k_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2)
         )
         tma.async_copy_global_to_shared(
             v_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), v_smem.index(c)
@@ -101,15 +118,69 @@ def _bwd_idle(ready, empty, n_q):
 
 
 @gluon.jit
+def _dq_add(ds_all, k_all, dq_base, start_m, N_Q, ATOMIC: gl.constexpr):
+    """dQ rows [start_m, start_m + BLOCK_M) += dS·K, dS from shared memory as (key rows, BLOCK_M), in column
+    tiles of at most 64 (at head dim 128 a whole tile would not fit in the registers beside dK and dV)."""
+    HEAD_DIM: gl.constexpr = k_all.shape[1]
+    BLOCK_M: gl.constexpr = ds_all.shape[1]
+    DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16]
+    )
+    zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
+    rows = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, dq_layout))
+    offsets = rows[:, None] * HEAD_DIM + gl.arange(0, DQ_COLS, gl.SliceLayout(0, dq_layout))[None, :]
+    for c in gl.static_range(HEAD_DIM // DQ_COLS):
+        dq = warpgroup_mma(
+            ds_all.permute((1, 0)),
+            k_all.slice(c * DQ_COLS, DQ_COLS, 1),
+            zero_dq,
+            use_acc=False,
+            is_async=True,
+        )
+        dq = warpgroup_mma_wait(0, deps=(dq,))
+        if ATOMIC:
+            gl.atomic_add(dq_base + c * DQ_COLS + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
+
+
+@gluon.jit
+def _dq_tma_add(ds_all, k_all, dq_desc, stage, b, h, start_m):
+    """As :func:`_dq_add`, but the product goes through shared memory (``stage``) into one TMA reduce-add."""
+    HEAD_DIM: gl.constexpr = k_all.shape[1]
+    BLOCK_M: gl.constexpr = ds_all.shape[1]
+    DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16]
+    )
+    zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
+    flat = stage.reshape([BLOCK_M, HEAD_DIM])
+    tma.store_wait(0)  # this consumer's previous add has read the staging buffer
+    for c in gl.static_range(HEAD_DIM // DQ_COLS):
+        dq = warpgroup_mma(
+            ds_all.permute((1, 0)),
+            k_all.slice(c * DQ_COLS, DQ_COLS, 1),
+            zero_dq,
+            use_acc=False,
+            is_async=True,
+        )
+        dq = warpgroup_mma_wait(0, deps=(dq,))
+        flat.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
+    fence_async_shared()
+    _tma_add(dq_desc, [b, h, start_m, 0], stage)
+
+
+@gluon.jit
 def _bwd_work(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
+    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
+    DQ_MODE: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = dk_desc.dtype
     HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
     BLOCK_M: gl.constexpr = q_ring.shape[3]
     STAGES: gl.constexpr = q_ring.shape[0]
-    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM); dQ part: (BLOCK_M, HEAD_DIM)
+    CONSUMERS: gl.constexpr = v_smem.shape[0]
+    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM)
     st_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
     )
@@ -118,21 +189,14 @@ def _bwd_work(
     )
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
     cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
-    DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
-    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16]
-    )
 
-    k = k_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    k_all = k_smem.reshape([CONSUMERS * ROWS, HEAD_DIM])  # every consumer's keys, for the shared dQ
+    k = k_all.slice(ME * ROWS, ROWS, 0)
     v = v_smem.index(ME).reshape([ROWS, HEAD_DIM])
-    ds_buf = ds_smem.index(ME)
     zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
-    zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
     dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     row_base = pid_bh.to(gl.int64) * N_Q
-    dq_rows = gl.arange(0, BLOCK_M, gl.SliceLayout(1, dq_layout))
-    dq_cols = gl.arange(0, DQ_COLS, gl.SliceLayout(0, dq_layout))
     dq_base = DQACC + row_base * HEAD_DIM
     mbarrier.wait(kv_ready.index(ME), 0)
 
@@ -155,83 +219,100 @@ def _bwd_work(
         dv = warpgroup_mma(p_op, do, dv, is_async=True)
         dp_t = warpgroup_mma_wait(1, deps=(dp_t,))
         ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
-        ds_buf.store(ds_t)
-        fence_async_shared()
         ds_op = gl.convert_layout(ds_t, op_layout)
-        # dQ_part = dS·K in column tiles of DQ_COLS (at head dim 128 a whole one would not fit in the
-        # registers beside dK and dV); the first is issued before dK so its adds run while dK does.
-        dq = warpgroup_mma(
-            ds_buf.permute((1, 0)), k.slice(0, DQ_COLS, 1), zero_dq, use_acc=False, is_async=True
-        )
-        dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-        dv, p_op, dq = warpgroup_mma_wait(1, deps=(dv, p_op, dq))
-        rows = start_m + dq_rows
-        offsets = rows[:, None] * HEAD_DIM + dq_cols[None, :]
-        gl.atomic_add(dq_base + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
-        for c in gl.static_range(1, HEAD_DIM // DQ_COLS):
-            dq = warpgroup_mma(
-                ds_buf.permute((1, 0)),
-                k.slice(c * DQ_COLS, DQ_COLS, 1),
-                zero_dq,
-                use_acc=False,
-                is_async=True,
-            )
-            dq = warpgroup_mma_wait(0, deps=(dq,))
-            gl.atomic_add(dq_base + c * DQ_COLS + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
-        dk, ds_op = warpgroup_mma_wait(0, deps=(dk, ds_op))
-        mbarrier.arrive(empty.index(slot))
+        if DQ_MODE >= 3:
+            # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity
+            # of i); consumer i % 2 multiplies it by all 128 keys and adds the result: one float32 add per
+            # element per CTA instead of one per consumer.
+            par = i % 2
+            mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
+            ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
+            fence_async_shared()
+            mbarrier.arrive(ds_full.index(par))
+            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+            mbarrier.arrive(empty.index(slot))
+            if par == ME:
+                mbarrier.wait(ds_full.index(par), (i // 2) & 1)
+                if DQ_MODE == 4:
+                    _dq_tma_add(ds_smem.index(par), k_all, dq_desc, dq_stage.index(ME), b, h, start_m)
+                else:
+                    _dq_add(ds_smem.index(par), k_all, dq_base, start_m, N_Q, True)
+                mbarrier.arrive(ds_empty.index(par))
+        elif DQ_MODE == 0:  # timing only: no dQ at all
+            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+            mbarrier.arrive(empty.index(slot))
+        else:  # 2: each consumer adds its own dS·K (1: timing only, the same without the adds)
+            ds_buf = ds_smem.index(ME)
+            ds_buf.store(ds_t)
+            fence_async_shared()
+            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+            _dq_add(ds_buf, k, dq_base, start_m, N_Q, DQ_MODE == 2)
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+            mbarrier.arrive(empty.index(slot))
 
+    if DQ_MODE >= 3:
+        # The other consumer's last dQ products read this one's keys: wait for them before K's slot takes dK.
+        for par in gl.static_range(2):
+            uses = (n_q - par + 1) // 2
+            if uses > 0:
+                mbarrier.wait(ds_empty.index(par), (uses - 1) & 1)
     # K and V are read for the last time: their slots carry dK and dV out.
     k.store((dk * sm_scale).to(dtype))
     v.store(dv.to(dtype))
     fence_async_shared()
-    tma.async_copy_shared_to_global(dk_desc, [b, h, start_n + ROWS * ME, 0], k_smem.index(ME))
+    tma.async_copy_shared_to_global(dk_desc, [b, h, start_n + ROWS * ME, 0], k_smem.slice(ME * ROWS, ROWS, 2))
     tma.async_copy_shared_to_global(dv_desc, [b, h, start_n + ROWS * ME, 0], v_smem.index(ME))
     tma.store_wait(0)
 
 
 @gluon.jit
 def _bwd_consumer(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, ME: gl.constexpr,
+    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, ME: gl.constexpr,
 ):  # fmt: skip
-    if start_n + ROWS * ME >= N_KV:
+    DQ_MODE: gl.constexpr = ds_empty.shape[0] - 2
+    # With the shared dQ every consumer takes part in every step (its keys past N read as zero, so its dS
+    # adds nothing); otherwise one whose rows all lie past N only releases the ring slots.
+    if DQ_MODE < 3 and start_n + ROWS * ME >= N_KV:
         _bwd_idle(ready, empty, n_q)
     else:
         _bwd_work(
-            dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready,
-            empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME,
+            dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready,
+            empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME, DQ_MODE,
         )  # fmt: skip
 
 
 # Worker partitions take no constexpr arguments (attention_hopper.py): one wrapper per consumer index.
 @gluon.jit
 def _bwd_consumer_0(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
 ):  # fmt: skip
     _bwd_consumer(
-        dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 0,
+        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 0,
     )  # fmt: skip
 
 
 @gluon.jit
 def _bwd_consumer_1(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
 ):  # fmt: skip
     _bwd_consumer(
-        dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 1,
+        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 1,
     )  # fmt: skip
 
 
 @gluon.jit
 def _attn_bwd_hopper_kernel(
-    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQACC, H, N_Q, N_KV, qk_scale, sm_scale,
+    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, H, N_Q, N_KV, qk_scale,
+    sm_scale,
     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    LOADER_REGS: gl.constexpr,
+    LOADER_REGS: gl.constexpr, DQ_MODE: gl.constexpr,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     dtype: gl.constexpr = q_desc.dtype
@@ -244,24 +325,37 @@ def _attn_bwd_hopper_kernel(
     n_q = gl.cdiv(N_Q, BLOCK_M)
     first = pid_n % n_q  # where this CTA's walk over the query blocks starts
 
-    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_M], dtype)
+    DS_ROWS: gl.constexpr = CONSUMERS * ROWS if DQ_MODE >= 3 else ROWS
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([DS_ROWS, BLOCK_M], dtype)
     q_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], q_desc.layout)
     do_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], do_desc.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], k_desc.layout)
+    # one (1, 1, CONSUMERS·64, D) buffer, consumer c's rows at 64·c: the shared dQ reads all of them at once
+    k_smem = gl.allocate_shared_memory(dtype, [1, 1, CONSUMERS * ROWS, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
-    ds_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, ROWS, BLOCK_M], ds_layout)
+    # staging for the TMA reduce-add of dQ (DQ_MODE 4), one per consumer
+    STAGE: gl.constexpr = CONSUMERS if DQ_MODE == 4 else 1
+    dq_stage = gl.allocate_shared_memory(gl.float32, [STAGE, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
+    ds_smem = gl.allocate_shared_memory(
+        dtype, [2 if DQ_MODE >= 3 else CONSUMERS, DS_ROWS, BLOCK_M], ds_layout
+    )
     kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
+    ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    # Worker partitions take no constexpr arguments: DQ_MODE reaches the consumers as len(ds_empty) − 2.
+    ds_empty = gl.allocate_shared_memory(gl.int64, [2 + DQ_MODE, 1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(CONSUMERS):
         mbarrier.init(kv_ready.index(i), count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(ds_full.index(i), count=CONSUMERS)
+        mbarrier.init(ds_empty.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
 
     consumer_args = (
-        dk_desc, dv_desc, LSE, DELTA, DQACC, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
     )  # fmt: skip
     loader_args = (
         q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
@@ -276,7 +370,7 @@ def _attn_bwd_hopper_kernel(
 
 @functools.lru_cache(maxsize=64)
 def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedLayout:
-    gl_dtype = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    gl_dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}[dtype]
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
 
 
@@ -316,8 +410,9 @@ def hopper_backward(
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
     _attn_bwd_hopper_kernel[grid](
         _descriptor(q, cfg.block_m), _descriptor(k, ROWS.value), _descriptor(v, ROWS.value), _descriptor(do, cfg.block_m),
-        _descriptor(dk, ROWS.value), _descriptor(dv, ROWS.value), lse, delta, dq_acc, heads, n_q, n_kv,
+        _descriptor(dk, ROWS.value), _descriptor(dv, ROWS.value), lse, delta, dq_acc,
+        _descriptor(dq_acc, cfg.block_m), heads, n_q, n_kv,
         scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=cfg.consumers,
-        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
+        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, DQ_MODE=cfg.dq_mode, num_warps=4,
     )  # fmt: skip
     return dq_acc
