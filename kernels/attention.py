@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -949,13 +950,15 @@ PREFER_FUSED_BACKWARD = os.environ.get("PATHOFLASH_FUSED_BACKWARD", "0") == "1"
 _fused_override: bool | None = None
 _dq_atomic_override: int | None = None  # 1 atomic adds, 2 TMA reduce-adds
 _hopper: Any = None  # the attention_hopper module once imported; False where Gluon is unavailable
-# A Gluon backward for sm_90 at head dims 64 and 128 (attention_hopper_bwd.py: one pass, five products per
-# block pair, the exponentials and dS overlapping the tensor cores; dQ by atomic adds, so never under
-# torch.use_deterministic_algorithms). Off by default until it beats the Triton backward:
-# PATHOFLASH_GLUON_BACKWARD=1 turns it on; tests and benchmarks set ``_gluon_bwd_override``.
-PREFER_GLUON_BACKWARD = os.environ.get("PATHOFLASH_GLUON_BACKWARD", "0") == "1"
+# On sm_90 the backward of head dims 64 and 128 may run the Gluon kernel of attention_hopper_bwd.py (one
+# pass, five products per block pair, the exponentials and dS overlapping the tensor cores, dQ by TMA
+# reduce-adds, so never under torch.use_deterministic_algorithms); the first call per length bucket times it
+# against the Triton backward and keeps the faster (_gluon_backward_wins). PATHOFLASH_GLUON_BACKWARD=0 keeps
+# the Triton backward; tests and benchmarks set ``_gluon_bwd_override`` (True: always Gluon, False: never).
+PREFER_GLUON_BACKWARD = os.environ.get("PATHOFLASH_GLUON_BACKWARD", "1") != "0"
 _gluon_bwd_override: bool | None = None
-_hopper_bwd: Any = None  # the attention_hopper_bwd module once imported; False where it is unavailable
+_hopper_bwd: Any = None  # (hopper_usable, hopper_backward) once imported; False where they are unavailable
+_gluon_bwd_chosen: dict[tuple[int, torch.dtype, int, int], bool] = {}
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -1163,38 +1166,60 @@ def _gluon_backward(
     dk: torch.Tensor,
     dv: torch.Tensor,
     scale: float,
-) -> bool:
-    """Run the Hopper Gluon backward where it applies (writes dq, dk, dv); False leaves it to Triton."""
+) -> Callable[[], None] | None:
+    """The Hopper Gluon backward for these tensors (a call writes dq, dk, dv), or None where it does not
+    apply: not sm_90 or not a head dim/dtype/stride it takes, the switch off, or deterministic mode."""
     global _hopper_bwd
     wanted = PREFER_GLUON_BACKWARD if _gluon_bwd_override is None else _gluon_bwd_override
     if not wanted or _INTERPRETED or not q.is_cuda or _hopper_bwd is False:
-        return False
+        return None
     if torch.are_deterministic_algorithms_enabled():  # its dQ adds land in no fixed order
-        return False
+        return None
     if _hopper_bwd is None:
         try:
             from pathoflash.kernels import attention_hopper, attention_hopper_bwd
         except Exception as exc:  # a Triton without this Gluon API: the Triton backward stays
             log.warning("Gluon backward unavailable (%s: %s); using Triton's", type(exc).__name__, exc)
             _hopper_bwd = False
-            return False
+            return None
         _hopper_bwd = (attention_hopper.hopper_usable, attention_hopper_bwd.hopper_backward)
     usable, backward = _hopper_bwd
     if not usable(q, k, v):
-        return False
+        return None
     if not usable(do, dk, dv):
         do = do.contiguous()  # e.g. an expanded gradient with zero strides
         if not usable(do, dk, dv):
+            return None
+
+    def run() -> None:
+        torch.mul(backward(q, k, v, do, lse, delta, dk, dv, scale), scale, out=dq)  # scaled and cast at once
+
+    return run
+
+
+def _gluon_backward_wins(
+    q: torch.Tensor, k: torch.Tensor, gluon: Callable[[], None], triton_backward: Callable[[], None]
+) -> bool:
+    """Whether the Gluon backward is the one to run: always when forced (``_gluon_bwd_override``), else the
+    faster of the two, timed at the first call per (head dim, dtype, power-of-two bucket of both lengths).
+
+    Neither wins everywhere on an H100: the Gluon kernel is 1.1–1.2× the Triton backward at 16k tokens and
+    level at 4,096, but 5–7 % slower at 4,100 (a key block of 4 rows runs a whole pass; RESULTS.md).
+    """
+    global _hopper_bwd
+    if _gluon_bwd_override:
+        return True
+    key = (q.shape[3], q.dtype, triton.next_power_of_2(q.shape[2]), triton.next_power_of_2(k.shape[2]))
+    if key not in _gluon_bwd_chosen:
+        from pathoflash.kernels.attention_hopper import fastest
+
+        try:
+            _gluon_bwd_chosen[key] = fastest({"gluon": gluon, "triton": triton_backward}) == "gluon"
+        except triton.CompilationError as exc:  # a Triton whose Gluon differs from the 3.6 it was written for
+            log.warning("Gluon backward failed to compile (%s); using Triton's", exc)
+            _hopper_bwd = False
             return False
-    log.debug("flash_attention backward %s %s gluon", tuple(q.shape), q.dtype)
-    try:
-        dq_acc = backward(q, k, v, do, lse, delta, dk, dv, scale)
-    except triton.CompilationError as exc:  # a Triton whose Gluon differs from the 3.6 this was written for
-        log.warning("Gluon backward failed to compile (%s); using Triton's", exc)
-        _hopper_bwd = False
-        return False
-    dq.copy_(dq_acc.mul_(scale))
-    return True
+    return _gluon_bwd_chosen[key]
 
 
 def _backward(
@@ -1209,7 +1234,6 @@ def _backward(
     configs: tuple[KernelConfig, KernelConfig] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, heads, n_q, head_dim = q.shape
-    n_kv = k.shape[2]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     use_tma = _use_tma((q, k, v, dq, dk, dv))
     if use_tma and _tma_override is None and not _tma_compatible(do):
@@ -1226,8 +1250,37 @@ def _backward(
         HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
     )  # fmt: skip
 
-    if configs is None and _gluon_backward(q, k, v, do, lse, delta, dq, dk, dv, scale):
-        return dq, dk, dv
+    gluon = None if configs is not None else _gluon_backward(q, k, v, do, lse, delta, dq, dk, dv, scale)
+    if gluon is not None:
+
+        def triton_backward() -> None:
+            _triton_backward(q, k, v, do, lse, delta, dq, dk, dv, scale, None, use_tma)
+
+        if _gluon_backward_wins(q, k, gluon, triton_backward):
+            log.debug("flash_attention backward %s %s gluon", tuple(q.shape), q.dtype)
+            gluon()
+            return dq, dk, dv
+    _triton_backward(q, k, v, do, lse, delta, dq, dk, dv, scale, configs, use_tma)
+    return dq, dk, dv
+
+
+def _triton_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    do: torch.Tensor,
+    lse: torch.Tensor,
+    delta: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    scale: float,
+    configs: tuple[KernelConfig, KernelConfig] | None,
+    use_tma: bool,
+) -> None:
+    """dq, dk, dv by the Triton kernels: two (dK/dV, then dQ), or one with dQ adds (``_dq_atomic_mode``)."""
+    batch, heads, n_q, head_dim = q.shape
+    n_kv = k.shape[2]
     dkdv_config, dq_config = (None, None) if configs is None else configs
     dq_atomic = _dq_atomic_mode(q)
     if dq_atomic:
@@ -1241,7 +1294,7 @@ def _backward(
             rows=n_kv, batch_heads=batch * heads, block="BLOCK_N", forward=False, config=dkdv_config,
         )  # fmt: skip
         dq.copy_(dq_acc.mul_(scale))
-        return dq, dk, dv
+        return
     args, meta = _dkdv_launch(q, k, v, do, lse, delta, dk, dv, None, 0, scale, use_tma)
     _run(
         _attn_bwd_dkdv_kernel, _attn_bwd_dkdv_tuned, args, meta,
@@ -1252,7 +1305,6 @@ def _backward(
         _attn_bwd_dq_kernel, _attn_bwd_dq_tuned, args, meta,
         rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=False, config=dq_config,
     )  # fmt: skip
-    return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------------------------------------

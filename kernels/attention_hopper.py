@@ -34,6 +34,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import triton
@@ -51,6 +52,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .attention import LOG2E
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 HOPPER_HEAD_DIMS = (64, 128)
 # setmaxnreg of the worker partitions (second consumer warpgroup, loader warp); Triton gives the default
@@ -557,7 +559,7 @@ def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:
     return start.elapsed_time(end)
 
 
-def _fastest(runs: dict[HopperConfig, Callable[[], None]], rounds: int = 7) -> HopperConfig:
+def fastest(runs: dict[K, Callable[[], None]], rounds: int = 7) -> K:
     """The configuration whose median time is lowest, the candidates timed in alternation.
 
     Alternating keeps a drift of the clock or of other work on the card from favouring whichever candidate
@@ -567,12 +569,12 @@ def _fastest(runs: dict[HopperConfig, Callable[[], None]], rounds: int = 7) -> H
     for run in runs.values():  # compile, then warm
         run()
         run()
-    times: dict[HopperConfig, list[float]] = {cfg: [] for cfg in runs}
+    times: dict[K, list[float]] = {cfg: [] for cfg in runs}
     for _ in range(rounds):
         for cfg, run in runs.items():
             times[cfg].append(_gpu_ms(run))
     medians = {cfg: sorted(t)[len(t) // 2] for cfg, t in times.items()}
-    log.debug("flash_attention hopper forward candidates (ms): %s", medians)
+    log.debug("flash_attention hopper candidates (ms): %s", medians)
     return min(medians, key=medians.__getitem__)
 
 
@@ -588,7 +590,7 @@ def _choose(
                 _launch(q, k, v, o, lse, scale, cfg)
 
             runs[cfg] = run
-        _chosen[key] = _fastest(runs)
+        _chosen[key] = fastest(runs)
     return _chosen[key]
 
 

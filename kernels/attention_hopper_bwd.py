@@ -118,7 +118,28 @@ def _bwd_idle(ready, empty, n_q):
 
 
 @gluon.jit
-def _dq_add(ds_all, k_all, dq_base, start_m, N_Q, ATOMIC: gl.constexpr):
+def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.constexpr, zero_dq):
+    """Columns [c·DQ_COLS, (c+1)·DQ_COLS) of dS·K over the first KEYS keys, in chained 64-key products (the
+    buffers are a power of two long, KEYS need not be: 192 for three consumers)."""
+    dq = warpgroup_mma(
+        ds_all.slice(0, ROWS, 0).permute((1, 0)),
+        k_all.slice(0, ROWS, 0).slice(c * DQ_COLS, DQ_COLS, 1),
+        zero_dq,
+        use_acc=False,
+        is_async=True,
+    )
+    for r in gl.static_range(1, KEYS // ROWS):
+        dq = warpgroup_mma(
+            ds_all.slice(r * ROWS, ROWS, 0).permute((1, 0)),
+            k_all.slice(r * ROWS, ROWS, 0).slice(c * DQ_COLS, DQ_COLS, 1),
+            dq,
+            is_async=True,
+        )
+    return warpgroup_mma_wait(0, deps=(dq,))
+
+
+@gluon.jit
+def _dq_add(ds_all, k_all, KEYS: gl.constexpr, dq_base, start_m, N_Q, ATOMIC: gl.constexpr):
     """dQ rows [start_m, start_m + BLOCK_M) += dS·K, dS from shared memory as (key rows, BLOCK_M), in column
     tiles of at most 64 (at head dim 128 a whole tile would not fit in the registers beside dK and dV)."""
     HEAD_DIM: gl.constexpr = k_all.shape[1]
@@ -131,20 +152,13 @@ def _dq_add(ds_all, k_all, dq_base, start_m, N_Q, ATOMIC: gl.constexpr):
     rows = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, dq_layout))
     offsets = rows[:, None] * HEAD_DIM + gl.arange(0, DQ_COLS, gl.SliceLayout(0, dq_layout))[None, :]
     for c in gl.static_range(HEAD_DIM // DQ_COLS):
-        dq = warpgroup_mma(
-            ds_all.permute((1, 0)),
-            k_all.slice(c * DQ_COLS, DQ_COLS, 1),
-            zero_dq,
-            use_acc=False,
-            is_async=True,
-        )
-        dq = warpgroup_mma_wait(0, deps=(dq,))
+        dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
         if ATOMIC:
             gl.atomic_add(dq_base + c * DQ_COLS + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
 
 
 @gluon.jit
-def _dq_tma_add(ds_all, k_all, dq_desc, stage, b, h, start_m):
+def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m):
     """As :func:`_dq_add`, but the product goes through shared memory (``stage``) into one TMA reduce-add."""
     HEAD_DIM: gl.constexpr = k_all.shape[1]
     BLOCK_M: gl.constexpr = ds_all.shape[1]
@@ -156,14 +170,7 @@ def _dq_tma_add(ds_all, k_all, dq_desc, stage, b, h, start_m):
     flat = stage.reshape([BLOCK_M, HEAD_DIM])
     tma.store_wait(0)  # this consumer's previous add has read the staging buffer
     for c in gl.static_range(HEAD_DIM // DQ_COLS):
-        dq = warpgroup_mma(
-            ds_all.permute((1, 0)),
-            k_all.slice(c * DQ_COLS, DQ_COLS, 1),
-            zero_dq,
-            use_acc=False,
-            is_async=True,
-        )
-        dq = warpgroup_mma_wait(0, deps=(dq,))
+        dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
         flat.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
     fence_async_shared()
     _tma_add(dq_desc, [b, h, start_m, 0], stage)
@@ -190,7 +197,7 @@ def _bwd_work(
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
     cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
 
-    k_all = k_smem.reshape([CONSUMERS * ROWS, HEAD_DIM])  # every consumer's keys, for the shared dQ
+    k_all = k_smem.reshape([k_smem.shape[2], HEAD_DIM])  # every consumer's keys, for the shared dQ
     k = k_all.slice(ME * ROWS, ROWS, 0)
     v = v_smem.index(ME).reshape([ROWS, HEAD_DIM])
     zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
@@ -232,12 +239,21 @@ def _bwd_work(
             dk = warpgroup_mma(ds_op, q, dk, is_async=True)
             dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
             mbarrier.arrive(empty.index(slot))
-            if par == ME:
+            if i % CONSUMERS == ME:
                 mbarrier.wait(ds_full.index(par), (i // 2) & 1)
                 if DQ_MODE == 4:
-                    _dq_tma_add(ds_smem.index(par), k_all, dq_desc, dq_stage.index(ME), b, h, start_m)
+                    _dq_tma_add(
+                        ds_smem.index(par),
+                        k_all,
+                        CONSUMERS * ROWS,
+                        dq_desc,
+                        dq_stage.index(ME),
+                        b,
+                        h,
+                        start_m,
+                    )
                 else:
-                    _dq_add(ds_smem.index(par), k_all, dq_base, start_m, N_Q, True)
+                    _dq_add(ds_smem.index(par), k_all, CONSUMERS * ROWS, dq_base, start_m, N_Q, True)
                 mbarrier.arrive(ds_empty.index(par))
         elif DQ_MODE == 0:  # timing only: no dQ at all
             dk = warpgroup_mma(ds_op, q, dk, is_async=True)
@@ -248,7 +264,7 @@ def _bwd_work(
             ds_buf.store(ds_t)
             fence_async_shared()
             dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-            _dq_add(ds_buf, k, dq_base, start_m, N_Q, DQ_MODE == 2)
+            _dq_add(ds_buf, k, ROWS, dq_base, start_m, N_Q, DQ_MODE == 2)
             dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
             mbarrier.arrive(empty.index(slot))
 
@@ -308,6 +324,17 @@ def _bwd_consumer_1(
 
 
 @gluon.jit
+def _bwd_consumer_2(
+    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+):  # fmt: skip
+    _bwd_consumer(
+        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 2,
+    )  # fmt: skip
+
+
+@gluon.jit
 def _attn_bwd_hopper_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, H, N_Q, N_KV, qk_scale,
     sm_scale,
@@ -325,12 +352,13 @@ def _attn_bwd_hopper_kernel(
     n_q = gl.cdiv(N_Q, BLOCK_M)
     first = pid_n % n_q  # where this CTA's walk over the query blocks starts
 
-    DS_ROWS: gl.constexpr = CONSUMERS * ROWS if DQ_MODE >= 3 else ROWS
+    KEY_ROWS: gl.constexpr = 256 if CONSUMERS == 3 else CONSUMERS * ROWS  # shared buffers: a power of two
+    DS_ROWS: gl.constexpr = KEY_ROWS if DQ_MODE >= 3 else ROWS
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([DS_ROWS, BLOCK_M], dtype)
     q_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], q_desc.layout)
     do_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], do_desc.layout)
     # one (1, 1, CONSUMERS·64, D) buffer, consumer c's rows at 64·c: the shared dQ reads all of them at once
-    k_smem = gl.allocate_shared_memory(dtype, [1, 1, CONSUMERS * ROWS, HEAD_DIM], k_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [1, 1, KEY_ROWS, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
     # staging for the TMA reduce-add of dQ (DQ_MODE 4), one per consumer
     STAGE: gl.constexpr = CONSUMERS if DQ_MODE == 4 else 1
@@ -361,11 +389,23 @@ def _attn_bwd_hopper_kernel(
         q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
         b, h, start_n, n_q, first,
     )  # fmt: skip
-    gl.warp_specialize(
-        [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
-        [4, 1],
-        [CONSUMER_REGS, LOADER_REGS],
-    )
+    if CONSUMERS == 3:
+        gl.warp_specialize(
+            [
+                (_bwd_consumer_0, consumer_args),
+                (_bwd_consumer_1, consumer_args),
+                (_bwd_consumer_2, consumer_args),
+                (_bwd_loader, loader_args),
+            ],
+            [4, 4, 1],
+            [CONSUMER_REGS, CONSUMER_REGS, LOADER_REGS],
+        )
+    else:
+        gl.warp_specialize(
+            [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
+            [4, 1],
+            [CONSUMER_REGS, LOADER_REGS],
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -404,8 +444,6 @@ def hopper_backward(
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
     cfg = config or CONFIGS[head_dim]
-    if cfg.consumers != 2:
-        raise ValueError("the Gluon backward has two consumer warpgroups")
     dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
     _attn_bwd_hopper_kernel[grid](

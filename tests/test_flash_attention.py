@@ -372,7 +372,7 @@ def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins
         return next(times)
 
     monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
-    assert hop._fastest(runs, rounds=5) == first
+    assert hop.fastest(runs, rounds=5) == first
     assert "".join(order) == "aabb" + "ab" * 5  # compile and warm each, then alternate
 
 
@@ -392,3 +392,39 @@ def test_the_backward_mode_follows_determinism_and_the_overrides() -> None:
     finally:
         torch.use_deterministic_algorithms(previous)
         fa._fused_override = None
+
+
+def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first call per (head dim, dtype, length bucket) times both backwards and keeps the faster; a
+    forced override skips the timing."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    import triton
+    from pathoflash.kernels import attention
+    from pathoflash.kernels import attention_hopper as hop
+
+    ran: list[str] = []
+    gluon_ms = {4096: 1.0, 8192: 3.0}  # Gluon faster in the 4,096 bucket, slower in the 8,192 one
+    current = {"n": 4096}
+
+    def fake_gpu_ms(run: object) -> float:
+        run()  # type: ignore[operator]
+        return gluon_ms[current["n"]] if ran[-1] == "gluon" else 2.0
+
+    monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
+    monkeypatch.setattr(attention, "_gluon_bwd_chosen", {})
+    monkeypatch.setattr(attention, "_gluon_bwd_override", None)
+
+    def gluon() -> None:
+        ran.append("gluon")
+
+    def triton_backward() -> None:
+        ran.append("triton")
+
+    for n, expected in ((4096, True), (4000, True), (4100, False)):
+        current["n"] = triton.next_power_of_2(n)
+        q = torch.empty(1, 2, n, 64, dtype=torch.float16)
+        assert attention._gluon_backward_wins(q, q, gluon, triton_backward) is expected, n
+    assert len(attention._gluon_bwd_chosen) == 2  # 4,000 shares 4,096's bucket: timed once
+    ran.clear()
+    monkeypatch.setattr(attention, "_gluon_bwd_override", True)
+    assert attention._gluon_backward_wins(q, q, gluon, triton_backward) and not ran
