@@ -22,7 +22,9 @@ Blocks move by pointer loads that Triton pipelines with ``cp.async`` (Ampere and
 
 On Hopper (sm_90) the forward at head dims 64 and 128 runs instead in ``attention_hopper.py`` (Gluon:
 warp-specialised ping-pong with a TMA loader warp, which Triton's compiler cannot express); this file's
-forward stays the path for Ampere, other head dims, float32, the CPU interpreter, and the reference.
+forward stays the path for Ampere, other head dims, float32, the CPU interpreter, and the reference. The
+backward there may run ``attention_hopper_bwd.py`` instead (one pass, dQ by TMA reduce-adds), where the first
+call per length bucket times it faster than this file's two-kernel backward (``_gluon_backward_wins``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ Descriptors are four-dimensional over (B, H, N, D) with the tensor's own strides
 in place and rows past N read as zero (the last key block is masked to ``-inf``; output rows past N are
 clipped by the TMA store). Gluon tensors must have power-of-two shapes: head dims 64 and 128 only.
 
-Only the forward runs here; the backward stays in ``attention.py``. :func:`hopper_forward` is used by
+Only the forward runs here; the Hopper backward is ``attention_hopper_bwd.py``. :func:`hopper_forward` is used by
 ``attention._forward`` on sm_90 for head dims in :data:`HOPPER_HEAD_DIMS` when the strides suit TMA.
 """
 

@@ -1,30 +1,36 @@
-"""Hopper (sm_90) attention backward in Gluon: one pass over the query blocks, dQ by atomic adds.
+"""Hopper (sm_90) attention backward in Gluon: one pass over the query blocks, dQ by TMA reduce-adds.
 
 The Triton backward (``attention.py``) runs seven products per pair of blocks in two kernels, and Triton waits
 for each product before the next instruction, so the exponentials and dS never overlap a tensor-core GEMM.
 Here one kernel runs five products per pair and orders the asynchronous work itself:
 
-* a CTA owns ``CONSUMERS × 64`` key rows. Each consumer warpgroup keeps its 64 rows of K and V in shared
-  memory and its dK and dV in registers; a one-warp loader streams the query blocks (Q, dO) of the head by
-  TMA through a ring of slots that every consumer reads;
-* per query block, in a consumer:
+* a CTA owns ``CONSUMERS × 64`` key rows (two consumers: 128). Each consumer warpgroup keeps its 64 rows of
+  K and V in shared memory and its dK and dV in registers; a one-warp loader streams the query blocks (Q, dO)
+  of the head by TMA through a ring of slots that every consumer reads;
+* per query block i, in a consumer:
 
-      issue Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ           (back to back)
+      issue Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ                        (back to back)
       wait Sᵀ;  Pᵀ = exp2(Sᵀ·scale·log2 e − lse·log2 e)       while dPᵀ runs
       issue dV += Pᵀ·dO
       wait dPᵀ; dSᵀ = Pᵀ ∘ (dPᵀ − δ)                         while dV runs
-      dSᵀ to shared memory; issue dQ_part = dS·K and dK += dSᵀ·Q
-      wait dV and dQ_part; add dQ_part into a float32 dQ       while dK runs
+      dSᵀ into the CTA's shared dS buffer (i % 2); issue dK += dSᵀ·Q
+      consumer i % 2 only: wait for every consumer's dS; dQ_i = dS·K over all 128 keys; TMA reduce-add
 
-* dQ's float32 accumulator gets every key block's part by atomic adds (Triton 3.6's Gluon has no TMA
-  reduce); each CTA starts its walk over the query blocks at a different block so CTAs of one head do not all
-  add into the same rows at once. The caller scales it and casts it to the input dtype. The adds are in no
-  fixed order, so dQ is not bitwise repeatable: ``attention._backward`` takes the Triton two-kernel path under
+* the dQ of a query block is added once per CTA (not once per consumer) into a float32 accumulator by
+  ``cp.reduce.async.bulk.tensor`` from a shared-memory staging tile. These adds are what limits the kernel
+  (H100, RESULTS.md run 7: without any adds it ran 1.2–1.6× faster); atomic adds from registers were 8–18 %
+  slower than the TMA ones, and one atomic add per consumer 22–32 % slower again. Each CTA starts its walk over the
+  query blocks at a different block, so the CTAs of one head do not add into the same rows at once. The
+  caller scales the accumulator and casts it to the input dtype. The adds land in no fixed order, so dQ is not
+  bitwise repeatable: ``attention._backward`` takes the Triton two-kernel path under
   ``torch.use_deterministic_algorithms``.
 
 Rows past N: the TMA reads them as zero. Query rows past N get lse = +inf, so their probabilities and dS are
 exactly zero; key rows past N have zero K, so their dS·K adds nothing to dQ, and their dK/dV rows are clipped
-by the TMA store. Nothing is masked inside the loop.
+by the TMA store, as the dQ rows past N are by the reduce. Nothing is masked inside the loop.
+
+``DQ_MODE`` keeps the variants measured on the way (BackwardConfig.dq_mode; 0 and 1 compute no correct dQ and
+exist for timing only): ``benchmarks/probe_hopper_bwd.py time --dq-modes 4,3,2,1,0``.
 """
 
 from __future__ import annotations
