@@ -2,8 +2,9 @@
 
 Times ``plan_grid`` (tissue detection and the tile grid) on one slide alone, with the writer processes
 starting (``WriterProcesses``), with the viewer's background being read (what ``SlidePictures`` reads, two
-threads), and with both, as ``pipeline._run`` started them before session 7 (it now starts them once the grid
-is planned); the four alternate for ``--rounds`` rounds and the table shows medians.
+threads), and with both, as ``pipeline._run`` starts them; the four alternate for ``--rounds`` rounds and the
+table shows medians. (Starting both only once the grid was planned moved the cost into tiling instead:
+RESULTS.md, end to end, session 7.)
 
     python benchmarks/tissue_overlap.py SLIDE [--rounds 5]
 """

@@ -111,7 +111,7 @@ class SlidePictures:
         self._png_mpp = png_mpp_for(slide.dimensions, slide.mpp)
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="pictures")
         self._pool.submit(_import_quietly, _EARLY_IMPORTS)
-        self._background: Future[_Background] | None = None  # read once the grid is planned
+        self._background = self._pool.submit(self._read_background)
         self._canvas: Future[tuple[int, np.ndarray]] | None = None
         self._viewer: Future[_Viewer] | None = None
         self._imports: Future[None] | None = None
@@ -124,23 +124,10 @@ class SlidePictures:
         self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
 
     def grid_ready(self, grid: Any) -> None:
-        """Start reading the viewer image's background and upsampling it onto its store level's frame (once).
-
-        Not earlier: read beside tissue detection, it slowed that from 0.47 to 0.56 s (H100 host, 16 vCPUs,
-        45,000² slide, ``benchmarks/tissue_overlap.py``), and tiling waits for tissue detection.
-        """
+        """Start the viewer image's background, upsampled onto its store level's frame (once)."""
         with self._lock:
-            if self._background is None:
-                self._background = self._pool.submit(self._read_background)
             if self._canvas is None:
                 self._canvas = self._pool.submit(self._make_canvas, grid)
-
-    def _background_result(self) -> _Background:
-        with self._lock:
-            if self._background is None:  # grid_ready was not called
-                self._background = self._pool.submit(self._read_background)
-            future = self._background
-        return future.result()
 
     def tiles_ready(self, store_path: Path) -> None:
         """Start the viewer image from the finished store at ``store_path`` (once)."""
@@ -157,7 +144,7 @@ class SlidePictures:
 
     def thumbnail(self) -> tuple[np.ndarray, float]:
         """The PNG's whole-slide thumbnail and its µm/px."""
-        background = self._background_result()
+        background = self._background.result()
         if background.thumbnail is not None:
             return background.thumbnail, self._png_mpp
         thumbnail = self._viewer_result().thumbnail
@@ -191,7 +178,7 @@ class SlidePictures:
         return _Background(image, mpp, thumbnail)
 
     def _make_canvas(self, grid: Any) -> tuple[int, np.ndarray]:
-        slide, background = self._slide, self._background_result()
+        slide, background = self._slide, self._background.result()
         level = viewer_level(grid, slide.mpp)
         return level, canvas(grid, level, background.image, slide.dimensions, workers=available_cpus())
 
@@ -199,7 +186,7 @@ class SlidePictures:
         from .store import TileStore
 
         t0 = time.perf_counter()
-        slide, background = self._slide, self._background_result()
+        slide, background = self._slide, self._background.result()
         store = TileStore.open(store_path)
         if self._canvas is None:  # grid_ready was not called: make it now
             self.grid_ready(store.grid)
@@ -222,28 +209,9 @@ class WriterProcesses:
     them to exit. Where a process could not be started, its export is written in this process.
     """
 
-    def __init__(self, names: Iterable[str] = tuple(_OWN_PROCESS), *, start: bool = True) -> None:
-        """A process for each export of ``names`` (of :data:`_OWN_PROCESS`; the others stay here), started
-        now, or with ``start=False`` at :meth:`start` (or the first :meth:`call`)."""
-        self._names = tuple(names)
-        self._processes: dict[str, WriterProcess | None] = {}
-        self._started = False
-        self._lock = threading.Lock()
-        if start:
-            self.start()
-
-    def start(self) -> None:
-        """Start the processes (once). The pipeline does so when the tile grid is planned: their imports
-        beside tissue detection slowed it from 0.47 to 0.64 s (H100 host, ``benchmarks/tissue_overlap.py``)."""
-        with self._lock:
-            if self._started:
-                return
-            self._processes = {name: WriterProcess.start(_OWN_PROCESS[name]) for name in self._names}
-            self._started = True
-        if any(p is None for p in self._processes.values()):
-            # :attr:`export_imports` promised that none is written here: import what those exports need
-            # now, before they run in concurrent threads (see _EXPORT_IMPORTS).
-            _import_quietly(_EXPORT_IMPORTS)
+    def __init__(self, names: Iterable[str] = tuple(_OWN_PROCESS)) -> None:
+        """Start a process for each export of ``names`` (of :data:`_OWN_PROCESS`; the others stay here)."""
+        self._processes = {name: WriterProcess.start(_OWN_PROCESS[name]) for name in names}
 
     def __enter__(self) -> WriterProcesses:
         return self
@@ -255,13 +223,11 @@ class WriterProcesses:
 
     @property
     def export_imports(self) -> tuple[str, ...]:
-        """What :class:`SlidePictures` should import for the exports left to this process (none before
-        :meth:`start`: a process that then fails to start has them imported by :meth:`start`)."""
+        """What :class:`SlidePictures` should import for the exports left to this process."""
         return () if all(p is not None for p in self._processes.values()) else _EXPORT_IMPORTS
 
     def call(self, name: str, function: Callable[..., Path], /, *args: Any, **kwargs: Any) -> Path:
         """``function(*args, **kwargs)`` in export ``name``'s process, or here if it has none."""
-        self.start()
         process = self._processes.get(name)
         if process is None:
             return function(*args, **kwargs)

@@ -166,7 +166,7 @@ def _run(
 
     with (
         open_slide(item.path, mpp=item.slide_mpp) as slide,
-        WriterProcesses(start=False) as processes,
+        WriterProcesses() as processes,
         SlidePictures(slide, result.timings, processes.export_imports) as pictures,
     ):
         heatmap, store = compute_heatmap(
@@ -176,7 +176,7 @@ def _run(
             options,
             progress=progress,
             timings=result.timings,
-            listener=_AfterTissue(processes, pictures),
+            listener=pictures,
         )
         result.tiles = len(store.grid.tissue_tiles)
         result.unreadable_tiles = len(store.unreadable_tiles)
@@ -189,21 +189,6 @@ def _run(
     write_json_atomic(
         slide_dir / DONE_FILE, {"key": _done_key(item, options, model.model_id), "finished": time.time()}
     )
-
-
-class _AfterTissue:
-    """Starts the writer processes and the slide's pictures once tissue detection is done: tiling waits for
-    it, and both beside it slowed it by a quarter (``WriterProcesses.start``, ``SlidePictures.grid_ready``)."""
-
-    def __init__(self, processes: WriterProcesses, pictures: SlidePictures) -> None:
-        self._processes, self._pictures = processes, pictures
-
-    def grid_ready(self, grid: Any) -> None:
-        self._processes.start()
-        self._pictures.grid_ready(grid)
-
-    def tiles_ready(self, store_path: Path) -> None:
-        self._pictures.tiles_ready(store_path)
 
 
 def compute_heatmap(

@@ -120,33 +120,3 @@ def test_the_export_pools_leave_cores_to_the_single_threaded_exports(cpus: int) 
     assert tiff >= 1 and viewer >= 1
     if cpus >= 5:  # room for the GeoJSON, the PNG and this process's thread beside both pools
         assert tiff + viewer + 3 <= cpus
-
-
-def test_writer_processes_can_wait_to_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``start=False`` starts nothing until :meth:`start` (or the first call); then once, never again."""
-    import pathoflash.outputs as outputs
-
-    started: list[tuple[str, ...]] = []
-    real_start = WriterProcess.start
-
-    def counting_start(preload: tuple[str, ...] = ()) -> WriterProcess | None:
-        started.append(tuple(preload))
-        return real_start(preload)
-
-    monkeypatch.setattr(outputs.WriterProcess, "start", staticmethod(counting_start))
-    heatmap = Heatmap(
-        probabilities=np.full((9, 7), 0.7, np.float32),
-        mpp=8.0,
-        slide_dimensions=(224, 288),
-        slide_mpp=(0.25, 0.25),
-    )
-    with WriterProcesses(["heatmap.tif"], start=False) as processes:
-        assert not started and processes.export_imports == ()
-        processes.start()
-        processes.start()
-        assert len(started) == 1
-        tif = processes.call("heatmap.tif", write_tiff, heatmap, tmp_path / "a.tif")
-        assert len(started) == 1 and tif.exists()
-    with WriterProcesses(["heatmap.tif"], start=False) as processes:
-        processes.call("heatmap.tif", write_tiff, heatmap, tmp_path / "b.tif")  # the call starts it
-        assert len(started) == 2

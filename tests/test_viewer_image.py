@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,32 +119,3 @@ def test_slide_pictures_match_the_direct_composition(
     )
     assert levels.mpp == direct_levels.mpp and levels.levels == direct_levels.levels
     assert {"viewer image", "viewer levels"} <= timings.keys()
-
-
-def test_slide_pictures_read_the_background_only_once_the_grid_is_planned(
-    cmu1: Path, cmu1_store: TileStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Read beside tissue detection, the background slowed it (and tiling waits for it): it starts at
-    grid_ready, or when first needed if grid_ready never comes."""
-    from pathoflash import outputs
-    from pathoflash.outputs import SlidePictures
-
-    reads: list[float] = []
-    real = outputs.read_background
-
-    def counting(*args: object, **kwargs: object) -> object:
-        reads.append(1.0)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(outputs, "read_background", counting)
-    with open_slide(cmu1) as slide, SlidePictures(slide, {}) as pictures:
-        time.sleep(0.2)
-        assert not reads
-        pictures.grid_ready(cmu1_store.grid)
-        pictures.tiles_ready(cmu1_store.path)
-        pictures.thumbnail()
-        assert len(reads) == 1
-    with open_slide(cmu1) as slide, SlidePictures(slide, {}) as pictures:
-        pictures.tiles_ready(cmu1_store.path)  # no grid_ready: read when the viewer image needs it
-        pictures.thumbnail()
-        assert len(reads) == 2
