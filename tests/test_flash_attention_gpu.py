@@ -268,3 +268,29 @@ def test_flash_attention_takes_the_gluon_forward_on_hopper(monkeypatch: pytest.M
     without = flash_attention(q, k, v)
     assert len(calls) == 1
     assert (with_gluon.float() - without.float()).abs().max().item() < 2e-2
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_gluon_backward_takes_the_lse_gradient(head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loss on the log-sum-exp too (dLSE enters through delta) through the Gluon backward."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon backward is for sm_90")
+    monkeypatch.setattr(attention, "_gluon_bwd_override", True)
+    torch.manual_seed(head_dim)
+    q, k, v = _inputs(1, 2, 1031, head_dim, "qkv", torch.bfloat16)
+    do = torch.randn(1, 2, 1031, head_dim, device="cuda", dtype=torch.bfloat16)
+    dlse = torch.randn(1, 2, 1031, device="cuda", dtype=torch.float32)
+
+    def grads(fn: object, *x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = tuple(t.detach().requires_grad_() for t in x)
+        o, lse = fn(*x)  # type: ignore[operator]
+        loss = (o.float() * do.float()).sum() + (lse.float() * dlse).sum()
+        return torch.autograd.grad(loss, x)
+
+    got = grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v)
+    plain = grads(attention_reference, q, k, v)
+    exact = grads(attention_reference, q.float(), k.float(), v.float())
+    for name, g, p, e in zip(("dq", "dk", "dv"), got, plain, exact, strict=True):
+        err = (g.float() - e).abs().max().item()
+        tol = 2 * (p.float() - e).abs().max().item() + FLOOR_REL * e.abs().max().item() + FLOOR_ABS
+        assert err <= tol, f"{name}: {err:.3e} > {tol:.3e}"
