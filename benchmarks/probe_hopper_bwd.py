@@ -142,23 +142,16 @@ def main() -> int:
     parser.add_argument(
         "--dq-modes", default="", help="comma list of DQ_MODEs to time (0 and 1 compute no correct dQ)"
     )
-    parser.add_argument("--consumers", default="", help="comma list: 2, 3 (head dim 64 only)")
     parser.add_argument("--shapes", default="", help="BxHxNxD,… (default: the issue's D64/D128 shapes)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.what == "check":
         return 0 if check() else 1
     configs: list[BackwardConfig | None] = [None]
-    if args.stages or args.dq_modes or args.consumers:
+    if args.stages or args.dq_modes:
         stages = [int(s) for s in args.stages.split(",")] if args.stages else [2]
         modes = [int(m) for m in args.dq_modes.split(",")] if args.dq_modes else [4]
-        consumers = [int(c) for c in args.consumers.split(",")] if args.consumers else [2]
-        configs = [
-            BackwardConfig(stages=s, dq_mode=m, consumers=c, regs=240 if c == 2 else 168)
-            for m in modes
-            for s in stages
-            for c in consumers
-        ]
+        configs = [BackwardConfig(stages=s, dq_mode=m) for m in modes for s in stages]
     print({d: str(c) for d, c in CONFIGS.items()})
     if args.shapes:
         SHAPES[:] = [tuple(int(x) for x in t.split("x")) for t in args.shapes.split(",")]

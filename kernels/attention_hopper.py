@@ -477,11 +477,11 @@ def _attn_fwd_pingpong_kernel(
 
 @functools.lru_cache(maxsize=64)
 def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedLayout:
-    gl_dtype = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    gl_dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}[dtype]
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
 
 
-def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
+def descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     """A TMA descriptor over the whole (B, H, N, D) tensor with its own strides; boxes of (1, 1, rows, D)."""
     head_dim = t.shape[3]
     return TensorDescriptor(
@@ -525,10 +525,10 @@ def _launch(
     grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
     rows = cfg.rows if cfg.pingpong else cfg.block_m
     descs = (
-        _descriptor(q, rows),
-        _descriptor(k, cfg.block_n),
-        _descriptor(v, cfg.block_n),
-        _descriptor(o, rows),
+        descriptor(q, rows),
+        descriptor(k, cfg.block_n),
+        descriptor(v, cfg.block_n),
+        descriptor(o, rows),
     )
     common = (lse, heads, n_q, k.shape[2], scale * LOG2E)
     if cfg.pingpong:

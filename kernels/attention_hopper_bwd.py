@@ -4,7 +4,7 @@ The Triton backward (``attention.py``) runs seven products per pair of blocks in
 for each product before the next instruction, so the exponentials and dS never overlap a tensor-core GEMM.
 Here one kernel runs five products per pair and orders the asynchronous work itself:
 
-* a CTA owns ``CONSUMERS × 64`` key rows (two consumers: 128). Each consumer warpgroup keeps its 64 rows of
+* a CTA owns 128 key rows, 64 per consumer warpgroup (``CONSUMERS`` = 2). Each consumer keeps its 64 rows of
   K and V in shared memory and its dK and dV in registers; a one-warp loader streams the query blocks (Q, dO)
   of the head by TMA through a ring of slots that every consumer reads;
 * per query block i, in a consumer:
@@ -35,7 +35,6 @@ exist for timing only): ``benchmarks/probe_hopper_bwd.py time --dq-modes 4,3,2,1
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +48,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .attention import LOG2E
+from .attention_hopper import descriptor
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
     _tma_add = tma.async_atomic_add
@@ -69,24 +68,25 @@ else:  # Triton 3.6 builds the same operation but has no Gluon function for it y
 
 
 ROWS = gl.constexpr(64)  # key rows per consumer warpgroup (one wgmma row tile)
+CONSUMERS = 2
 LOADER_REGS = 24
 
 
 @dataclass(frozen=True)
 class BackwardConfig:
-    """``block_m`` query rows per step, ``stages`` ring slots for (Q, dO), ``consumers`` warpgroups of 64 key
-    rows each, ``regs`` registers per consumer (``setmaxnreg``)."""
+    """``block_m`` query rows per step, ``stages`` ring slots for (Q, dO), ``regs`` registers per consumer
+    warpgroup (``setmaxnreg``). Always two consumers: three (192 keys per CTA, a third fewer dQ adds) needed
+    168 registers each, spilled, and ran 25–30 % slower at head dim 64 (RESULTS.md run 7; removed)."""
 
     block_m: int = 64
     stages: int = 2
-    consumers: int = 2
     regs: int = 240
     dq_mode: int = 4  # 4: dQ shared by the consumers, by TMA reduce-adds; 3: the same by atomic adds;
     # 2: one atomic add per consumer; 0, 1: timing only (no dQ; dQ products without the adds)
 
     @property
     def block_n(self) -> int:
-        return self.consumers * ROWS.value
+        return CONSUMERS * ROWS.value
 
 
 @gluon.jit
@@ -125,8 +125,7 @@ def _bwd_idle(ready, empty, n_q):
 
 @gluon.jit
 def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.constexpr, zero_dq):
-    """Columns [c·DQ_COLS, (c+1)·DQ_COLS) of dS·K over the first KEYS keys, in chained 64-key products (the
-    buffers are a power of two long, KEYS need not be: 192 for three consumers)."""
+    """Columns [c·DQ_COLS, (c+1)·DQ_COLS) of dS·K over the first KEYS keys, in chained 64-key products."""
     dq = warpgroup_mma(
         ds_all.slice(0, ROWS, 0).permute((1, 0)),
         k_all.slice(0, ROWS, 0).slice(c * DQ_COLS, DQ_COLS, 1),
@@ -330,17 +329,6 @@ def _bwd_consumer_1(
 
 
 @gluon.jit
-def _bwd_consumer_2(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
-):  # fmt: skip
-    _bwd_consumer(
-        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 2,
-    )  # fmt: skip
-
-
-@gluon.jit
 def _attn_bwd_hopper_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, H, N_Q, N_KV, qk_scale,
     sm_scale,
@@ -358,7 +346,7 @@ def _attn_bwd_hopper_kernel(
     n_q = gl.cdiv(N_Q, BLOCK_M)
     first = pid_n % n_q  # where this CTA's walk over the query blocks starts
 
-    KEY_ROWS: gl.constexpr = 256 if CONSUMERS == 3 else CONSUMERS * ROWS  # shared buffers: a power of two
+    KEY_ROWS: gl.constexpr = CONSUMERS * ROWS
     DS_ROWS: gl.constexpr = KEY_ROWS if DQ_MODE >= 3 else ROWS
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([DS_ROWS, BLOCK_M], dtype)
     q_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], q_desc.layout)
@@ -395,35 +383,10 @@ def _attn_bwd_hopper_kernel(
         q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
         b, h, start_n, n_q, first,
     )  # fmt: skip
-    if CONSUMERS == 3:
-        gl.warp_specialize(
-            [
-                (_bwd_consumer_0, consumer_args),
-                (_bwd_consumer_1, consumer_args),
-                (_bwd_consumer_2, consumer_args),
-                (_bwd_loader, loader_args),
-            ],
-            [4, 4, 1],
-            [CONSUMER_REGS, CONSUMER_REGS, LOADER_REGS],
-        )
-    else:
-        gl.warp_specialize(
-            [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
-            [4, 1],
-            [CONSUMER_REGS, LOADER_REGS],
-        )
-
-
-@functools.lru_cache(maxsize=64)
-def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedLayout:
-    gl_dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}[dtype]
-    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
-
-
-def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
-    head_dim = t.shape[3]
-    return TensorDescriptor(
-        t, list(t.shape), list(t.stride()), [1, 1, rows, head_dim], _box_layout(rows, head_dim, t.dtype)
+    gl.warp_specialize(
+        [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
+        [4, 1],
+        [CONSUMER_REGS, LOADER_REGS],
     )
 
 
@@ -453,10 +416,10 @@ def hopper_backward(
     dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
     _attn_bwd_hopper_kernel[grid](
-        _descriptor(q, cfg.block_m), _descriptor(k, ROWS.value), _descriptor(v, ROWS.value), _descriptor(do, cfg.block_m),
-        _descriptor(dk, ROWS.value), _descriptor(dv, ROWS.value), lse, delta, dq_acc,
-        _descriptor(dq_acc, cfg.block_m), heads, n_q, n_kv,
-        scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=cfg.consumers,
+        descriptor(q, cfg.block_m), descriptor(k, ROWS.value), descriptor(v, ROWS.value), descriptor(do, cfg.block_m),
+        descriptor(dk, ROWS.value), descriptor(dv, ROWS.value), lse, delta, dq_acc,
+        descriptor(dq_acc, cfg.block_m), heads, n_q, n_kv,
+        scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=CONSUMERS,
         CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, DQ_MODE=cfg.dq_mode, num_warps=4,
     )  # fmt: skip
     return dq_acc
