@@ -125,7 +125,7 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
     constants: dict = {
         "HEAD_DIM": args.head_dim,
         "STAGES": int(args.stages.split(",")[0]),
-        "CONSUMERS": bwd.CONSUMERS,
+        "CONSUMERS": bwd.CONSUMER_WARPGROUPS,
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
         "DQ_MODE": args.dq_mode,

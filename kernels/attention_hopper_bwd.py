@@ -4,7 +4,7 @@ The Triton backward (``attention.py``) runs seven products per pair of blocks in
 for each product before the next instruction, so the exponentials and dS never overlap a tensor-core GEMM.
 Here one kernel runs five products per pair and orders the asynchronous work itself:
 
-* a CTA owns 128 key rows, 64 per consumer warpgroup (``CONSUMERS`` = 2). Each consumer keeps its 64 rows of
+* a CTA owns 128 key rows, 64 per consumer warpgroup (``CONSUMER_WARPGROUPS`` = 2). Each consumer keeps its 64 rows of
   K and V in shared memory and its dK and dV in registers; a one-warp loader streams the query blocks (Q, dO)
   of the head by TMA through a ring of slots that every consumer reads;
 * per query block i, in a consumer:
@@ -68,7 +68,7 @@ else:  # Triton 3.6 builds the same operation but has no Gluon function for it y
 
 
 ROWS = gl.constexpr(64)  # key rows per consumer warpgroup (one wgmma row tile)
-CONSUMERS = 2
+CONSUMER_WARPGROUPS = 2  # the kernel's CONSUMERS
 LOADER_REGS = 24
 
 
@@ -86,7 +86,7 @@ class BackwardConfig:
 
     @property
     def block_n(self) -> int:
-        return CONSUMERS * ROWS.value
+        return CONSUMER_WARPGROUPS * ROWS.value
 
 
 @gluon.jit
@@ -419,7 +419,7 @@ def hopper_backward(
         descriptor(q, cfg.block_m), descriptor(k, ROWS.value), descriptor(v, ROWS.value), descriptor(do, cfg.block_m),
         descriptor(dk, ROWS.value), descriptor(dv, ROWS.value), lse, delta, dq_acc,
         descriptor(dq_acc, cfg.block_m), heads, n_q, n_kv,
-        scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=CONSUMERS,
+        scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
         CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, DQ_MODE=cfg.dq_mode, num_warps=4,
     )  # fmt: skip
     return dq_acc
