@@ -128,18 +128,17 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         "CONSUMERS": bwd.CONSUMER_WARPGROUPS,
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
-        "DQ_MODE": args.dq_mode,
     }
     signature = {name: desc(args.block_m) for name in ("q_desc", "do_desc")}
     signature.update({name: desc(bwd.ROWS.value) for name in ("k_desc", "v_desc", "dk_desc", "dv_desc")})
-    signature.update({name: "*fp32" for name in ("LSE", "DELTA", "DQACC")})
+    signature.update({name: "*fp32" for name in ("LSE", "DELTA")})
     fp32_layout = gl.NVMMASharedLayout.get_default_for([1, 1, args.block_m, args.head_dim], gl.float32)
     signature["dq_desc"] = f"tensordesc<fp32[1,1,{args.block_m},{args.head_dim}],{fp32_layout!r}>"
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
     signature.update({name: "constexpr" for name in constants})
     indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("LSE", "DELTA", "DQACC")}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("LSE", "DELTA")}
     source = GluonASTSource(
         fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=indexed, attrs=attrs
     )
@@ -167,7 +166,6 @@ def main() -> int:
         default=2,
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
-    parser.add_argument("--dq-mode", type=int, default=4, help="hopper_bwd: DQ_MODE (see the kernel)")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 

@@ -139,19 +139,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["check", "time"])
     parser.add_argument("--stages", default="", help="comma list of ring depths to time (default: CONFIGS)")
-    parser.add_argument(
-        "--dq-modes", default="", help="comma list of DQ_MODEs to time (0 and 1 compute no correct dQ)"
-    )
     parser.add_argument("--shapes", default="", help="BxHxNxD,… (default: the issue's D64/D128 shapes)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.what == "check":
         return 0 if check() else 1
     configs: list[BackwardConfig | None] = [None]
-    if args.stages or args.dq_modes:
-        stages = [int(s) for s in args.stages.split(",")] if args.stages else [2]
-        modes = [int(m) for m in args.dq_modes.split(",")] if args.dq_modes else [4]
-        configs = [BackwardConfig(stages=s, dq_mode=m) for m in modes for s in stages]
+    if args.stages:
+        configs = [BackwardConfig(stages=int(s)) for s in args.stages.split(",")]
     print({d: str(c) for d, c in CONFIGS.items()})
     if args.shapes:
         SHAPES[:] = [tuple(int(x) for x in t.split("x")) for t in args.shapes.split(",")]

@@ -29,8 +29,9 @@ Rows past N: the TMA reads them as zero. Query rows past N get lse = +inf, so th
 exactly zero; key rows past N have zero K, so their dS·K adds nothing to dQ, and their dK/dV rows are clipped
 by the TMA store, as the dQ rows past N are by the reduce. Nothing is masked inside the loop.
 
-``DQ_MODE`` keeps the variants measured on the way (BackwardConfig.dq_mode; 0 and 1 compute no correct dQ and
-exist for timing only): ``benchmarks/probe_hopper_bwd.py time --dq-modes 4,3,2,1,0``.
+The variants measured on the way (dQ per consumer or per CTA, atomic adds or TMA reduce-adds, and timing-only
+versions without the adds) are in commit d188820 (``BackwardConfig.dq_mode``, ``probe_hopper_bwd.py
+--dq-modes``); only the fastest is kept.
 """
 
 from __future__ import annotations
@@ -81,8 +82,6 @@ class BackwardConfig:
     block_m: int = 64
     stages: int = 2
     regs: int = 240
-    dq_mode: int = 4  # 4: dQ shared by the consumers, by TMA reduce-adds; 3: the same by atomic adds;
-    # 2: one atomic add per consumer; 0, 1: timing only (no dQ; dQ products without the adds)
 
     @property
     def block_n(self) -> int:
@@ -115,15 +114,6 @@ def _bwd_loader(
 
 
 @gluon.jit
-def _bwd_idle(ready, empty, n_q):
-    """A consumer whose key rows all lie past N: it only releases each ring slot once it has been filled."""
-    STAGES: gl.constexpr = ready.shape[0]
-    for i in range(n_q):
-        mbarrier.wait(ready.index(i % STAGES), (i // STAGES) & 1)
-        mbarrier.arrive(empty.index(i % STAGES))
-
-
-@gluon.jit
 def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.constexpr, zero_dq):
     """Columns [c·DQ_COLS, (c+1)·DQ_COLS) of dS·K over the first KEYS keys, in chained 64-key products."""
     dq = warpgroup_mma(
@@ -144,27 +134,10 @@ def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.
 
 
 @gluon.jit
-def _dq_add(ds_all, k_all, KEYS: gl.constexpr, dq_base, start_m, N_Q, ATOMIC: gl.constexpr):
-    """dQ rows [start_m, start_m + BLOCK_M) += dS·K, dS from shared memory as (key rows, BLOCK_M), in column
-    tiles of at most 64 (at head dim 128 a whole tile would not fit in the registers beside dK and dV)."""
-    HEAD_DIM: gl.constexpr = k_all.shape[1]
-    BLOCK_M: gl.constexpr = ds_all.shape[1]
-    DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
-    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16]
-    )
-    zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
-    rows = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, dq_layout))
-    offsets = rows[:, None] * HEAD_DIM + gl.arange(0, DQ_COLS, gl.SliceLayout(0, dq_layout))[None, :]
-    for c in gl.static_range(HEAD_DIM // DQ_COLS):
-        dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
-        if ATOMIC:
-            gl.atomic_add(dq_base + c * DQ_COLS + offsets, dq, mask=(rows < N_Q)[:, None], sem="relaxed")
-
-
-@gluon.jit
 def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m):
-    """As :func:`_dq_add`, but the product goes through shared memory (``stage``) into one TMA reduce-add."""
+    """dQ rows [start_m, start_m + BLOCK_M) += dS·K over the first KEYS keys (dS from shared memory as (keys,
+    BLOCK_M)), through the staging tile ``stage`` and one TMA reduce-add. In column tiles of at most 64: at head
+    dim 128 a whole (64, 128) float32 tile would not fit in the registers beside dK and dV."""
     HEAD_DIM: gl.constexpr = k_all.shape[1]
     BLOCK_M: gl.constexpr = ds_all.shape[1]
     DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
@@ -183,9 +156,8 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
 
 @gluon.jit
 def _bwd_work(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
     ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
-    DQ_MODE: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = dk_desc.dtype
     HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
@@ -209,7 +181,6 @@ def _bwd_work(
     dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     row_base = pid_bh.to(gl.int64) * N_Q
-    dq_base = DQACC + row_base * HEAD_DIM
     mbarrier.wait(kv_ready.index(ME), 0)
 
     for i in range(n_q):
@@ -232,53 +203,29 @@ def _bwd_work(
         dp_t = warpgroup_mma_wait(1, deps=(dp_t,))
         ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
         ds_op = gl.convert_layout(ds_t, op_layout)
-        if DQ_MODE >= 3:
-            # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity
-            # of i); consumer i % 2 multiplies it by all 128 keys and adds the result: one float32 add per
-            # element per CTA instead of one per consumer.
-            par = i % 2
-            mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
-            ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
-            fence_async_shared()
-            mbarrier.arrive(ds_full.index(par))
-            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-            mbarrier.arrive(empty.index(slot))
-            if i % CONSUMERS == ME:
-                mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-                if DQ_MODE == 4:
-                    _dq_tma_add(
-                        ds_smem.index(par),
-                        k_all,
-                        CONSUMERS * ROWS,
-                        dq_desc,
-                        dq_stage.index(ME),
-                        b,
-                        h,
-                        start_m,
-                    )
-                else:
-                    _dq_add(ds_smem.index(par), k_all, CONSUMERS * ROWS, dq_base, start_m, N_Q, True)
-                mbarrier.arrive(ds_empty.index(par))
-        elif DQ_MODE == 0:  # timing only: no dQ at all
-            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-            mbarrier.arrive(empty.index(slot))
-        else:  # 2: each consumer adds its own dS·K (1: timing only, the same without the adds)
-            ds_buf = ds_smem.index(ME)
-            ds_buf.store(ds_t)
-            fence_async_shared()
-            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-            _dq_add(ds_buf, k, ROWS, dq_base, start_m, N_Q, DQ_MODE == 2)
-            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-            mbarrier.arrive(empty.index(slot))
+        # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity of
+        # i); consumer i % 2 multiplies it by all 128 keys and adds the result: one float32 add per element per
+        # CTA instead of one per consumer.
+        par = i % 2
+        mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
+        ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
+        fence_async_shared()
+        mbarrier.arrive(ds_full.index(par))
+        dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+        dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+        mbarrier.arrive(empty.index(slot))
+        if i % CONSUMERS == ME:
+            mbarrier.wait(ds_full.index(par), (i // 2) & 1)
+            _dq_tma_add(
+                ds_smem.index(par), k_all, CONSUMERS * ROWS, dq_desc, dq_stage.index(ME), b, h, start_m
+            )
+            mbarrier.arrive(ds_empty.index(par))
 
-    if DQ_MODE >= 3:
-        # The other consumer's last dQ products read this one's keys: wait for them before K's slot takes dK.
-        for par in gl.static_range(2):
-            uses = (n_q - par + 1) // 2
-            if uses > 0:
-                mbarrier.wait(ds_empty.index(par), (uses - 1) & 1)
+    # The other consumer's last dQ products read this one's keys: wait for them before K's slot takes dK.
+    for par in gl.static_range(2):
+        uses = (n_q - par + 1) // 2
+        if uses > 0:
+            mbarrier.wait(ds_empty.index(par), (uses - 1) & 1)
     # K and V are read for the last time: their slots carry dK and dV out.
     k.store((dk * sm_scale).to(dtype))
     v.store(dv.to(dtype))
@@ -288,52 +235,36 @@ def _bwd_work(
     tma.store_wait(0)
 
 
-@gluon.jit
-def _bwd_consumer(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, ME: gl.constexpr,
-):  # fmt: skip
-    DQ_MODE: gl.constexpr = ds_empty.shape[0] - 2
-    # With the shared dQ every consumer takes part in every step (its keys past N read as zero, so its dS
-    # adds nothing); otherwise one whose rows all lie past N only releases the ring slots.
-    if DQ_MODE < 3 and start_n + ROWS * ME >= N_KV:
-        _bwd_idle(ready, empty, n_q)
-    else:
-        _bwd_work(
-            dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready,
-            empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME, DQ_MODE,
-        )  # fmt: skip
-
-
-# Worker partitions take no constexpr arguments (attention_hopper.py): one wrapper per consumer index.
+# Worker partitions take no constexpr arguments (attention_hopper.py): one wrapper per consumer index. Every
+# consumer takes part in every step, also one whose keys all lie past N (they read as zero, so its dS adds
+# nothing): the shared dQ needs both.
 @gluon.jit
 def _bwd_consumer_0(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+    dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
 ):  # fmt: skip
-    _bwd_consumer(
-        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 0,
+    _bwd_work(
+        dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 0,
     )  # fmt: skip
 
 
 @gluon.jit
 def _bwd_consumer_1(
-    dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+    dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
 ):  # fmt: skip
-    _bwd_consumer(
-        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale, 1,
+    _bwd_work(
+        dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 1,
     )  # fmt: skip
 
 
 @gluon.jit
 def _attn_bwd_hopper_kernel(
-    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, H, N_Q, N_KV, qk_scale,
-    sm_scale,
+    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, dq_desc, H, N_Q, N_KV, qk_scale, sm_scale,
     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    LOADER_REGS: gl.constexpr, DQ_MODE: gl.constexpr,
+    LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     dtype: gl.constexpr = q_desc.dtype
@@ -347,23 +278,18 @@ def _attn_bwd_hopper_kernel(
     first = pid_n % n_q  # where this CTA's walk over the query blocks starts
 
     KEY_ROWS: gl.constexpr = CONSUMERS * ROWS
-    DS_ROWS: gl.constexpr = KEY_ROWS if DQ_MODE >= 3 else ROWS
-    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([DS_ROWS, BLOCK_M], dtype)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEY_ROWS, BLOCK_M], dtype)
     q_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], q_desc.layout)
     do_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], do_desc.layout)
     # one (1, 1, CONSUMERS·64, D) buffer, consumer c's rows at 64·c: the shared dQ reads all of them at once
     k_smem = gl.allocate_shared_memory(dtype, [1, 1, KEY_ROWS, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
-    # staging for the TMA reduce-add of dQ (DQ_MODE 4), one per consumer
-    STAGE: gl.constexpr = CONSUMERS if DQ_MODE == 4 else 1
-    dq_stage = gl.allocate_shared_memory(gl.float32, [STAGE, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
-    ds_smem = gl.allocate_shared_memory(
-        dtype, [2 if DQ_MODE >= 3 else CONSUMERS, DS_ROWS, BLOCK_M], ds_layout
-    )
+    # staging for the TMA reduce-add of dQ, one per consumer; dS of all keys, two by the parity of the step
+    dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
+    ds_smem = gl.allocate_shared_memory(dtype, [2, KEY_ROWS, BLOCK_M], ds_layout)
     kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    # Worker partitions take no constexpr arguments: DQ_MODE reaches the consumers as len(ds_empty) − 2.
-    ds_empty = gl.allocate_shared_memory(gl.int64, [2 + DQ_MODE, 1], mbarrier.MBarrierLayout())
+    ds_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(CONSUMERS):
@@ -376,8 +302,8 @@ def _attn_bwd_hopper_kernel(
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
 
     consumer_args = (
-        dk_desc, dv_desc, LSE, DELTA, DQACC, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, N_KV, qk_scale, sm_scale,
+        dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
+        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
     )  # fmt: skip
     loader_args = (
         q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
@@ -417,9 +343,9 @@ def hopper_backward(
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
     _attn_bwd_hopper_kernel[grid](
         descriptor(q, cfg.block_m), descriptor(k, ROWS.value), descriptor(v, ROWS.value), descriptor(do, cfg.block_m),
-        descriptor(dk, ROWS.value), descriptor(dv, ROWS.value), lse, delta, dq_acc,
-        descriptor(dq_acc, cfg.block_m), heads, n_q, n_kv,
+        descriptor(dk, ROWS.value), descriptor(dv, ROWS.value), lse, delta, descriptor(dq_acc, cfg.block_m),
+        heads, n_q, n_kv,
         scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
-        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, DQ_MODE=cfg.dq_mode, num_warps=4,
+        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
     )  # fmt: skip
     return dq_acc
