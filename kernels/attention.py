@@ -1206,7 +1206,7 @@ def _gluon_backward_wins(
     faster of the two, timed at the first call per (head dim, dtype, power-of-two bucket of both lengths).
 
     Neither wins everywhere on an H100: the Gluon kernel is 1.1–1.2× the Triton backward at 16k tokens and
-    level at 4,096, but 5–7 % slower at 4,100 (a key block of 4 rows runs a whole pass; RESULTS.md).
+    level at 4,096, but 5–8 % slower at 4,100 (a key block of 4 rows runs a whole pass; RESULTS.md).
     """
     global _hopper_bwd
     if _gluon_bwd_override:
