@@ -80,16 +80,13 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
     rows = args.rows if pingpong else 16 * args.warps
     gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
 
-    def desc(box_rows: int) -> str:
-        layout = gl.NVMMASharedLayout.get_default_for([1, 1, box_rows, args.head_dim], gl_dtype)
-        return f"tensordesc<{dtype}[1,1,{box_rows},{args.head_dim}],{layout!r}>"
+    first, tail = hop.head_pieces(args.head_dim)
 
-    constants: dict = {
-        "HEAD_DIM": args.head_dim,
-        "BLOCK_N": args.block_n,
-        "K_STAGES": k_stages,
-        "V_STAGES": v_stages,
-    }
+    def desc(box_rows: int, cols: int = first) -> str:
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, box_rows, cols], gl_dtype)
+        return f"tensordesc<{dtype}[1,1,{box_rows},{cols}],{layout!r}>"
+
+    constants: dict = {"BLOCK_N": args.block_n, "K_STAGES": k_stages, "V_STAGES": v_stages}
     if pingpong:
         constants.update(
             CONSUMER_REGS=hop.CONSUMER_REGS[args.consumers],
@@ -97,9 +94,12 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
             CONSUMERS=args.consumers,
         )
     else:
-        constants["num_warps"] = args.warps
+        constants.update(HEAD_DIM=args.head_dim, num_warps=args.warps)
     signature = {"q_desc": desc(rows), "k_desc": desc(args.block_n), "v_desc": desc(args.block_n)}
     signature.update({"o_desc": desc(rows), "LSE": "*fp32", "qk_scale": "fp32"})
+    if pingpong:  # the second column piece (the first again where the head dim is a power of two)
+        signature.update({"q_tail_desc": desc(rows, tail), "o_tail_desc": desc(rows, tail)})
+        signature.update({n: desc(args.block_n, tail) for n in ("k_tail_desc", "v_tail_desc")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
     signature.update({name: "constexpr" for name in constants})
     indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
@@ -111,29 +111,33 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
 
 
 def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
+    from pathoflash.kernels import attention_hopper as hop
     from pathoflash.kernels import attention_hopper_bwd as bwd
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     fn = bwd._attn_bwd_hopper_kernel
     gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
+    first, tail = hop.head_pieces(args.head_dim)
 
-    def desc(box_rows: int) -> str:
-        layout = gl.NVMMASharedLayout.get_default_for([1, 1, box_rows, args.head_dim], gl_dtype)
-        return f"tensordesc<{dtype}[1,1,{box_rows},{args.head_dim}],{layout!r}>"
+    def desc(box_rows: int, cols: int, fp32: bool = False) -> str:
+        layout = gl.NVMMASharedLayout.get_default_for(
+            [1, 1, box_rows, cols], gl.float32 if fp32 else gl_dtype
+        )
+        return f"tensordesc<{'fp32' if fp32 else dtype}[1,1,{box_rows},{cols}],{layout!r}>"
 
     constants: dict = {
-        "HEAD_DIM": args.head_dim,
         "STAGES": int(args.stages.split(",")[0]),
         "CONSUMERS": bwd.CONSUMER_WARPGROUPS,
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
     }
-    signature = {name: desc(args.block_m) for name in ("q_desc", "do_desc")}
-    signature.update({name: desc(bwd.ROWS.value) for name in ("k_desc", "v_desc", "dk_desc", "dv_desc")})
+    signature: dict = {}
+    for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
+        signature.update({f"{n}{suffix}_desc": desc(args.block_m, cols) for n in ("q", "do")})
+        signature.update({f"{n}{suffix}_desc": desc(bwd.ROWS.value, cols) for n in ("k", "v", "dk", "dv")})
+        signature[f"dq{suffix}_desc"] = desc(args.block_m, cols, fp32=True)
     signature.update({name: "*fp32" for name in ("LSE", "DELTA")})
-    fp32_layout = gl.NVMMASharedLayout.get_default_for([1, 1, args.block_m, args.head_dim], gl.float32)
-    signature["dq_desc"] = f"tensordesc<fp32[1,1,{args.block_m},{args.head_dim}],{fp32_layout!r}>"
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
     signature.update({name: "constexpr" for name in constants})

@@ -54,7 +54,7 @@ from .attention import LOG2E
 log = logging.getLogger(__name__)
 K = TypeVar("K")
 
-HOPPER_HEAD_DIMS = (64, 128)
+HOPPER_HEAD_DIMS = (48, 64, 80, 96, 128)
 # setmaxnreg of the worker partitions (second consumer warpgroup, loader warp); Triton gives the default
 # partition (the first consumer) what they leave of the register file.
 # Per consumer count: two take 240 each; three share the file at 160 (4 + 4 + 4 + 1 warps).
@@ -239,9 +239,21 @@ def _attn_fwd_hopper_kernel(
 
 
 @gluon.jit
+def _load_pieces(desc, tail_desc, coord, bar, dst, tail_dst):
+    """TMA copy of one box of both column pieces (the tail only where the head dim is split) onto ``bar``."""
+    SPLIT: gl.constexpr = tail_desc.block_type.shape[3] != desc.block_type.shape[3]
+    if SPLIT:
+        mbarrier.expect(bar, desc.block_type.nbytes + tail_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(tail_desc, coord, bar, tail_dst)
+    else:
+        mbarrier.expect(bar, desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(desc, coord, bar, dst)
+
+
+@gluon.jit
 def _pp_loader(
-    q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty,
-    b, h, start_m, n_kv,
+    q_desc, k_desc, v_desc, q_tail_desc, k_tail_desc, v_tail_desc, q_smem, k_ring, v_ring, q_tail_smem,
+    k_tail_ring, v_tail_ring, q_ready, k_ready, k_empty, v_ready, v_empty, b, h, start_m, n_kv,
 ):  # fmt: skip
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
     K_STAGES: gl.constexpr = k_ring.shape[0]
@@ -249,19 +261,23 @@ def _pp_loader(
     ROWS: gl.constexpr = q_desc.block_type.shape[2]
     CONSUMERS: gl.constexpr = q_smem.shape[0]
     for i in gl.static_range(CONSUMERS):
-        mbarrier.expect(q_ready.index(i), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(
-            q_desc, [b, h, start_m + ROWS * i, 0], q_ready.index(i), q_smem.index(i)
-        )
+        _load_pieces(
+            q_desc, q_tail_desc, [b, h, start_m + ROWS * i, 0], q_ready.index(i), q_smem.index(i),
+            q_tail_smem.index(i),
+        )  # fmt: skip
     for blk in range(n_kv):
         ks = blk % K_STAGES
         mbarrier.wait(k_empty.index(ks), ((blk // K_STAGES) & 1) ^ 1)  # the first pass finds every slot free
-        mbarrier.expect(k_ready.index(ks), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_ring.index(ks))
+        _load_pieces(
+            k_desc, k_tail_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_ring.index(ks),
+            k_tail_ring.index(ks),
+        )  # fmt: skip
         vs = blk % V_STAGES
         mbarrier.wait(v_empty.index(vs), ((blk // V_STAGES) & 1) ^ 1)
-        mbarrier.expect(v_ready.index(vs), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_ring.index(vs))
+        _load_pieces(
+            v_desc, v_tail_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_ring.index(vs),
+            v_tail_ring.index(vs),
+        )  # fmt: skip
 
 
 @gluon.jit
@@ -299,26 +315,41 @@ def _pp_idle(k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, n_kv, ME:
 
 @gluon.jit
 def _pp_consumer(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
-    pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
+    o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+    k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
 ):  # fmt: skip
     ROWS: gl.constexpr = q_smem.shape[3]
     if start_m + ROWS * ME >= N_Q:
         _pp_idle(k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, n_kv, ME)
     else:
         _pp_work(
-            o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
-            pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME,
+            o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready,
+            k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME,
         )  # fmt: skip
 
 
 @gluon.jit
+def _scores(q, q_tail, k_ring, k_tail_ring, slot, zero_s, SPLIT: gl.constexpr):
+    """Issue S = Q·Kᵀ for ring slot ``slot``: one async wgmma, or two chained over both column pieces."""
+    BLOCK_N: gl.constexpr = k_ring.shape[3]
+    k = _tile(k_ring, slot, BLOCK_N, k_ring.shape[4]).permute((1, 0))
+    s = warpgroup_mma(q, k, zero_s, use_acc=False, is_async=True)
+    if SPLIT:
+        k_tail = _tile(k_tail_ring, slot, BLOCK_N, k_tail_ring.shape[4]).permute((1, 0))
+        s = warpgroup_mma(q_tail, k_tail, s, is_async=True)
+    return s
+
+
+@gluon.jit
 def _pp_work(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
-    pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
+    o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+    k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = o_desc.dtype
-    HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]
+    HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]  # the first column piece (the whole head dim unsplit)
+    TAIL: gl.constexpr = o_tail_desc.block_type.shape[3]
+    SPLIT: gl.constexpr = TAIL != HEAD_DIM
+    PV_GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups of O += P·V
     BLOCK_N: gl.constexpr = k_ring.shape[3]
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
@@ -329,19 +360,22 @@ def _pp_work(
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
     )
+    tail_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, TAIL, 16]
+    )
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    rows_t: gl.constexpr = gl.SliceLayout(1, tail_layout)
     other: gl.constexpr = (ME + 1) % q_smem.shape[0]  # the warpgroup whose turn comes next
 
     q = q_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    q_tail = q_tail_smem.index(ME).reshape([ROWS, TAIL])  # q itself where the head dim is not split
     zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     mbarrier.wait(q_ready.index(ME), 0)
     _wait_loaded(k_ready, 0, K_STAGES)
     _pp_take_turn(turn, ME, 0)
-    s = warpgroup_mma(
-        q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True
-    )
+    s = _scores(q, q_tail, k_ring, k_tail_ring, 0, zero_s, SPLIT)
     mbarrier.arrive(turn.index(other))
     s = warpgroup_mma_wait(0, deps=(s,))
     mbarrier.arrive(k_empty.index(0))
@@ -350,19 +384,28 @@ def _pp_work(
     p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    if SPLIT:
+        acc_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
 
     for j in range(0, n_kv - 1):
         _wait_loaded(k_ready, j + 1, K_STAGES)
         _wait_loaded(v_ready, j, V_STAGES)
         _pp_take_turn(turn, ME, j + 1)
-        k_next = _tile(k_ring, (j + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
-        s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
+        s_next = _scores(q, q_tail, k_ring, k_tail_ring, (j + 1) % K_STAGES, zero_s, SPLIT)
         pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+        if SPLIT:
+            pv_tail = warpgroup_mma(
+                p_op, _tile(v_tail_ring, j % V_STAGES, BLOCK_N, TAIL), acc_tail, is_async=True
+            )
         mbarrier.arrive(turn.index(other))
-        s = warpgroup_mma_wait(1, deps=(s_next,))
+        s = warpgroup_mma_wait(PV_GROUPS, deps=(s_next,))
         mbarrier.arrive(k_empty.index((j + 1) % K_STAGES))
         p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
-        acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
+        if SPLIT:
+            acc, acc_tail, p_op = warpgroup_mma_wait(0, deps=(pv, pv_tail, p_op))
+            acc_tail = acc_tail * gl.convert_layout(alpha, rows_t)[:, None]
+        else:
+            acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
         mbarrier.arrive(v_empty.index(j % V_STAGES))
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
         p_op = gl.convert_layout(p.to(dtype), p_layout)
@@ -371,13 +414,23 @@ def _pp_work(
     _wait_loaded(v_ready, last, V_STAGES)
     _pp_take_turn(turn, ME, n_kv)
     acc = warpgroup_mma(p_op, _tile(v_ring, last % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+    if SPLIT:
+        acc_tail = warpgroup_mma(
+            p_op, _tile(v_tail_ring, last % V_STAGES, BLOCK_N, TAIL), acc_tail, is_async=True
+        )
     mbarrier.arrive(turn.index(other))
-    acc = warpgroup_mma_wait(0, deps=(acc,))
+    if SPLIT:
+        acc, acc_tail = warpgroup_mma_wait(0, deps=(acc, acc_tail))
+        q_tail.store((acc_tail / gl.convert_layout(l_i, rows_t)[:, None]).to(dtype))
+    else:
+        acc = warpgroup_mma_wait(0, deps=(acc,))
 
     o = acc / gl.convert_layout(l_i, rows_o)[:, None]
     q.store(o.to(dtype))  # this warpgroup's Q slot is free: it holds the output on its way out
     fence_async_shared()
     tma.async_copy_shared_to_global(o_desc, [b, h, start_m + ROWS * ME, 0], q_smem.index(ME))
+    if SPLIT:
+        tma.async_copy_shared_to_global(o_tail_desc, [b, h, start_m + ROWS * ME, 0], q_tail_smem.index(ME))
     rows = start_m + ROWS * ME + gl.arange(0, ROWS, rows_s)
     lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
     gl.store(LSE + pid_bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
@@ -388,38 +441,46 @@ def _pp_work(
 # constexpr: it picks layouts' turn and parity at compile time) is bound in a wrapper of its own.
 @gluon.jit
 def _pp_consumer_0(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+    o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+    k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
 ):  # fmt: skip
     _pp_consumer(
-        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 0,
+        o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+        k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 0,
     )  # fmt: skip
 
 
 @gluon.jit
 def _pp_consumer_1(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+    o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+    k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
 ):  # fmt: skip
     _pp_consumer(
-        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 1,
+        o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+        k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 1,
     )  # fmt: skip
 
 
 @gluon.jit
 def _pp_consumer_2(
-    o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+    o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+    k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
 ):  # fmt: skip
     _pp_consumer(
-        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 2,
+        o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+        k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, 2,
     )  # fmt: skip
 
 
 @gluon.jit
 def _attn_fwd_pingpong_kernel(
-    q_desc, k_desc, v_desc, o_desc, LSE, H, N_Q, N_KV, qk_scale,
-    HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
+    q_desc, k_desc, v_desc, o_desc, q_tail_desc, k_tail_desc, v_tail_desc, o_tail_desc, LSE, H, N_Q, N_KV,
+    qk_scale, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, CONSUMERS: gl.constexpr,
 ):  # fmt: skip
     ROWS: gl.constexpr = q_desc.block_type.shape[2]  # per consumer warpgroup; the CTA covers CONSUMERS · ROWS
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
+    TAIL: gl.constexpr = q_tail_desc.block_type.shape[3]
     n_m = gl.cdiv(N_Q, CONSUMERS * ROWS)
     pid_m = gl.program_id(0) % n_m
     pid_bh = gl.program_id(0) // n_m
@@ -432,6 +493,14 @@ def _attn_fwd_pingpong_kernel(
     q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], q_desc.layout)
     k_ring = gl.allocate_shared_memory(dtype, [K_STAGES, 1, 1, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_ring = gl.allocate_shared_memory(dtype, [V_STAGES, 1, 1, BLOCK_N, HEAD_DIM], v_desc.layout)
+    if TAIL != HEAD_DIM:  # a head dim split in two column pieces (80 = 64 + 16): the second one's buffers
+        q_tail_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, TAIL], q_tail_desc.layout)
+        k_tail_ring = gl.allocate_shared_memory(dtype, [K_STAGES, 1, 1, BLOCK_N, TAIL], k_tail_desc.layout)
+        v_tail_ring = gl.allocate_shared_memory(dtype, [V_STAGES, 1, 1, BLOCK_N, TAIL], v_tail_desc.layout)
+    else:  # unused: the workers see equal widths and take one piece
+        q_tail_smem = q_smem
+        k_tail_ring = k_ring
+        v_tail_ring = v_ring
     q_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
@@ -449,12 +518,12 @@ def _attn_fwd_pingpong_kernel(
         mbarrier.init(v_empty.index(i), count=CONSUMERS)
 
     consumer_args = (
-        o_desc, LSE, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty, turn,
-        pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
+        o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
+        k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale,
     )  # fmt: skip
     loader_args = (
-        q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, k_ready, k_empty, v_ready, v_empty,
-        b, h, start_m, n_kv,
+        q_desc, k_desc, v_desc, q_tail_desc, k_tail_desc, v_tail_desc, q_smem, k_ring, v_ring, q_tail_smem,
+        k_tail_ring, v_tail_ring, q_ready, k_ready, k_empty, v_ready, v_empty, b, h, start_m, n_kv,
     )  # fmt: skip
     if CONSUMERS == 3:
         gl.warp_specialize(
@@ -489,6 +558,22 @@ def descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     )
 
 
+def head_pieces(head_dim: int) -> tuple[int, int]:
+    """The widths of the column pieces a head dim is computed in: (64, 16) for 80, (64, 32) for 96, (32, 16)
+    for 48; a power of two is one piece, written (D, D). Gluon tensors have power-of-two shapes only."""
+    first = 1 << (head_dim.bit_length() - 1)
+    return (head_dim, head_dim) if first == head_dim else (first, head_dim - first)
+
+
+def piece_descriptors(t: torch.Tensor, rows: int) -> tuple[TensorDescriptor, TensorDescriptor]:
+    """Descriptors of both column pieces of ``t`` (views, nothing copied); one descriptor twice if unsplit."""
+    first, tail = head_pieces(t.shape[3])
+    if first == tail:
+        whole = descriptor(t, rows)
+        return whole, whole
+    return descriptor(t[..., :first], rows), descriptor(t[..., first:], rows)
+
+
 def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether :func:`hopper_forward` can run these tensors: sm_90, fp16/bf16, a tuned head dim, TMA strides."""
     if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
@@ -513,6 +598,14 @@ CANDIDATES = {
         HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=2, pingpong=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
     ),
+    # Split head dims (two column pieces): the ping-pong kernel only; not yet swept on a GPU.
+    **{
+        d: (
+            HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
+            HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
+        )
+        for d in (48, 80, 96)
+    },
 }
 _chosen: dict[tuple[int, torch.dtype, int, int], HopperConfig] = {}
 
@@ -524,20 +617,23 @@ def _launch(
     batch, heads, n_q, head_dim = q.shape
     grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
     rows = cfg.rows if cfg.pingpong else cfg.block_m
-    descs = (
-        descriptor(q, rows),
-        descriptor(k, cfg.block_n),
-        descriptor(v, cfg.block_n),
-        descriptor(o, rows),
-    )
     common = (lse, heads, n_q, k.shape[2], scale * LOG2E)
     if cfg.pingpong:
+        (q_d, q_t), (k_d, k_t), (v_d, v_t), (o_d, o_t) = (
+            piece_descriptors(t, r) for t, r in ((q, rows), (k, cfg.block_n), (v, cfg.block_n), (o, rows))
+        )
         _attn_fwd_pingpong_kernel[grid](
-            *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
+            q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, *common, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
             V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers], LOADER_REGS=LOADER_REGS,
             CONSUMERS=cfg.consumers, num_warps=4,
         )  # fmt: skip
-    else:
+    else:  # power-of-two head dims only
+        descs = (
+            descriptor(q, rows),
+            descriptor(k, cfg.block_n),
+            descriptor(v, cfg.block_n),
+            descriptor(o, rows),
+        )
         _attn_fwd_hopper_kernel[grid](
             *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
             V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,

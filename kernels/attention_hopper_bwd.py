@@ -51,7 +51,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .attention import LOG2E
-from .attention_hopper import descriptor
+from .attention_hopper import piece_descriptors
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
     _tma_add = tma.async_atomic_add
@@ -90,27 +90,43 @@ class BackwardConfig:
 
 @gluon.jit
 def _bwd_loader(
-    q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
-    b, h, start_n, n_q, first,
+    q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, q_ring, do_ring, k_smem,
+    v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, kv_ready, ready, empty, b, h, start_n, n_q, first,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
+    SPLIT: gl.constexpr = q_tail_desc.block_type.shape[3] != q_desc.block_type.shape[3]
+    kv_bytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes
+    qdo_bytes: gl.constexpr = q_desc.block_type.nbytes + do_desc.block_type.nbytes
     for c in gl.static_range(CONSUMERS):
-        mbarrier.expect(kv_ready.index(c), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(
-            k_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2)
-        )
-        tma.async_copy_global_to_shared(
-            v_desc, [b, h, start_n + ROWS * c, 0], kv_ready.index(c), v_smem.index(c)
-        )
+        key = [b, h, start_n + ROWS * c, 0]
+        if SPLIT:
+            mbarrier.expect(
+                kv_ready.index(c), kv_bytes + k_tail_desc.block_type.nbytes + v_tail_desc.block_type.nbytes
+            )
+            tma.async_copy_global_to_shared(
+                k_tail_desc, key, kv_ready.index(c), k_tail_smem.slice(ROWS * c, ROWS, 2)
+            )
+            tma.async_copy_global_to_shared(v_tail_desc, key, kv_ready.index(c), v_tail_smem.index(c))
+        else:
+            mbarrier.expect(kv_ready.index(c), kv_bytes)
+        tma.async_copy_global_to_shared(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
+        tma.async_copy_global_to_shared(v_desc, key, kv_ready.index(c), v_smem.index(c))
     for i in range(n_q):
         slot = i % STAGES
         mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # the first pass finds every slot free
-        mbarrier.expect(ready.index(slot), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-        row = ((first + i) % n_q) * BLOCK_M
-        tma.async_copy_global_to_shared(q_desc, [b, h, row, 0], ready.index(slot), q_ring.index(slot))
-        tma.async_copy_global_to_shared(do_desc, [b, h, row, 0], ready.index(slot), do_ring.index(slot))
+        row = [b, h, ((first + i) % n_q) * BLOCK_M, 0]
+        if SPLIT:
+            mbarrier.expect(
+                ready.index(slot), qdo_bytes + q_tail_desc.block_type.nbytes + do_tail_desc.block_type.nbytes
+            )
+            tma.async_copy_global_to_shared(q_tail_desc, row, ready.index(slot), q_tail_ring.index(slot))
+            tma.async_copy_global_to_shared(do_tail_desc, row, ready.index(slot), do_tail_ring.index(slot))
+        else:
+            mbarrier.expect(ready.index(slot), qdo_bytes)
+        tma.async_copy_global_to_shared(q_desc, row, ready.index(slot), q_ring.index(slot))
+        tma.async_copy_global_to_shared(do_desc, row, ready.index(slot), do_ring.index(slot))
 
 
 @gluon.jit
@@ -137,7 +153,8 @@ def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.
 def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m):
     """dQ rows [start_m, start_m + BLOCK_M) += dS·K over the first KEYS keys (dS from shared memory as (keys,
     BLOCK_M)), through the staging tile ``stage`` and one TMA reduce-add. In column tiles of at most 64: at head
-    dim 128 a whole (64, 128) float32 tile would not fit in the registers beside dK and dV."""
+    dim 128 a whole (64, 128) float32 tile would not fit in the registers beside dK and dV. The caller waits
+    for this consumer's previous adds to have read ``stage``."""
     HEAD_DIM: gl.constexpr = k_all.shape[1]
     BLOCK_M: gl.constexpr = ds_all.shape[1]
     DQ_COLS: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM
@@ -146,7 +163,6 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
     )
     zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
     flat = stage.reshape([BLOCK_M, HEAD_DIM])
-    tma.store_wait(0)  # this consumer's previous add has read the staging buffer
     for c in gl.static_range(HEAD_DIM // DQ_COLS):
         dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
         flat.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
@@ -156,30 +172,45 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
 
 @gluon.jit
 def _bwd_work(
-    dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
+    dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
+    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
+    empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = dk_desc.dtype
+    # the first column piece (the whole head dim where it is not split) and the second
     HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
+    TAIL: gl.constexpr = dk_tail_desc.block_type.shape[3]
+    SPLIT: gl.constexpr = TAIL != HEAD_DIM
+    GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups per product (one per column piece)
     BLOCK_M: gl.constexpr = q_ring.shape[3]
     STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
-    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM)
+    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM) and (64, TAIL)
     st_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
     )
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
     )
+    tail_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, TAIL, 16]
+    )
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
     cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
 
-    k_all = k_smem.reshape([k_smem.shape[2], HEAD_DIM])  # every consumer's keys, for the shared dQ
+    KEYS: gl.constexpr = CONSUMERS * ROWS
+    k_all = k_smem.reshape([KEYS, HEAD_DIM])  # every consumer's keys, for the shared dQ
     k = k_all.slice(ME * ROWS, ROWS, 0)
     v = v_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    k_tail_all = k_tail_smem.reshape([KEYS, TAIL])  # the same as k_all where the head dim is not split
+    k_tail = k_tail_all.slice(ME * ROWS, ROWS, 0)
+    v_tail = v_tail_smem.index(ME).reshape([ROWS, TAIL])
     zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
     dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
+    if SPLIT:
+        dk_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
+        dv_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
     row_base = pid_bh.to(gl.int64) * N_Q
     mbarrier.wait(kv_ready.index(ME), 0)
 
@@ -193,14 +224,22 @@ def _bwd_work(
         mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
         q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
         do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
+        q_tail = q_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
+        do_tail = do_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
 
         s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+        if SPLIT:
+            s_t = warpgroup_mma(k_tail, q_tail.permute((1, 0)), s_t, is_async=True)
         dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-        s_t = warpgroup_mma_wait(1, deps=(s_t,))
+        if SPLIT:
+            dp_t = warpgroup_mma(v_tail, do_tail.permute((1, 0)), dp_t, is_async=True)
+        s_t = warpgroup_mma_wait(GROUPS, deps=(s_t,))
         p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
         p_op = gl.convert_layout(p_t.to(dtype), op_layout)
         dv = warpgroup_mma(p_op, do, dv, is_async=True)
-        dp_t = warpgroup_mma_wait(1, deps=(dp_t,))
+        if SPLIT:
+            dv_tail = warpgroup_mma(p_op, do_tail, dv_tail, is_async=True)
+        dp_t = warpgroup_mma_wait(GROUPS, deps=(dp_t,))
         ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
         ds_op = gl.convert_layout(ds_t, op_layout)
         # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity of
@@ -212,13 +251,22 @@ def _bwd_work(
         fence_async_shared()
         mbarrier.arrive(ds_full.index(par))
         dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-        dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+        if SPLIT:
+            dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
+            dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
+                0, deps=(dv, dv_tail, p_op, dk, dk_tail, ds_op)
+            )
+        else:
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
         mbarrier.arrive(empty.index(slot))
         if i % CONSUMERS == ME:
             mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-            _dq_tma_add(
-                ds_smem.index(par), k_all, CONSUMERS * ROWS, dq_desc, dq_stage.index(ME), b, h, start_m
-            )
+            tma.store_wait(0)  # this consumer's previous adds have read the staging buffers
+            _dq_tma_add(ds_smem.index(par), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m)
+            if SPLIT:
+                _dq_tma_add(
+                    ds_smem.index(par), k_tail_all, KEYS, dq_tail_desc, dq_tail_stage.index(ME), b, h, start_m
+                )
             mbarrier.arrive(ds_empty.index(par))
 
     # The other consumer's last dQ products read this one's keys: wait for them before K's slot takes dK.
@@ -229,9 +277,16 @@ def _bwd_work(
     # K and V are read for the last time: their slots carry dK and dV out.
     k.store((dk * sm_scale).to(dtype))
     v.store(dv.to(dtype))
+    if SPLIT:
+        k_tail.store((dk_tail * sm_scale).to(dtype))
+        v_tail.store(dv_tail.to(dtype))
     fence_async_shared()
-    tma.async_copy_shared_to_global(dk_desc, [b, h, start_n + ROWS * ME, 0], k_smem.slice(ME * ROWS, ROWS, 2))
-    tma.async_copy_shared_to_global(dv_desc, [b, h, start_n + ROWS * ME, 0], v_smem.index(ME))
+    key = [b, h, start_n + ROWS * ME, 0]
+    tma.async_copy_shared_to_global(dk_desc, key, k_smem.slice(ME * ROWS, ROWS, 2))
+    tma.async_copy_shared_to_global(dv_desc, key, v_smem.index(ME))
+    if SPLIT:
+        tma.async_copy_shared_to_global(dk_tail_desc, key, k_tail_smem.slice(ME * ROWS, ROWS, 2))
+        tma.async_copy_shared_to_global(dv_tail_desc, key, v_tail_smem.index(ME))
     tma.store_wait(0)
 
 
@@ -240,33 +295,39 @@ def _bwd_work(
 # nothing): the shared dQ needs both.
 @gluon.jit
 def _bwd_consumer_0(
-    dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
+    dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
+    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
+    empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
 ):  # fmt: skip
     _bwd_work(
-        dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 0,
+        dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
+        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
+        empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 0,
     )  # fmt: skip
 
 
 @gluon.jit
 def _bwd_consumer_1(
-    dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-    ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
+    dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
+    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
+    empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
 ):  # fmt: skip
     _bwd_work(
-        dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 1,
+        dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
+        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
+        empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 1,
     )  # fmt: skip
 
 
 @gluon.jit
 def _attn_bwd_hopper_kernel(
-    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, dq_desc, H, N_Q, N_KV, qk_scale, sm_scale,
-    HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    LOADER_REGS: gl.constexpr,
+    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, q_tail_desc, k_tail_desc, v_tail_desc, do_tail_desc,
+    dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, H, N_Q, N_KV, qk_scale, sm_scale,
+    STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]  # the first column piece (all of an unsplit one)
+    TAIL: gl.constexpr = q_tail_desc.block_type.shape[3]
     dtype: gl.constexpr = q_desc.dtype
     n_n = gl.cdiv(N_KV, CONSUMERS * ROWS)  # key blocks of one head adjacent: its Q and dO stay in L2
     pid_n = gl.program_id(0) % n_n
@@ -286,6 +347,20 @@ def _attn_bwd_hopper_kernel(
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
     # staging for the TMA reduce-add of dQ, one per consumer; dS of all keys, two by the parity of the step
     dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
+    if TAIL != HEAD_DIM:  # a head dim split in two column pieces (80 = 64 + 16): the second one's buffers
+        q_tail_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, TAIL], q_tail_desc.layout)
+        do_tail_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, TAIL], do_tail_desc.layout)
+        k_tail_smem = gl.allocate_shared_memory(dtype, [1, 1, KEY_ROWS, TAIL], k_tail_desc.layout)
+        v_tail_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, TAIL], v_tail_desc.layout)
+        dq_tail_stage = gl.allocate_shared_memory(
+            gl.float32, [CONSUMERS, 1, 1, BLOCK_M, TAIL], dq_tail_desc.layout
+        )
+    else:  # unused: the workers see equal widths and take one piece
+        q_tail_ring = q_ring
+        do_tail_ring = do_ring
+        k_tail_smem = k_smem
+        v_tail_smem = v_smem
+        dq_tail_stage = dq_stage
     ds_smem = gl.allocate_shared_memory(dtype, [2, KEY_ROWS, BLOCK_M], ds_layout)
     kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -302,21 +377,19 @@ def _attn_bwd_hopper_kernel(
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
 
     consumer_args = (
-        dk_desc, dv_desc, LSE, DELTA, dq_desc, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready, ready, empty,
-        ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
+        dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
+        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
+        empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
     )  # fmt: skip
     loader_args = (
-        q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, ready, empty,
-        b, h, start_n, n_q, first,
+        q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, q_ring, do_ring, k_smem,
+        v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, kv_ready, ready, empty, b, h, start_n, n_q, first,
     )  # fmt: skip
     gl.warp_specialize(
         [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
         [4, 1],
         [CONSUMER_REGS, LOADER_REGS],
     )
-
-
-CONFIGS = {64: BackwardConfig(block_m=64, stages=2), 128: BackwardConfig(block_m=64, stages=2)}
 
 
 def hopper_backward(
@@ -335,17 +408,19 @@ def hopper_backward(
 
     ``lse`` is the forward's natural log-sum-exp and ``delta`` rowsum(dO ∘ O) (minus the lse's gradient),
     both (B, H, N) contiguous float32. Every tensor must pass ``attention_hopper.hopper_usable``'s checks.
+    Head dims that are not powers of two run in two column pieces (``attention_hopper.head_pieces``).
     """
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
-    cfg = config or CONFIGS[head_dim]
+    cfg = config or BackwardConfig()
     dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
+    rows = {"q": cfg.block_m, "do": cfg.block_m, "dq": cfg.block_m}
+    tensors = {"q": q, "k": k, "v": v, "do": do, "dk": dk, "dv": dv, "dq": dq_acc}
+    pieces = {name: piece_descriptors(t, rows.get(name, ROWS.value)) for name, t in tensors.items()}
     _attn_bwd_hopper_kernel[grid](
-        descriptor(q, cfg.block_m), descriptor(k, ROWS.value), descriptor(v, ROWS.value), descriptor(do, cfg.block_m),
-        descriptor(dk, ROWS.value), descriptor(dv, ROWS.value), lse, delta, descriptor(dq_acc, cfg.block_m),
-        heads, n_q, n_kv,
-        scale * LOG2E, scale, HEAD_DIM=head_dim, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
+        *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
+        heads, n_q, n_kv, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
         CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
     )  # fmt: skip
     return dq_acc

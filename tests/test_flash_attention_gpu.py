@@ -98,10 +98,11 @@ def test_tma_path_matches_reference(shape: tuple[int, int, int, int, str]) -> No
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("tensor descriptors need compute capability 9.0 or newer")
     attention._tma_override = True
+    attention._gluon_override = attention._gluon_bwd_override = False  # the Triton kernels, not Gluon
     try:
         _check(*shape, torch.bfloat16)
     finally:
-        attention._tma_override = None
+        attention._tma_override = attention._gluon_override = attention._gluon_bwd_override = None
 
 
 BACKWARD_SHAPES = [(2, 2, 1031, 64, "qkv"), (1, 2, 700, 80, "contiguous"), (1, 2, 4100, 128, "bnhd")]
@@ -133,6 +134,10 @@ GLUON_BACKWARD_SHAPES = [
     (2, 3, 4097, 64, "qkv"),
     (1, 2, 4100, 128, "contiguous"),
     (1, 2, 16384, 64, "bnhd"),
+    (2, 3, 4097, 80, "qkv"),  # head dims in two column pieces: 64 + 16, 64 + 32, 32 + 16
+    (1, 2, 257, 80, "bnhd"),
+    (1, 3, 777, 96, "contiguous"),
+    (2, 2, 1000, 48, "qkv"),
 ]
 
 
@@ -218,6 +223,10 @@ GLUON_SHAPES = [
     (1, 1, 1, 64, "contiguous"),
     (2, 2, 1000, 128, "qkv"),
     (1, 2, 4100, 128, "contiguous"),
+    (1, 2, 4097, 80, "qkv"),  # head dims in two column pieces
+    (2, 1, 130, 80, "bnhd"),
+    (1, 3, 777, 96, "qkv"),
+    (2, 2, 1000, 48, "bnhd"),
 ]
 
 
@@ -270,7 +279,7 @@ def test_flash_attention_takes_the_gluon_forward_on_hopper(monkeypatch: pytest.M
     assert (with_gluon.float() - without.float()).abs().max().item() < 2e-2
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
 def test_gluon_backward_takes_the_lse_gradient(head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A loss on the log-sum-exp too (dLSE enters through delta) through the Gluon backward."""
     if torch.cuda.get_device_capability() != (9, 0):
@@ -297,7 +306,8 @@ def test_gluon_backward_takes_the_lse_gradient(head_dim: int, monkeypatch: pytes
 
 
 @pytest.mark.parametrize(
-    ("n_q", "n_kv", "head_dim"), [(300, 1000, 64), (1000, 77, 64), (129, 4100, 128), (4097, 200, 128)]
+    ("n_q", "n_kv", "head_dim"),
+    [(300, 1000, 64), (1000, 77, 64), (129, 4100, 128), (4097, 200, 128), (500, 1500, 80), (1500, 70, 96)],
 )
 def test_gluon_backward_with_other_key_lengths(
     n_q: int, n_kv: int, head_dim: int, monkeypatch: pytest.MonkeyPatch
