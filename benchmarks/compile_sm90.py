@@ -136,7 +136,8 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
     for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
         signature.update({f"{n}{suffix}_desc": desc(args.block_m, cols) for n in ("q", "do")})
         signature.update({f"{n}{suffix}_desc": desc(bwd.ROWS.value, cols) for n in ("k", "v", "dk", "dv")})
-        signature[f"dq{suffix}_desc"] = desc(args.block_m, cols, fp32=True)
+        dq_cols = cols // 2 if args.dq_halves else cols
+        signature[f"dq{suffix}_desc"] = desc(args.block_m, dq_cols, fp32=True)
     signature.update({name: "*fp32" for name in ("LSE", "DELTA")})
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
@@ -170,6 +171,7 @@ def main() -> int:
         default=2,
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
+    parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 

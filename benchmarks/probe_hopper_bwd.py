@@ -53,7 +53,7 @@ def _gluon(q, k, v, o, lse, do, scale, cfg: BackwardConfig | None = None):  # ty
     return dq, dk, dv
 
 
-def check() -> bool:
+def check(configs: list[BackwardConfig | None]) -> bool:
     ok = True
     for dtype in (torch.bfloat16, torch.float16):
         for i, shape in enumerate(CHECK):
@@ -62,18 +62,22 @@ def check() -> bool:
             do = torch.randn(shape, device="cuda", dtype=dtype)
             scale = shape[3] ** -0.5
             o, lse = attention._forward(q, k, v, scale)
-            got = _gluon(q, k, v, o, lse, do, scale)
             with attention_variant(False):
                 triton_grads = attention._backward(q, k, v, o, lse, do, None, scale)
             ref = [x.float().detach().requires_grad_() for x in (q, k, v)]
             out = torch.softmax(ref[0] @ ref[1].transpose(-1, -2) * scale, -1) @ ref[2]
             exact = torch.autograd.grad(out, ref, do.float())
-            for name, g, t, e in zip("qkv", got, triton_grads, exact, strict=True):
-                err = (g.float() - e).abs().max().item()
-                err_t = (t.float() - e).abs().max().item()
-                bad = not err <= 2 * err_t + 2e-4 * e.abs().max().item() + 1e-5
-                ok &= not bad
-                print(f"{dtype} {shape} d{name}: gluon {err:.2e} triton {err_t:.2e} {'FAIL' if bad else ''}")
+            for cfg in configs:
+                got = _gluon(q, k, v, o, lse, do, scale, cfg)
+                for name, g, t, e in zip("qkv", got, triton_grads, exact, strict=True):
+                    err = (g.float() - e).abs().max().item()
+                    err_t = (t.float() - e).abs().max().item()
+                    bad = not err <= 2 * err_t + 2e-4 * e.abs().max().item() + 1e-5
+                    ok &= not bad
+                    print(
+                        f"{dtype} {shape} {cfg or 'default'} d{name}: gluon {err:.2e} triton {err_t:.2e}"
+                        f" {'FAIL' if bad else ''}"
+                    )
     print("check", "passed" if ok else "FAILED", flush=True)
     return ok
 
@@ -147,13 +151,16 @@ def main() -> int:
     parser.add_argument("what", choices=["check", "time"])
     parser.add_argument("--stages", default="", help="comma list of ring depths to time (default: 2)")
     parser.add_argument("--shapes", default="", help="BxHxNxD,… (default: the issue's shapes)")
+    parser.add_argument("--dq-whole", action="store_true", help="also dq_halves=False (head dim 128)")
     parser.add_argument("--json")
     args = parser.parse_args()
-    if args.what == "check":
-        return 0 if check() else 1
     configs: list[BackwardConfig | None] = [None]
     if args.stages:
         configs = [BackwardConfig(stages=int(s)) for s in args.stages.split(",")]
+    if args.dq_whole:
+        configs.append(BackwardConfig(dq_halves=False))
+    if args.what == "check":
+        return 0 if check(configs) else 1
     print(configs)
     if args.shapes:
         SHAPES[:] = [tuple(int(x) for x in t.split("x")) for t in args.shapes.split(",")]

@@ -20,7 +20,7 @@ but on an H100 some configurations computed wrong results with masked column til
 Blocks move by pointer loads that Triton pipelines with ``cp.async`` (Ampere and Hopper). A tensor-descriptor
 (TMA) path exists for Hopper and newer but is off by default (``PREFER_TMA``): it measured slower here.
 
-On Hopper (sm_90) the forward at head dims 64 and 128 runs instead in ``attention_hopper.py`` (Gluon:
+On Hopper (sm_90) the forward at head dims 48, 64, 80, 96 and 128 runs instead in ``attention_hopper.py`` (Gluon:
 warp-specialised ping-pong with a TMA loader warp, which Triton's compiler cannot express); this file's
 forward stays the path for Ampere, other head dims, float32, the CPU interpreter, and the reference. The
 backward there may run ``attention_hopper_bwd.py`` instead (one pass, dQ by TMA reduce-adds), where the first
@@ -934,9 +934,9 @@ _INTERPRETED = not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
 PREFER_TMA = False
 _tma_override: bool | None = None
 _split_override: bool | None = None  # benchmarks: False pads the head dim to a power of two instead
-# On sm_90 the forward of head dims 64 and 128 runs the Gluon kernels of attention_hopper.py (warp-specialised
-# ping-pong, 1.0x cuDNN at head dim 128 where this file's kernel reaches 0.8x). PATHOFLASH_GLUON=0 keeps every
-# call on the Triton kernel; benchmarks and tests set ``_gluon_override``.
+# On sm_90 the forward of head dims 48-128 runs the Gluon kernels of attention_hopper.py (warp-specialised
+# ping-pong, 1.0x cuDNN at head dim 128 where this file's kernel reaches 0.8x; 1.1x at 80, was 0.9x).
+# PATHOFLASH_GLUON=0 keeps every call on the Triton kernel; benchmarks and tests set ``_gluon_override``.
 PREFER_GLUON = os.environ.get("PATHOFLASH_GLUON", "1") != "0"
 _gluon_override: bool | None = None
 # Two backwards. The two-kernel one (the default) recomputes the scores for dQ in a second kernel (7 matrix
@@ -952,7 +952,7 @@ PREFER_FUSED_BACKWARD = os.environ.get("PATHOFLASH_FUSED_BACKWARD", "0") == "1"
 _fused_override: bool | None = None
 _dq_atomic_override: int | None = None  # 1 atomic adds, 2 TMA reduce-adds
 _hopper: Any = None  # the attention_hopper module once imported; False where Gluon is unavailable
-# On sm_90 the backward of head dims 64 and 128 may run the Gluon kernel of attention_hopper_bwd.py (one
+# On sm_90 the backward of head dims 48-128 may run the Gluon kernel of attention_hopper_bwd.py (one
 # pass, five products per block pair, the exponentials and dS overlapping the tensor cores, dQ by TMA
 # reduce-adds, so never under torch.use_deterministic_algorithms); the first call per length bucket times it
 # against the Triton backward and keeps the faster (_gluon_backward_wins). PATHOFLASH_GLUON_BACKWARD=0 keeps

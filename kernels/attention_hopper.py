@@ -22,7 +22,10 @@ kernel, an "empty" one both consumers arrive on). The rule that keeps it from ha
 b % STAGES only after block b − STAGES has been consumed, and every block is issued before it is waited for.
 Descriptors are four-dimensional over (B, H, N, D) with the tensor's own strides, so fused-qkv views are read
 in place and rows past N read as zero (the last key block is masked to ``-inf``; output rows past N are
-clipped by the TMA store). Gluon tensors must have power-of-two shapes: head dims 64 and 128 only.
+clipped by the TMA store). Gluon tensors must have power-of-two shapes, so head dims 48, 80 and 96 run in
+two column pieces (80 = 64 + 16, :func:`head_pieces`): the ping-pong kernel then chains two wgmmas for S and
+keeps two output accumulators. Where the head dim is one piece the "tail" arguments repeat the first piece and
+the kernels compile as before.
 
 Only the forward runs here; the Hopper backward is ``attention_hopper_bwd.py``. :func:`hopper_forward` is used by
 ``attention._forward`` on sm_90 for head dims in :data:`HOPPER_HEAD_DIMS` when the strides suit TMA.
@@ -550,11 +553,12 @@ def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedL
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
 
 
-def descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
-    """A TMA descriptor over the whole (B, H, N, D) tensor with its own strides; boxes of (1, 1, rows, D)."""
-    head_dim = t.shape[3]
+def descriptor(t: torch.Tensor, rows: int, cols: int | None = None) -> TensorDescriptor:
+    """A TMA descriptor over the whole (B, H, N, D) tensor with its own strides; boxes of (1, 1, rows, cols)
+    (cols: all D by default)."""
+    cols = cols or t.shape[3]
     return TensorDescriptor(
-        t, list(t.shape), list(t.stride()), [1, 1, rows, head_dim], _box_layout(rows, head_dim, t.dtype)
+        t, list(t.shape), list(t.stride()), [1, 1, rows, cols], _box_layout(rows, cols, t.dtype)
     )
 
 

@@ -15,6 +15,7 @@ Here one kernel runs five products per pair and orders the asynchronous work its
       wait dPᵀ; dSᵀ = Pᵀ ∘ (dPᵀ − δ)                         while dV runs
       dSᵀ into the CTA's shared dS buffer (i % 2); issue dK += dSᵀ·Q
       consumer i % 2 only: wait for every consumer's dS; dQ_i = dS·K over all 128 keys; TMA reduce-add
+      (head dim 128, ``dq_halves``: every consumer, every step, for its own 64 columns of dQ_i)
 
 * the dQ of a query block is added once per CTA (not once per consumer) into a float32 accumulator by
   ``cp.reduce.async.bulk.tensor`` from a shared-memory staging tile. These adds are what limits the kernel
@@ -24,6 +25,10 @@ Here one kernel runs five products per pair and orders the asynchronous work its
   caller scales the accumulator and casts it to the input dtype. The adds land in no fixed order, so dQ is not
   bitwise repeatable: ``attention._backward`` takes the Triton two-kernel path under
   ``torch.use_deterministic_algorithms``.
+
+Head dims that are not powers of two (48, 80, 96) run in two column pieces (80 = 64 + 16; Gluon tensors have
+power-of-two shapes): each piece has its own descriptors and buffers, Sᵀ and dPᵀ chain one wgmma per piece, and
+dV, dK and dQ keep one accumulator per piece.
 
 Rows past N: the TMA reads them as zero. Query rows past N get lse = +inf, so their probabilities and dS are
 exactly zero; key rows past N have zero K, so their dS·K adds nothing to dQ, and their dK/dV rows are clipped
@@ -51,7 +56,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .attention import LOG2E
-from .attention_hopper import piece_descriptors
+from .attention_hopper import descriptor, piece_descriptors
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
     _tma_add = tma.async_atomic_add
@@ -82,6 +87,9 @@ class BackwardConfig:
     block_m: int = 64
     stages: int = 2
     regs: int = 240
+    # Head dim 128: each consumer multiplies and adds 64 columns of dQ every step, instead of all 128 every
+    # other step: 1.07-1.09x faster on an H100 (RESULTS.md, session 8).
+    dq_halves: bool = True
 
     @property
     def block_n(self) -> int:
@@ -150,7 +158,7 @@ def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.
 
 
 @gluon.jit
-def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m):
+def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m, col):
     """dQ rows [start_m, start_m + BLOCK_M) += dS·K over the first KEYS keys (dS from shared memory as (keys,
     BLOCK_M)), through the staging tile ``stage`` and one TMA reduce-add. In column tiles of at most 64: at head
     dim 128 a whole (64, 128) float32 tile would not fit in the registers beside dK and dV. The caller waits
@@ -167,7 +175,7 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
         dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
         flat.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
     fence_async_shared()
-    _tma_add(dq_desc, [b, h, start_m, 0], stage)
+    _tma_add(dq_desc, [b, h, start_m, col], stage)
 
 
 @gluon.jit
@@ -182,6 +190,8 @@ def _bwd_work(
     TAIL: gl.constexpr = dk_tail_desc.block_type.shape[3]
     SPLIT: gl.constexpr = TAIL != HEAD_DIM
     GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups per product (one per column piece)
+    DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
+    HALVES: gl.constexpr = DQ_W != HEAD_DIM  # dQ's columns shared out: each consumer adds its own, every step
     BLOCK_M: gl.constexpr = q_ring.shape[3]
     STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
@@ -259,13 +269,29 @@ def _bwd_work(
         else:
             dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
         mbarrier.arrive(empty.index(slot))
-        if i % CONSUMERS == ME:
+        if HALVES:
+            mbarrier.wait(ds_full.index(par), (i // 2) & 1)
+            tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
+            _dq_tma_add(
+                ds_smem.index(par), k_all.slice(ME * DQ_W, DQ_W, 1), KEYS, dq_desc, dq_stage.index(2 * ME + par),
+                b, h, start_m, ME * DQ_W,
+            )  # fmt: skip
+            mbarrier.arrive(ds_empty.index(par))
+        elif i % CONSUMERS == ME:
             mbarrier.wait(ds_full.index(par), (i // 2) & 1)
             tma.store_wait(0)  # this consumer's previous adds have read the staging buffers
-            _dq_tma_add(ds_smem.index(par), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m)
+            _dq_tma_add(ds_smem.index(par), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m, 0)
             if SPLIT:
                 _dq_tma_add(
-                    ds_smem.index(par), k_tail_all, KEYS, dq_tail_desc, dq_tail_stage.index(ME), b, h, start_m
+                    ds_smem.index(par),
+                    k_tail_all,
+                    KEYS,
+                    dq_tail_desc,
+                    dq_tail_stage.index(ME),
+                    b,
+                    h,
+                    start_m,
+                    0,
                 )
             mbarrier.arrive(ds_empty.index(par))
 
@@ -346,7 +372,11 @@ def _attn_bwd_hopper_kernel(
     k_smem = gl.allocate_shared_memory(dtype, [1, 1, KEY_ROWS, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
     # staging for the TMA reduce-add of dQ, one per consumer; dS of all keys, two by the parity of the step
-    dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
+    DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
+    if DQ_W != HEAD_DIM:  # dQ's columns shared out between the consumers: one buffer per consumer and parity
+        dq_stage = gl.allocate_shared_memory(gl.float32, [2 * CONSUMERS, 1, 1, BLOCK_M, DQ_W], dq_desc.layout)
+    else:
+        dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
     if TAIL != HEAD_DIM:  # a head dim split in two column pieces (80 = 64 + 16): the second one's buffers
         q_tail_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, TAIL], q_tail_desc.layout)
         do_tail_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, TAIL], do_tail_desc.layout)
@@ -371,7 +401,7 @@ def _attn_bwd_hopper_kernel(
         mbarrier.init(kv_ready.index(i), count=1)
     for i in gl.static_range(2):
         mbarrier.init(ds_full.index(i), count=CONSUMERS)
-        mbarrier.init(ds_empty.index(i), count=1)
+        mbarrier.init(ds_empty.index(i), count=CONSUMERS if DQ_W != HEAD_DIM else 1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
@@ -418,6 +448,9 @@ def hopper_backward(
     rows = {"q": cfg.block_m, "do": cfg.block_m, "dq": cfg.block_m}
     tensors = {"q": q, "k": k, "v": v, "do": do, "dk": dk, "dv": dv, "dq": dq_acc}
     pieces = {name: piece_descriptors(t, rows.get(name, ROWS.value)) for name, t in tensors.items()}
+    if cfg.dq_halves and head_dim == 128:
+        half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
+        pieces["dq"] = (half, half)
     _attn_bwd_hopper_kernel[grid](
         *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
         heads, n_q, n_kv, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
