@@ -136,10 +136,8 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
     for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
         signature.update({f"{n}{suffix}_desc": desc(args.block_m, cols) for n in ("q", "do")})
         signature.update({f"{n}{suffix}_desc": desc(bwd.ROWS.value, cols) for n in ("k", "v", "dk", "dv")})
-        dq_rows, dq_cols = args.block_m, cols
-        if args.dq_halves:  # as hopper_backward: halves of the rows at head dim 64, of the columns at 128
-            dq_rows, dq_cols = (dq_rows // 2, cols) if cols == 64 else (dq_rows, cols // 2)
-        signature[f"dq{suffix}_desc"] = desc(dq_rows, dq_cols, fp32=True)
+        dq_cols = cols // 2 if args.dq_halves else cols
+        signature[f"dq{suffix}_desc"] = desc(args.block_m, dq_cols, fp32=True)
     signature.update({name: "*fp32" for name in ("LSE", "DELTA")})
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})

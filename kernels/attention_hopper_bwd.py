@@ -179,33 +179,6 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
 
 
 @gluon.jit
-def _dq_rows_tma_add(ds_part, k_all, dq_desc, stage, b, h, row):
-    """dQ rows [row, row + R) += (Kᵀ·dSᵀ)ᵀ over all keys, for the R query columns ``ds_part`` (keys, R) of dS
-    in shared memory, through the staging tile ``stage`` (R, D) and one TMA reduce-add."""
-    KEYS: gl.constexpr = k_all.shape[0]
-    HEAD_DIM: gl.constexpr = k_all.shape[1]
-    R: gl.constexpr = ds_part.shape[1]
-    dqt_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, R, 16]
-    )
-    dqt = warpgroup_mma(
-        k_all.slice(0, ROWS, 0).permute((1, 0)),
-        ds_part.slice(0, ROWS, 0),
-        gl.zeros([HEAD_DIM, R], gl.float32, dqt_layout),
-        use_acc=False,
-        is_async=True,
-    )
-    for r in gl.static_range(1, KEYS // ROWS):
-        dqt = warpgroup_mma(
-            k_all.slice(r * ROWS, ROWS, 0).permute((1, 0)), ds_part.slice(r * ROWS, ROWS, 0), dqt, is_async=True
-        )
-    dqt = warpgroup_mma_wait(0, deps=(dqt,))
-    stage.reshape([R, HEAD_DIM]).permute((1, 0)).store(dqt)
-    fence_async_shared()
-    _tma_add(dq_desc, [b, h, row, 0], stage)
-
-
-@gluon.jit
 def _bwd_work(
     dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
     q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
@@ -217,13 +190,9 @@ def _bwd_work(
     TAIL: gl.constexpr = dk_tail_desc.block_type.shape[3]
     SPLIT: gl.constexpr = TAIL != HEAD_DIM
     GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups per product (one per column piece)
-    BLOCK_M: gl.constexpr = q_ring.shape[3]
-    # dQ shared out between the consumers, each adding its own part every step: columns (head dim 128) or
-    # query rows (head dim 64, as dQᵀ = Kᵀ·dSᵀ: a wgmma's rows are 64, its columns can be 32)
-    DQ_ROWS: gl.constexpr = dq_desc.block_type.shape[2]
     DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
-    ROW_HALVES: gl.constexpr = DQ_ROWS != BLOCK_M
-    HALVES: gl.constexpr = DQ_W != HEAD_DIM
+    HALVES: gl.constexpr = DQ_W != HEAD_DIM  # dQ's columns shared out: each consumer adds its own, every step
+    BLOCK_M: gl.constexpr = q_ring.shape[3]
     STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
     # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM) and (64, TAIL)
@@ -300,15 +269,7 @@ def _bwd_work(
         else:
             dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
         mbarrier.arrive(empty.index(slot))
-        if ROW_HALVES:
-            mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-            tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
-            _dq_rows_tma_add(
-                ds_smem.index(par).slice(ME * DQ_ROWS, DQ_ROWS, 1), k_all, dq_desc, dq_stage.index(2 * ME + par),
-                b, h, start_m + ME * DQ_ROWS,
-            )  # fmt: skip
-            mbarrier.arrive(ds_empty.index(par))
-        elif HALVES:
+        if HALVES:
             mbarrier.wait(ds_full.index(par), (i // 2) & 1)
             tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
             _dq_tma_add(
@@ -404,11 +365,7 @@ def _attn_bwd_hopper_kernel(
     first = pid_n % n_q  # where this CTA's walk over the query blocks starts
 
     KEY_ROWS: gl.constexpr = CONSUMERS * ROWS
-    DQ_ROWS: gl.constexpr = dq_desc.block_type.shape[2]
-    if DQ_ROWS != BLOCK_M:  # dQ by query rows shared out: dS is read in slices of DQ_ROWS query columns
-        ds_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=64, element_bitwidth=16, rank=2)
-    else:
-        ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEY_ROWS, BLOCK_M], dtype)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEY_ROWS, BLOCK_M], dtype)
     q_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], q_desc.layout)
     do_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, HEAD_DIM], do_desc.layout)
     # one (1, 1, CONSUMERS·64, D) buffer, consumer c's rows at 64·c: the shared dQ reads all of them at once
@@ -416,9 +373,8 @@ def _attn_bwd_hopper_kernel(
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
     # staging for the TMA reduce-add of dQ, one per consumer; dS of all keys, two by the parity of the step
     DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
-    SHARED_OUT: gl.constexpr = DQ_W != HEAD_DIM or DQ_ROWS != BLOCK_M
-    if SHARED_OUT:  # dQ's columns or rows shared out between the consumers: a buffer per consumer and parity
-        dq_stage = gl.allocate_shared_memory(gl.float32, [2 * CONSUMERS, 1, 1, DQ_ROWS, DQ_W], dq_desc.layout)
+    if DQ_W != HEAD_DIM:  # dQ's columns shared out between the consumers: one buffer per consumer and parity
+        dq_stage = gl.allocate_shared_memory(gl.float32, [2 * CONSUMERS, 1, 1, BLOCK_M, DQ_W], dq_desc.layout)
     else:
         dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
     if TAIL != HEAD_DIM:  # a head dim split in two column pieces (80 = 64 + 16): the second one's buffers
@@ -445,7 +401,7 @@ def _attn_bwd_hopper_kernel(
         mbarrier.init(kv_ready.index(i), count=1)
     for i in gl.static_range(2):
         mbarrier.init(ds_full.index(i), count=CONSUMERS)
-        mbarrier.init(ds_empty.index(i), count=CONSUMERS if SHARED_OUT else 1)
+        mbarrier.init(ds_empty.index(i), count=CONSUMERS if DQ_W != HEAD_DIM else 1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
@@ -492,8 +448,8 @@ def hopper_backward(
     rows = {"q": cfg.block_m, "do": cfg.block_m, "dq": cfg.block_m}
     tensors = {"q": q, "k": k, "v": v, "do": do, "dk": dk, "dv": dv, "dq": dq_acc}
     pieces = {name: piece_descriptors(t, rows.get(name, ROWS.value)) for name, t in tensors.items()}
-    if cfg.dq_halves and head_dim in (64, 128):  # each consumer adds half of dQ's columns (128) or rows (64)
-        half = descriptor(dq_acc, cfg.block_m // 2) if head_dim == 64 else descriptor(dq_acc, cfg.block_m, 64)
+    if cfg.dq_halves and head_dim == 128:
+        half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
         pieces["dq"] = (half, half)
     _attn_bwd_hopper_kernel[grid](
         *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
