@@ -428,3 +428,25 @@ def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pyt
     ran.clear()
     monkeypatch.setattr(attention, "_gluon_bwd_override", True)
     assert attention._gluon_backward_wins(q, q, gluon, triton_backward) and not ran
+
+
+@pytest.mark.parametrize(
+    ("head_dim", "pieces"),
+    [(48, (32, 16)), (64, (64, 64)), (80, (64, 16)), (96, (64, 32)), (128, (128, 128))],
+)
+def test_gluon_head_dims_split_into_power_of_two_views(head_dim: int, pieces: tuple[int, int]) -> None:
+    """Gluon tensors have power-of-two shapes: 80 runs as 64 + 16 columns, each a TMA descriptor over a view
+    of the caller's tensor (its strides, no copy); a power of two is one piece, given twice."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+
+    assert hop.head_pieces(head_dim) == pieces
+    fused = torch.zeros(2, 100, 3, 4, head_dim, dtype=torch.bfloat16)  # a qkv projection's output
+    q = fused[:, :, 0].transpose(1, 2)  # (B, H, N, D) view
+    first, tail = hop.piece_descriptors(q, 64)
+    assert first.block_shape == [1, 1, 64, pieces[0]]
+    assert tail.block_shape == [1, 1, 64, pieces[1]]
+    for desc, offset in ((first, 0), (tail, pieces[0] if pieces[0] != head_dim else 0)):
+        assert desc.base.data_ptr() == q.data_ptr() + offset * q.element_size()
+        assert list(desc.strides) == list(q.stride())
+        assert list(desc.shape) == [2, 4, 100, pieces[0] if desc is first else pieces[1]]
