@@ -131,7 +131,6 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         "CONSUMERS": bwd.CONSUMER_WARPGROUPS,
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
-        "DQ_EARLY": bool(args.dq_early),
     }
     signature: dict = {}
     for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
@@ -139,8 +138,6 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         signature.update({f"{n}{suffix}_desc": desc(bwd.ROWS.value, cols) for n in ("k", "v", "dk", "dv")})
         dq_cols = cols // 2 if args.dq_halves else cols
         signature[f"dq{suffix}_desc"] = desc(args.block_m, dq_cols, fp32=True)
-    # as hopper_backward: K again in 32-column boxes where dQ's columns are shared out at head dim 64
-    signature["kdq_desc"] = desc(bwd.ROWS.value, 32 if args.dq_halves and first == 64 else first)
     signature.update({name: "*fp32" for name in ("LSE", "DELTA")})
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
@@ -175,7 +172,6 @@ def main() -> int:
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
     parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
-    parser.add_argument("--dq-early", type=int, choices=[0, 1], default=1, help="hopper_bwd: dQ behind dK")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 

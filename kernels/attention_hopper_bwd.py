@@ -90,9 +90,6 @@ class BackwardConfig:
     # Head dim 128: each consumer multiplies and adds 64 columns of dQ every step, instead of all 128 every
     # other step: 1.07-1.09x faster on an H100 (RESULTS.md, session 8).
     dq_halves: bool = True
-    # With dq_halves: dQ's product issued right behind dK's and waited for with it (reaches the consumers as
-    # the length of ds_empty: worker partitions take no constexpr arguments).
-    dq_early: bool = False
 
     @property
     def block_n(self) -> int:
@@ -101,9 +98,8 @@ class BackwardConfig:
 
 @gluon.jit
 def _bwd_loader(
-    q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, kdq_desc, q_ring, do_ring,
-    k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, k_dq_smem, kv_ready, ready, empty, b, h,
-    start_n, n_q, first,
+    q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, q_ring, do_ring, k_smem,
+    v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, kv_ready, ready, empty, b, h, start_n, n_q, first,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     STAGES: gl.constexpr = q_ring.shape[0]
@@ -111,28 +107,18 @@ def _bwd_loader(
     SPLIT: gl.constexpr = q_tail_desc.block_type.shape[3] != q_desc.block_type.shape[3]
     kv_bytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes
     qdo_bytes: gl.constexpr = q_desc.block_type.nbytes + do_desc.block_type.nbytes
-    DQ_W: gl.constexpr = kdq_desc.block_type.shape[3]
-    K_COPY: gl.constexpr = k_desc.block_type.shape[3] != DQ_W  # K again in DQ_W-column boxes, for dQ
-    copy_bytes: gl.constexpr = 2 * kdq_desc.block_type.nbytes if K_COPY else 0
     for c in gl.static_range(CONSUMERS):
         key = [b, h, start_n + ROWS * c, 0]
-        if K_COPY:  # on the same barrier (its one expect-tx below counts these bytes too)
-            for w in gl.static_range(2):
-                tma.async_copy_global_to_shared(
-                    kdq_desc, [b, h, start_n + ROWS * c, w * DQ_W], kv_ready.index(c),
-                    k_dq_smem.index(w).slice(ROWS * c, ROWS, 2),
-                )  # fmt: skip
         if SPLIT:
             mbarrier.expect(
-                kv_ready.index(c),
-                kv_bytes + k_tail_desc.block_type.nbytes + v_tail_desc.block_type.nbytes + copy_bytes,
+                kv_ready.index(c), kv_bytes + k_tail_desc.block_type.nbytes + v_tail_desc.block_type.nbytes
             )
             tma.async_copy_global_to_shared(
                 k_tail_desc, key, kv_ready.index(c), k_tail_smem.slice(ROWS * c, ROWS, 2)
             )
             tma.async_copy_global_to_shared(v_tail_desc, key, kv_ready.index(c), v_tail_smem.index(c))
         else:
-            mbarrier.expect(kv_ready.index(c), kv_bytes + copy_bytes)
+            mbarrier.expect(kv_ready.index(c), kv_bytes)
         tma.async_copy_global_to_shared(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
         tma.async_copy_global_to_shared(v_desc, key, kv_ready.index(c), v_smem.index(c))
     for i in range(n_q):
@@ -193,35 +179,9 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
 
 
 @gluon.jit
-def _dq_issue(ds_all, k_all, zero_dq):
-    """Issue dQ = dS·K over all keys of ``k_all`` (at most 64 columns) as chained async wgmmas; no wait."""
-    KEYS: gl.constexpr = k_all.shape[0]
-    dq = warpgroup_mma(
-        ds_all.slice(0, ROWS, 0).permute((1, 0)),
-        k_all.slice(0, ROWS, 0),
-        zero_dq,
-        use_acc=False,
-        is_async=True,
-    )
-    for r in gl.static_range(1, KEYS // ROWS):
-        dq = warpgroup_mma(
-            ds_all.slice(r * ROWS, ROWS, 0).permute((1, 0)), k_all.slice(r * ROWS, ROWS, 0), dq, is_async=True
-        )
-    return dq
-
-
-@gluon.jit
-def _dq_store_add(dq, dq_desc, stage, b, h, start_m, col):
-    """The finished dQ tile into its staging buffer and one TMA reduce-add of it at (start_m, col)."""
-    stage.reshape([dq.shape[0], dq.shape[1]]).store(dq)
-    fence_async_shared()
-    _tma_add(dq_desc, [b, h, start_m, col], stage)
-
-
-@gluon.jit
 def _bwd_work(
     dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
-    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, k_dq_smem, kv_ready, ready,
+    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
     empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = dk_desc.dtype
@@ -235,8 +195,6 @@ def _bwd_work(
     BLOCK_M: gl.constexpr = q_ring.shape[3]
     STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
-    # dQ's product issued right behind dK's and waited for with it (one tile of at most 64 columns only)
-    EARLY: gl.constexpr = ds_empty.shape[0] > 2 and HALVES
     # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM) and (64, TAIL)
     st_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
@@ -255,13 +213,6 @@ def _bwd_work(
     k = k_all.slice(ME * ROWS, ROWS, 0)
     v = v_smem.index(ME).reshape([ROWS, HEAD_DIM])
     k_tail_all = k_tail_smem.reshape([KEYS, TAIL])  # the same as k_all where the head dim is not split
-    # dQ's columns shared out: this consumer's columns of K. A slice where they are a whole swizzle atom
-    # (64 of 128); at head dim 64 halves of 32 are not, and the loader keeps a copy of K in 32-column boxes.
-    if HALVES:
-        if k_dq_smem.shape[4] == HEAD_DIM:  # (v_smem stands in where there is no copy)
-            k_dq = k_all.slice(ME * DQ_W, DQ_W, 1)
-        else:
-            k_dq = k_dq_smem.index(ME).reshape([KEYS, DQ_W])
     k_tail = k_tail_all.slice(ME * ROWS, ROWS, 0)
     v_tail = v_tail_smem.index(ME).reshape([ROWS, TAIL])
     zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
@@ -271,11 +222,6 @@ def _bwd_work(
         dk_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
         dv_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
     row_base = pid_bh.to(gl.int64) * N_Q
-    if EARLY:
-        dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_W, 16]
-        )
-        zero_dq = gl.zeros([BLOCK_M, DQ_W], gl.float32, dq_layout)
     mbarrier.wait(kv_ready.index(ME), 0)
 
     for i in range(n_q):
@@ -315,55 +261,39 @@ def _bwd_work(
         fence_async_shared()
         mbarrier.arrive(ds_full.index(par))
         dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-        if EARLY:
+        if SPLIT:
+            dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
+            dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
+                0, deps=(dv, dv_tail, p_op, dk, dk_tail, ds_op)
+            )
+        else:
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+        mbarrier.arrive(empty.index(slot))
+        if HALVES:
             mbarrier.wait(ds_full.index(par), (i // 2) & 1)
             tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
-            dq = _dq_issue(ds_smem.index(par), k_dq, zero_dq)
-            dv, p_op, dk, ds_op, dq = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op, dq))
-            mbarrier.arrive(empty.index(slot))
-            _dq_store_add(dq, dq_desc, dq_stage.index(2 * ME + par), b, h, start_m, ME * DQ_W)
+            _dq_tma_add(
+                ds_smem.index(par), k_all.slice(ME * DQ_W, DQ_W, 1), KEYS, dq_desc, dq_stage.index(2 * ME + par),
+                b, h, start_m, ME * DQ_W,
+            )  # fmt: skip
             mbarrier.arrive(ds_empty.index(par))
-        else:
+        elif i % CONSUMERS == ME:
+            mbarrier.wait(ds_full.index(par), (i // 2) & 1)
+            tma.store_wait(0)  # this consumer's previous adds have read the staging buffers
+            _dq_tma_add(ds_smem.index(par), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m, 0)
             if SPLIT:
-                dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
-                dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
-                    0, deps=(dv, dv_tail, p_op, dk, dk_tail, ds_op)
-                )
-            else:
-                dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-            mbarrier.arrive(empty.index(slot))
-            if HALVES:
-                mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-                tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
                 _dq_tma_add(
                     ds_smem.index(par),
-                    k_dq,
+                    k_tail_all,
                     KEYS,
-                    dq_desc,
-                    dq_stage.index(2 * ME + par),
+                    dq_tail_desc,
+                    dq_tail_stage.index(ME),
                     b,
                     h,
                     start_m,
-                    ME * DQ_W,
+                    0,
                 )
-                mbarrier.arrive(ds_empty.index(par))
-            elif i % CONSUMERS == ME:
-                mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-                tma.store_wait(0)  # this consumer's previous adds have read the staging buffers
-                _dq_tma_add(ds_smem.index(par), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m, 0)
-                if SPLIT:
-                    _dq_tma_add(
-                        ds_smem.index(par),
-                        k_tail_all,
-                        KEYS,
-                        dq_tail_desc,
-                        dq_tail_stage.index(ME),
-                        b,
-                        h,
-                        start_m,
-                        0,
-                    )
-                mbarrier.arrive(ds_empty.index(par))
+            mbarrier.arrive(ds_empty.index(par))
 
     # The other consumer's last dQ products read this one's keys: wait for them before K's slot takes dK.
     for par in gl.static_range(2):
@@ -392,12 +322,12 @@ def _bwd_work(
 @gluon.jit
 def _bwd_consumer_0(
     dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
-    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, k_dq_smem, kv_ready, ready,
+    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
     empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
 ):  # fmt: skip
     _bwd_work(
         dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
-        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, k_dq_smem, kv_ready, ready,
+        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
         empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 0,
     )  # fmt: skip
 
@@ -405,12 +335,12 @@ def _bwd_consumer_0(
 @gluon.jit
 def _bwd_consumer_1(
     dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
-    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, k_dq_smem, kv_ready, ready,
+    q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
     empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
 ):  # fmt: skip
     _bwd_work(
         dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
-        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, k_dq_smem, kv_ready, ready,
+        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
         empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, 1,
     )  # fmt: skip
 
@@ -418,9 +348,8 @@ def _bwd_consumer_1(
 @gluon.jit
 def _attn_bwd_hopper_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, q_tail_desc, k_tail_desc, v_tail_desc, do_tail_desc,
-    dk_tail_desc, dv_tail_desc, dq_tail_desc, kdq_desc, LSE, DELTA, H, N_Q, N_KV, qk_scale, sm_scale,
+    dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, H, N_Q, N_KV, qk_scale, sm_scale,
     STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    DQ_EARLY: gl.constexpr,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]  # the first column piece (all of an unsplit one)
@@ -463,13 +392,9 @@ def _attn_bwd_hopper_kernel(
         v_tail_smem = v_smem
         dq_tail_stage = dq_stage
     ds_smem = gl.allocate_shared_memory(dtype, [2, KEY_ROWS, BLOCK_M], ds_layout)
-    if kdq_desc.block_type.shape[3] != HEAD_DIM:  # K in two boxes of DQ_W columns: each consumer's dQ operand
-        k_dq_smem = gl.allocate_shared_memory(dtype, [2, 1, 1, KEY_ROWS, DQ_W], kdq_desc.layout)
-    else:
-        k_dq_smem = v_smem
     kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    ds_empty = gl.allocate_shared_memory(gl.int64, [3 if DQ_EARLY else 2, 1], mbarrier.MBarrierLayout())
+    ds_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(CONSUMERS):
@@ -483,23 +408,18 @@ def _attn_bwd_hopper_kernel(
 
     consumer_args = (
         dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, dq_stage, dq_tail_stage,
-        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, k_dq_smem, kv_ready, ready,
+        q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
         empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale,
     )  # fmt: skip
     loader_args = (
-        q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, kdq_desc, q_ring, do_ring,
-        k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, k_dq_smem, kv_ready, ready, empty, b, h,
-        start_n, n_q, first,
+        q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, q_ring, do_ring, k_smem,
+        v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, kv_ready, ready, empty, b, h, start_n, n_q, first,
     )  # fmt: skip
     gl.warp_specialize(
         [(_bwd_consumer_0, consumer_args), (_bwd_consumer_1, consumer_args), (_bwd_loader, loader_args)],
         [4, 1],
         [CONSUMER_REGS, LOADER_REGS],
     )
-
-
-# dq_halves at head dim 128 only: at 64 it needs a second copy of K (halves of 32 columns are not a swizzle atom).
-CONFIGS = {64: BackwardConfig(dq_halves=False), 128: BackwardConfig(dq_halves=True)}
 
 
 def hopper_backward(
@@ -522,21 +442,18 @@ def hopper_backward(
     """
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
-    cfg = config or CONFIGS.get(head_dim, BackwardConfig())
+    cfg = config or BackwardConfig()
     dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
     rows = {"q": cfg.block_m, "do": cfg.block_m, "dq": cfg.block_m}
     tensors = {"q": q, "k": k, "v": v, "do": do, "dk": dk, "dv": dv, "dq": dq_acc}
     pieces = {name: piece_descriptors(t, rows.get(name, ROWS.value)) for name, t in tensors.items()}
-    kdq = pieces["k"][0]
-    if cfg.dq_halves and head_dim in (64, 128):  # each consumer adds its own half of dQ's columns
+    if cfg.dq_halves and head_dim == 128:
         half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
         pieces["dq"] = (half, half)
-        if head_dim == 64:  # halves of 32 columns are not a swizzle atom of K's tile: K again in such boxes
-            kdq = descriptor(k, ROWS.value, cols=32)
     _attn_bwd_hopper_kernel[grid](
-        *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), kdq, lse, delta,
+        *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
         heads, n_q, n_kv, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
-        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, DQ_EARLY=cfg.dq_early, num_warps=4,
+        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
     )  # fmt: skip
     return dq_acc
