@@ -88,7 +88,7 @@ class BackwardConfig:
     stages: int = 2
     regs: int = 240
     # Head dim 128: each consumer multiplies and adds 64 columns of dQ every step, instead of all 128 every
-    # other step: 1.07-1.09x faster on an H100 (RESULTS.md, session 8).
+    # other step: 1.07-1.09x faster on an H100 (RESULTS.md run 8). Other head dims ignore it.
     dq_halves: bool = True
 
     @property
