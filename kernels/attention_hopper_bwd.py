@@ -105,6 +105,8 @@ def _bwd_loader(
     STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
     SPLIT: gl.constexpr = q_tail_desc.block_type.shape[3] != q_desc.block_type.shape[3]
+    # K and V (and Q and dO) share a barrier: one expect-tx counts both tensors' pieces, which is why the
+    # forward's one-tensor-per-barrier _load_pieces is not used here.
     kv_bytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes
     qdo_bytes: gl.constexpr = q_desc.block_type.nbytes + do_desc.block_type.nbytes
     for c in gl.static_range(CONSUMERS):
