@@ -29,6 +29,8 @@ CHECK = [
     (1, 1, 1, 64),
     (1, 2, 7, 128),
     (2, 3, 130, 64),
+    (2, 2, 100, 64),  # an even number of query blocks (the pipelined loop takes them in pairs)
+    (1, 2, 1000, 64),
     (1, 2, 257, 128),
     (2, 3, 4097, 64),
     (1, 2, 4100, 128),
