@@ -131,7 +131,6 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         "CONSUMERS": bwd.CONSUMER_WARPGROUPS,
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
-        "PIPELINED": int(args.pipelined),
     }
     signature: dict = {}
     for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
@@ -173,7 +172,6 @@ def main() -> int:
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
     parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
-    parser.add_argument("--pipelined", action="store_true", help="hopper_bwd: dQ added during the next step")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 

@@ -90,9 +90,6 @@ class BackwardConfig:
     # Head dim 128: each consumer multiplies and adds 64 columns of dQ every step, instead of all 128 every
     # other step: 1.07-1.09x faster on an H100 (RESULTS.md run 8). Other head dims ignore it.
     dq_halves: bool = True
-    # dQ of step i is multiplied behind dK_i and stored and added during step i + 1's Sᵀ and dPᵀ products,
-    # instead of at the end of step i with the tensor cores idle (head dims 64 and 128).
-    dq_pipelined: bool = True
 
     @property
     def block_n(self) -> int:
@@ -159,7 +156,7 @@ def _dq_product(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.
             dq,
             is_async=True,
         )
-    return dq
+    return warpgroup_mma_wait(0, deps=(dq,))
 
 
 @gluon.jit
@@ -178,94 +175,9 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
     flat = stage.reshape([BLOCK_M, HEAD_DIM])
     for c in gl.static_range(HEAD_DIM // DQ_COLS):
         dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
-        dq = warpgroup_mma_wait(0, deps=(dq,))
         flat.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
     fence_async_shared()
     _tma_add(dq_desc, [b, h, start_m, col], stage)
-
-
-@gluon.jit
-def _dq_add(dq, step, dq_stage, dq_desc, ds_empty, b, h, n_q, first, ME: gl.constexpr, HALVES: gl.constexpr):
-    """The pipelined loop's second half of a dQ (``dq``, waited for): into this consumer's staging tile, one TMA
-    reduce-add into the query rows of ``step``, and dS's buffer of that step released."""
-    BLOCK_M: gl.constexpr = dq.shape[0]
-    DQ_W: gl.constexpr = dq.shape[1]
-    par = step % 2
-    if HALVES:
-        tma.store_wait(1)  # this parity's previous add has read the tile
-        stage = dq_stage.index(2 * ME + par)
-    else:
-        tma.store_wait(0)
-        stage = dq_stage.index(ME)
-    stage.reshape([BLOCK_M, DQ_W]).store(dq)
-    fence_async_shared()
-    _tma_add(dq_desc, [b, h, ((first + step) % n_q) * BLOCK_M, ME * DQ_W if HALVES else 0], stage)
-    mbarrier.arrive(ds_empty.index(par))
-
-
-@gluon.jit
-def _pipelined_step(
-    i, dk, dv, dq, ISSUE: gl.constexpr, FINISH: gl.constexpr, k, v, k_dq, q_ring, do_ring, ds_smem, dq_stage,
-    dq_desc, ready, empty, ds_full, ds_empty, LSE, DELTA, row_base, N_Q, n_q, first, b, h, qk_scale,
-    ME: gl.constexpr,
-):  # fmt: skip
-    """Query block ``i`` of the pipelined loop (head dims 64 and 128). FINISH: ``dq`` is the previous step's dQ,
-    still being multiplied; it is stored and added while this step's Sᵀ and dPᵀ run. ISSUE: this consumer
-    multiplies this step's dQ and returns it in flight."""
-    dtype: gl.constexpr = q_ring.dtype
-    HEAD_DIM: gl.constexpr = q_ring.shape[4]
-    BLOCK_M: gl.constexpr = q_ring.shape[3]
-    STAGES: gl.constexpr = q_ring.shape[0]
-    KEYS: gl.constexpr = ds_smem.shape[1]
-    DQ_W: gl.constexpr = k_dq.shape[1]
-    st_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
-    )
-    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
-    )
-    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
-    slot = i % STAGES
-    par = i % 2
-    zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
-    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-    q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
-    do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
-    if FINISH:
-        dq = warpgroup_mma_wait(0, deps=(dq,))
-    s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-    dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-    if FINISH:
-        _dq_add(dq, i - 1, dq_stage, dq_desc, ds_empty, b, h, n_q, first, ME, DQ_W != HEAD_DIM)
-    cols = ((first + i) % n_q) * BLOCK_M + gl.arange(0, BLOCK_M, cols_st)
-    # Rows past N: lse = +inf makes their probabilities (and so dS) exactly zero.
-    lse2 = gl.load(LSE + row_base + cols, mask=cols < N_Q, other=float("inf")) * 1.4426950408889634
-    delta = gl.load(DELTA + row_base + cols, mask=cols < N_Q, other=0.0)
-    s_t = warpgroup_mma_wait(1, deps=(s_t,))
-    p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
-    p_op = gl.convert_layout(p_t.to(dtype), op_layout)
-    dv = warpgroup_mma(p_op, do, dv, is_async=True)
-    dp_t = warpgroup_mma_wait(1, deps=(dp_t,))
-    ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
-    ds_op = gl.convert_layout(ds_t, op_layout)
-    mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
-    ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
-    fence_async_shared()
-    mbarrier.arrive(ds_full.index(par))
-    dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-    if ISSUE:
-        mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-        dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_W, 16]
-        )
-        zero_dq = gl.zeros([BLOCK_M, DQ_W], gl.float32, dq_layout)
-        dq = _dq_product(ds_smem.index(par), k_dq, 0, KEYS, DQ_W, zero_dq)
-        dv, p_op, dk, ds_op = warpgroup_mma_wait(KEYS // ROWS, deps=(dv, p_op, dk, ds_op))
-    else:
-        dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-    mbarrier.arrive(empty.index(slot))
-    return dk, dv, dq
 
 
 @gluon.jit
@@ -275,8 +187,6 @@ def _bwd_work(
     empty, ds_full, ds_empty, pid_bh, b, h, start_n, n_q, first, N_Q, qk_scale, sm_scale, ME: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = dk_desc.dtype
-    # EXPERIMENT (session 9): the kernel's PIPELINED reaches the workers as one more kv_ready barrier
-    PIPELINED: gl.constexpr = kv_ready.shape[0] > v_smem.shape[0]
     # the first column piece (the whole head dim where it is not split) and the second
     HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
     TAIL: gl.constexpr = dk_tail_desc.block_type.shape[3]
@@ -316,37 +226,7 @@ def _bwd_work(
     row_base = pid_bh.to(gl.int64) * N_Q
     mbarrier.wait(kv_ready.index(ME), 0)
 
-    if PIPELINED:
-        dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_W, 16]
-        )
-        dq = gl.zeros([BLOCK_M, DQ_W], gl.float32, dq_layout)
-        step_args = (
-            k, v, k_all.slice(ME * DQ_W, DQ_W, 1) if HALVES else k_all, q_ring, do_ring, ds_smem, dq_stage, dq_desc,
-            ready, empty, ds_full, ds_empty, LSE, DELTA, row_base, N_Q, n_q, first, b, h, qk_scale,
-        )  # fmt: skip
-        if HALVES:  # every consumer multiplies every step's dQ (its columns)
-            dk, dv, dq = _pipelined_step(0, dk, dv, dq, True, False, *step_args, ME)
-            for i in range(1, n_q):
-                dk, dv, dq = _pipelined_step(i, dk, dv, dq, True, True, *step_args, ME)
-            dq = warpgroup_mma_wait(0, deps=(dq,))
-            _dq_add(dq, n_q - 1, dq_stage, dq_desc, ds_empty, b, h, n_q, first, ME, True)
-        else:  # consumer c multiplies the dQ of the steps of parity c: the loop takes steps in pairs, so that
-            # the parity is a constant (an accumulator in flight cannot cross a runtime branch)
-            dk, dv, dq = _pipelined_step(0, dk, dv, dq, ME == 0, False, *step_args, ME)
-            for j in range((n_q - 1) // 2):
-                dk, dv, dq = _pipelined_step(2 * j + 1, dk, dv, dq, ME == 1, ME == 0, *step_args, ME)
-                dk, dv, dq = _pipelined_step(2 * j + 2, dk, dv, dq, ME == 0, ME == 1, *step_args, ME)
-            if ME == 0:  # the dQ of the last even step is in flight
-                dq = warpgroup_mma_wait(0, deps=(dq,))
-                _dq_add(dq, (n_q - 1) // 2 * 2, dq_stage, dq_desc, ds_empty, b, h, n_q, first, ME, False)
-            if n_q % 2 == 0:  # the last, odd step
-                dk, dv, dq = _pipelined_step(n_q - 1, dk, dv, dq, ME == 1, False, *step_args, ME)
-                if ME == 1:
-                    dq = warpgroup_mma_wait(0, deps=(dq,))
-                    _dq_add(dq, n_q - 1, dq_stage, dq_desc, ds_empty, b, h, n_q, first, ME, False)
-
-    for i in range(n_q if not PIPELINED else 0):
+    for i in range(n_q):
         slot = i % STAGES
         start_m = ((first + i) % n_q) * BLOCK_M
         cols = start_m + gl.arange(0, BLOCK_M, cols_st)
@@ -472,7 +352,6 @@ def _attn_bwd_hopper_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, q_tail_desc, k_tail_desc, v_tail_desc, do_tail_desc,
     dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, H, N_Q, N_KV, qk_scale, sm_scale,
     STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    PIPELINED: gl.constexpr,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]  # the first column piece (all of an unsplit one)
@@ -515,7 +394,7 @@ def _attn_bwd_hopper_kernel(
         v_tail_smem = v_smem
         dq_tail_stage = dq_stage
     ds_smem = gl.allocate_shared_memory(dtype, [2, KEY_ROWS, BLOCK_M], ds_layout)
-    kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS + PIPELINED, 1], mbarrier.MBarrierLayout())
+    kv_ready = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     ds_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -577,7 +456,6 @@ def hopper_backward(
     _attn_bwd_hopper_kernel[grid](
         *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
         heads, n_q, n_kv, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
-        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, PIPELINED=int(cfg.dq_pipelined and head_dim == 64),
-        num_warps=4,
+        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
     )  # fmt: skip
     return dq_acc
