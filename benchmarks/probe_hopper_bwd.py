@@ -4,7 +4,10 @@
     python benchmarks/probe_hopper_bwd.py time [--json F]  # backward-only TFLOP/s: gluon, triton, cuDNN
 
 ``time`` measures the backward alone (2.5 × the forward's 4·B·H·N²·D), each method on the same inputs, with
-``triton.testing.do_bench`` medians; the methods alternate per shape so drift does not favour one.
+``triton.testing.do_bench`` medians; the methods alternate per shape so drift does not favour one. Every
+method is its whole backward: ours with the delta preprocess and dQ's zeroing and cast, cuDNN's autograd
+backward. ``--kernel-only`` adds the Gluon kernel alone (with its zeroing) on a precomputed delta.
+(Before session 9 the Gluon rows computed delta with four torch operations, which cost 2–12 % at 4,096 tokens.)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SHAPES = [
     (2, 16, 4100, 64),
 ]  # fmt: skip
 DTYPES = [torch.bfloat16, torch.float16]
+KERNEL_ONLY = False  # --kernel-only
 CHECK = [
     (1, 1, 1, 64),
     (1, 2, 7, 128),
@@ -49,7 +53,9 @@ def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype, qkv: bool = Fa
 
 
 def _gluon(q, k, v, o, lse, do, scale, cfg: BackwardConfig | None = None):  # type: ignore[no-untyped-def]
-    delta = (o.float() * do.float()).sum(-1).contiguous()
+    """The whole backward as ``attention._backward`` runs it with this configuration: delta by the Triton
+    preprocess kernel, the Gluon kernel (with its zeroed float32 dQ), dQ scaled and cast."""
+    delta = attention._delta(o, do, None)
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     dq = torch.empty_like(q)
     torch.mul(hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, cfg), scale, out=dq)
@@ -114,6 +120,11 @@ def _time_shape(
 
         runs[f"gluon {cfg}"] = gluon_bwd
 
+    if KERNEL_ONLY:
+        delta = attention._delta(o, do, None)
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        runs["kernel"] = lambda: hopper_backward(q, k, v, do, lse, delta, dk, dv, scale)
+
     def triton_bwd() -> object:
         with attention_variant(False):
             return attention._backward(q, k, v, o, lse, do, None, scale)
@@ -158,6 +169,7 @@ def main() -> int:
     parser.add_argument("--shapes", default="", help="BxHxNxD,… (default: the issue's shapes)")
     parser.add_argument("--configs", default="", help='more BackwardConfig variants, e.g. "dq_halves=0"')
     parser.add_argument("--dtypes", default="bf16,fp16")
+    parser.add_argument("--kernel-only", action="store_true", help="also time the Gluon kernel alone")
     parser.add_argument("--json")
     args = parser.parse_args()
     configs: list[BackwardConfig | None] = [None]
@@ -170,6 +182,8 @@ def main() -> int:
     if args.what == "check":
         return 0 if check(configs) else 1
     print(configs)
+    global KERNEL_ONLY
+    KERNEL_ONLY = args.kernel_only
     DTYPES[:] = [{"bf16": torch.bfloat16, "fp16": torch.float16}[d] for d in args.dtypes.split(",")]
     if args.shapes:
         SHAPES[:] = [tuple(int(x) for x in t.split("x")) for t in args.shapes.split(",")]

@@ -1235,7 +1235,6 @@ def _backward(
     scale: float,
     configs: tuple[KernelConfig, KernelConfig] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    batch, heads, n_q, head_dim = q.shape
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     use_tma = _use_tma((q, k, v, dq, dk, dv))
     if use_tma and _tma_override is None and not _tma_compatible(do):
@@ -1243,15 +1242,7 @@ def _backward(
         use_tma = _tma_compatible(do)
     log.debug("flash_attention backward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
 
-    delta = torch.empty_like(lse)
-    if dlse is not None:
-        dlse = dlse.to(torch.float32).contiguous()
-    pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
-    _attn_bwd_preprocess_kernel[pre_grid](
-        o, do, delta if dlse is None else dlse, delta, *o.stride(), *do.stride(), heads, n_q,
-        HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
-    )  # fmt: skip
-
+    delta = _delta(o, do, dlse)
     gluon = None if configs is not None else _gluon_backward(q, k, v, do, lse, delta, dq, dk, dv, scale)
     if gluon is not None:
 
@@ -1264,6 +1255,20 @@ def _backward(
             return dq, dk, dv
     _triton_backward(q, k, v, do, lse, delta, dq, dk, dv, scale, configs, use_tma)
     return dq, dk, dv
+
+
+def _delta(o: torch.Tensor, do: torch.Tensor, dlse: torch.Tensor | None) -> torch.Tensor:
+    """rowsum(dO ∘ O) − dLSE as a contiguous float32 (B, H, N), by one Triton kernel."""
+    batch, heads, n_q, head_dim = o.shape
+    delta = torch.empty((batch, heads, n_q), device=o.device, dtype=torch.float32)
+    if dlse is not None:
+        dlse = dlse.to(torch.float32).contiguous()
+    pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
+    _attn_bwd_preprocess_kernel[pre_grid](
+        o, do, delta if dlse is None else dlse, delta, *o.stride(), *do.stride(), heads, n_q,
+        HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
+    )  # fmt: skip
+    return delta
 
 
 def _triton_backward(
