@@ -186,7 +186,8 @@ def main() -> int:
     KERNEL_ONLY = args.kernel_only
     DTYPES[:] = [{"bf16": torch.bfloat16, "fp16": torch.float16}[d] for d in args.dtypes.split(",")]
     if args.shapes:
-        SHAPES[:] = [tuple(int(x) for x in t.split("x")) for t in args.shapes.split(",")]
+        dims = [[int(x) for x in t.split("x")] for t in args.shapes.split(",")]
+        SHAPES[:] = [(b, h, n, d) for b, h, n, d in dims]
     rows = time_all(configs)
     if args.json:
         with open(args.json, "w") as fh:
