@@ -207,6 +207,26 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
 
 
 @gluon.jit
+def _dq_whole(
+    ds_smem, k_all, k_tail_all, dq_desc, dq_tail_desc, dq_stage, dq_tail_stage, ds_full, ds_empty, b, h, j, first, n_q,
+    ME: gl.constexpr,
+):  # fmt: skip
+    """Consumer ``ME`` adds all of block j's dQ (every key, every column piece), once every consumer's dS is in."""
+    KEYS: gl.constexpr = k_all.shape[0]
+    BLOCK_M: gl.constexpr = ds_smem.shape[2]
+    SPLIT: gl.constexpr = k_tail_all.shape[1] != k_all.shape[1]
+    start_m = ((first + j) % n_q) * BLOCK_M
+    mbarrier.wait(ds_full.index(j % 2), (j // 2) & 1)
+    tma.store_wait(0)  # this consumer's previous adds have read the staging buffers
+    _dq_tma_add(ds_smem.index(j % 2), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m, 0)
+    if SPLIT:
+        _dq_tma_add(
+            ds_smem.index(j % 2), k_tail_all, KEYS, dq_tail_desc, dq_tail_stage.index(ME), b, h, start_m, 0
+        )
+    mbarrier.arrive(ds_empty.index(j % 2))
+
+
+@gluon.jit
 def _bwd_work(
     dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, lse_ring, delta_ring, dq_stage, dq_tail_stage,
     q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
@@ -259,7 +279,6 @@ def _bwd_work(
 
     for i in range(n_q):
         slot = i % STAGES
-        start_m = ((first + i) % n_q) * BLOCK_M
         mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
         q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
         do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
@@ -284,20 +303,22 @@ def _bwd_work(
         ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
         ds_op = gl.convert_layout(ds_t, op_layout)
         # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity of
-        # i); consumer i % 2 multiplies it by all 128 keys and adds the result: one float32 add per element per
-        # CTA instead of one per consumer.
+        # i), and its product with all 128 keys is added once per CTA, not once per consumer. It is computed one
+        # step late (dQ_{i-1} in step i): every consumer stored dS_{i-1} during step i - 1, so none waits for
+        # another. dK goes first: the dS store runs beside it.
         par = i % 2
-        if HALVES:  # dK first: the dS store runs beside it (its dQ product is next step's)
-            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+        prev = 1 - par
+        dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+        if SPLIT:
+            dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
         mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
         ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
         fence_async_shared()
         mbarrier.arrive(ds_full.index(par))
         if HALVES:
-            # dQ of the previous block, one step late and right behind dK: every consumer stored that block's
-            # dS during the previous step, so none waits for another here. Step 0 multiplies a buffer not yet
-            # written and adds nothing.
-            prev = (i + 1) % 2
+            # Head dim 128: every consumer, every step, its own 64 columns of dQ_{i-1}, issued right behind dK
+            # (the tensor cores do not drain between them). Step 0 multiplies a buffer not yet written and
+            # adds nothing.
             if i > 0:
                 mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
             dq = _dq_issue(ds_smem.index(prev), k_dq, 0, KEYS, DQ_W, zero_dq)
@@ -311,42 +332,33 @@ def _bwd_work(
                 _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], stage)
                 mbarrier.arrive(ds_empty.index(prev))
         else:
-            dk = warpgroup_mma(ds_op, q, dk, is_async=True)
             if SPLIT:
-                dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
                 dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
                     0, deps=(dv, dv_tail, p_op, dk, dk_tail, ds_op)
                 )
             else:
                 dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
             mbarrier.arrive(empty.index(slot))
-            if not HALVES and i % CONSUMERS == ME:
-                mbarrier.wait(ds_full.index(par), (i // 2) & 1)
-                tma.store_wait(0)  # this consumer's previous adds have read the staging buffers
-                _dq_tma_add(ds_smem.index(par), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m, 0)
-                if SPLIT:
-                    _dq_tma_add(
-                        ds_smem.index(par),
-                        k_tail_all,
-                        KEYS,
-                        dq_tail_desc,
-                        dq_tail_stage.index(ME),
-                        b,
-                        h,
-                        start_m,
-                        0,
-                    )
-                mbarrier.arrive(ds_empty.index(par))
+            if i > 0 and (i - 1) % CONSUMERS == ME:  # consumers take turns: all 128 keys, all columns
+                _dq_whole(
+                    ds_smem, k_all, k_tail_all, dq_desc, dq_tail_desc, dq_stage, dq_tail_stage, ds_full, ds_empty,
+                    b, h, i - 1, first, n_q, ME,
+                )  # fmt: skip
 
-    if HALVES:  # the last block's dQ
-        last = (n_q + 1) % 2
-        mbarrier.wait(ds_full.index(last), ((n_q - 1) // 2) & 1)
+    last = n_q - 1  # the last block's dQ
+    if HALVES:
+        mbarrier.wait(ds_full.index(last % 2), (last // 2) & 1)
         tma.store_wait(1)
         _dq_tma_add(
-            ds_smem.index(last), k_dq, KEYS, dq_desc, dq_stage.index(2 * ME + last), b, h,
-            ((first + n_q - 1) % n_q) * BLOCK_M, ME * DQ_W,
+            ds_smem.index(last % 2), k_dq, KEYS, dq_desc, dq_stage.index(2 * ME + last % 2), b, h,
+            ((first + last) % n_q) * BLOCK_M, ME * DQ_W,
         )  # fmt: skip
-        mbarrier.arrive(ds_empty.index(last))
+        mbarrier.arrive(ds_empty.index(last % 2))
+    elif last % CONSUMERS == ME:
+        _dq_whole(
+            ds_smem, k_all, k_tail_all, dq_desc, dq_tail_desc, dq_stage, dq_tail_stage, ds_full, ds_empty, b, h,
+            last, first, n_q, ME,
+        )  # fmt: skip
     # The other consumer's last dQ products read this one's keys: wait for them before K's slot takes dK.
     for par in gl.static_range(2):
         uses = (n_q - par + 1) // 2
