@@ -285,9 +285,26 @@ def _bwd_work(
         q_tail = q_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
         do_tail = do_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
 
+        par = i % 2
+        prev = 1 - par
+        if HALVES:
+            # Head dim 128: every consumer, every step, its own 64 columns of dQ_{i-1}, issued in front of Sᵀ;
+            # its staging store runs beside Sᵀ. Step 0 multiplies a buffer not yet written and adds nothing.
+            if i > 0:
+                mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
+            dq = _dq_issue(ds_smem.index(prev), k_dq, 0, KEYS, DQ_W, zero_dq)
         s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
         if SPLIT:
             s_t = warpgroup_mma(k_tail, q_tail.permute((1, 0)), s_t, is_async=True)
+        if HALVES:
+            dq = warpgroup_mma_wait(GROUPS, deps=(dq,))
+            if i > 0:
+                tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
+                stage = dq_stage.index(2 * ME + prev)
+                stage.reshape([BLOCK_M, DQ_W]).store(dq)
+                fence_async_shared()
+                _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], stage)
+                mbarrier.arrive(ds_empty.index(prev))
         dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
         if SPLIT:
             dp_t = warpgroup_mma(v_tail, do_tail.permute((1, 0)), dp_t, is_async=True)
@@ -306,8 +323,6 @@ def _bwd_work(
         # i), and its product with all 128 keys is added once per CTA, not once per consumer. It is computed one
         # step late (dQ_{i-1} in step i): every consumer stored dS_{i-1} during step i - 1, so none waits for
         # another. dK goes first: the dS store runs beside it.
-        par = i % 2
-        prev = 1 - par
         dk = warpgroup_mma(ds_op, q, dk, is_async=True)
         if SPLIT:
             dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
@@ -316,21 +331,8 @@ def _bwd_work(
         fence_async_shared()
         mbarrier.arrive(ds_full.index(par))
         if HALVES:
-            # Head dim 128: every consumer, every step, its own 64 columns of dQ_{i-1}, issued right behind dK
-            # (the tensor cores do not drain between them). Step 0 multiplies a buffer not yet written and
-            # adds nothing.
-            if i > 0:
-                mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
-            dq = _dq_issue(ds_smem.index(prev), k_dq, 0, KEYS, DQ_W, zero_dq)
-            dv, p_op, dk, ds_op, dq = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op, dq))
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
             mbarrier.arrive(empty.index(slot))
-            if i > 0:
-                tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
-                stage = dq_stage.index(2 * ME + prev)
-                stage.reshape([BLOCK_M, DQ_W]).store(dq)
-                fence_async_shared()
-                _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], stage)
-                mbarrier.arrive(ds_empty.index(prev))
         else:
             if SPLIT:
                 dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
