@@ -29,6 +29,7 @@ call per length bucket times it faster than this file's two-kernel backward (``_
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -48,6 +49,18 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 MAX_HEAD_DIM = 128
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def capability(device: torch.device) -> tuple[int, int]:
+    """The CUDA compute capability of ``device``, cached: torch's lookup costs tens of microseconds, and every
+    call of :func:`flash_attention` asks several times."""
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return _capability(index)
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 class AttentionInputError(PathoflashError, ValueError):
@@ -887,7 +900,7 @@ _PREPROCESS_BLOCK = 64
 
 def candidate_configs(table: ConfigTable, device: torch.device, head_dim: int) -> tuple[KernelConfig, ...]:
     """The configurations the autotuner tries for this device and head dim."""
-    hopper = torch.cuda.get_device_capability(device)[0] >= 9
+    hopper = capability(device)[0] >= 9
     return table[(hopper, head_dim <= 64)]
 
 
@@ -983,7 +996,7 @@ def _use_tma(tensors: tuple[torch.Tensor, ...]) -> bool:
     if not PREFER_TMA or _INTERPRETED or not hasattr(tl, "make_tensor_descriptor"):
         return False
     q = tensors[0]
-    if q.dtype == torch.float32 or torch.cuda.get_device_capability(q.device)[0] < 9:
+    if q.dtype == torch.float32 or capability(q.device)[0] < 9:
         return False
     return all(_tma_compatible(t) for t in tensors)
 
@@ -1154,7 +1167,7 @@ def _dq_atomic_mode(q: torch.Tensor) -> int:
         return _dq_atomic_override
     if _INTERPRETED or q.device.type != "cuda" or not hasattr(tl, "make_tensor_descriptor"):
         return 1
-    return 2 if torch.cuda.get_device_capability(q.device)[0] >= 9 else 1
+    return 2 if capability(q.device)[0] >= 9 else 1
 
 
 def _gluon_backward(

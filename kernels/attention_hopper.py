@@ -52,7 +52,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .attention import LOG2E
+from .attention import LOG2E, capability
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -580,7 +580,7 @@ def piece_descriptors(t: torch.Tensor, rows: int) -> tuple[TensorDescriptor, Ten
 
 def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether :func:`hopper_forward` can run these tensors: sm_90, fp16/bf16, a tuned head dim, TMA strides."""
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
+    if not q.is_cuda or capability(q.device) != (9, 0):
         return False
     if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[3] not in HOPPER_HEAD_DIMS:
         return False
