@@ -15,13 +15,14 @@ Here one kernel runs five products per pair and orders the asynchronous work its
       wait Sᵀ;  Pᵀ = exp2(Sᵀ·scale·log2 e − lse·log2 e)       while dPᵀ runs
       issue dV += Pᵀ·dO
       wait dPᵀ; dSᵀ = Pᵀ ∘ (dPᵀ − δ)                         while dV runs
-      dSᵀ into the CTA's shared dS buffer (i % 2); issue dK += dSᵀ·Q
-      consumer i % 2 only: wait for every consumer's dS; dQ_i = dS·K over all 128 keys; TMA reduce-add
+      issue dK += dSᵀ·Q; dSᵀ into the CTA's shared dS buffer (i % 2) while dK runs
+      consumer (i − 1) % 2 only: dQ_{i-1} = dS_{i-1}·K over all 128 keys; TMA reduce-add
 
-  At head dim 128 (``dq_halves``) every consumer takes its own 64 columns of dQ, every step, one step late:
-  it issues dQ_{i-1} right behind dK_i (every consumer stored dS_{i-1} during step i - 1, so no consumer
-  waits for another, and the tensor cores do not drain between dK and dQ); the last block's dQ follows the
-  loop. 5-10 % faster than dQ_i at the end of step i (H100, RESULTS.md run 10).
+  dQ runs one step late: every consumer stored dS_{i-1} during step i − 1, so no consumer waits for another's
+  dS (the last block's dQ follows the loop). At head dim 128 (``dq_halves``) every consumer takes its own 64
+  columns of dQ_{i-1}, every step, and issues them in front of Sᵀ, so their staging store runs beside Sᵀ.
+  Against dQ_i at the end of step i, with a wait for the other consumer's dS: 5–10 % faster at head dim 128,
+  2 % at 80, unchanged at 64 (H100, RESULTS.md run 10).
 
 * the dQ of a query block is added once per CTA (not once per consumer) into a float32 accumulator by
   ``cp.reduce.async.bulk.tensor`` from a shared-memory staging tile. These adds are what limits the kernel
