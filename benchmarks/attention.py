@@ -11,10 +11,12 @@ For bf16 and fp16, forward and forward+backward, at the issue's (B, H, N, D) sha
     efficient  torch SDPA, memory-efficient backend
     flex       torch.compile(FlexAttention)
 
-Times are medians of ``triton.testing.do_bench``; inputs are fresh random (B, H, N, D) tensors.
+Times are medians of ``triton.testing.do_bench``; inputs are fresh random (B, H, N, D) tensors. ``--rounds R``
+measures the methods of each row in alternation R times and keeps each method's median round, so a drift of
+the GPU clock between one method's measurement and the next does not decide the ratio.
 
     python3 benchmarks/attention.py [--methods ours,cudnn,...] [--dtypes bf16,fp16] [--modes fwd,fwdbwd]
-        [--shapes 4x16x4096x64,...] [--precompile] [--explore] [--json PATH]
+        [--shapes 4x16x4096x64,...] [--rounds 5] [--precompile] [--explore] [--json PATH]
 
 ``--precompile`` compiles every candidate kernel configuration in parallel processes first (the autotuner
 then finds them in Triton's cache); ``--explore`` also times explicit kernel configurations, warp
@@ -520,6 +522,12 @@ def format_table(results: list[Result], methods: list[str], env: dict[str, str])
     return "\n".join(lines)
 
 
+def _median_round(rounds: list[Result]) -> Result:
+    """The round with the median time (the lower middle one of an even count); failed rounds only if all failed."""
+    timed = sorted((r for r in rounds if r.ms is not None), key=lambda r: r.ms or 0.0)
+    return timed[(len(timed) - 1) // 2] if timed else rounds[-1]
+
+
 def _shape(text: str) -> tuple[int, int, int, int]:
     b, h, n, d = (int(x) for x in text.split("x"))
     return b, h, n, d
@@ -540,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
         "--flex-budget-s", type=float, default=240.0, help="skip FlexAttention after this much"
     )
     parser.add_argument("--rep-ms", type=int, default=200, help="do_bench repetition time per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure the methods of each row in alternation this many times and keep each one's median round",
+    )  # fmt: skip
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     global REP_MS
@@ -572,31 +584,35 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             for shape in shapes:
                 reference = None
-                for m in methods:
-                    if time.perf_counter() - started > args.time_budget_s:
-                        results.append(
-                            Result(m, dtype_name, mode, shape, None, None, None, error="time budget")
+                rounds: dict[str, list[Result]] = {m: [] for m in methods}
+                for _ in range(args.rounds):  # in alternation: a drift of the clock favours no method
+                    for m in methods:
+                        if time.perf_counter() - started > args.time_budget_s:
+                            rounds[m].append(
+                                Result(m, dtype_name, mode, shape, None, None, None, error="time budget")
+                            )
+                            continue
+                        if m == "flex" and flex_spent > args.flex_budget_s:
+                            rounds[m].append(
+                                Result(m, dtype_name, mode, shape, None, None, None, error="flex budget")
+                            )
+                            continue
+                        start = time.perf_counter()
+                        r, out = measure(m, dtype_name, mode, shape, reference)
+                        if m == "flex":
+                            flex_spent += time.perf_counter() - start
+                        if m == "ours" and reference is None:
+                            reference = out
+                            timings[f"{dtype_name} {mode} {shape}"] = last_timings()
+                        rounds[m].append(r)
+                        print(
+                            f"  {m:9} {dtype_name} {mode:6} {shape}: {r.tflops or 0:7.1f} TFLOP/s"
+                            f" {r.ms or 0:8.3f} ms  mem {r.peak_extra_mib or 0:8.0f} MiB"
+                            f"  diff {r.max_abs_diff_vs_ours}  {r.error or ''}",
+                            flush=True,
                         )
-                        continue
-                    if m == "flex" and flex_spent > args.flex_budget_s:
-                        results.append(
-                            Result(m, dtype_name, mode, shape, None, None, None, error="flex budget")
-                        )
-                        continue
-                    start = time.perf_counter()
-                    r, out = measure(m, dtype_name, mode, shape, reference)
-                    if m == "flex":
-                        flex_spent += time.perf_counter() - start
-                    if m == "ours":
-                        reference = out
-                        timings[f"{dtype_name} {mode} {shape}"] = last_timings()
-                    results.append(r)
-                    print(
-                        f"  {m:9} {dtype_name} {mode:6} {shape}: {r.tflops or 0:7.1f} TFLOP/s {r.ms or 0:8.3f} ms"
-                        f"  mem {r.peak_extra_mib or 0:8.0f} MiB  diff {r.max_abs_diff_vs_ours}  {r.error or ''}",
-                        flush=True,
-                    )
-                    torch.cuda.empty_cache()
+                        torch.cuda.empty_cache()
+                results += [_median_round(rounds[m]) for m in methods]
                 if args.json:  # partial results survive a timeout
                     with open(args.json, "w") as fh:
                         json.dump({**report, "results": [asdict(r) for r in results]}, fh, indent=1)
