@@ -298,7 +298,7 @@ def _bwd_work(
         if SPLIT:
             s_t = warpgroup_mma(k_tail, q_tail.permute((1, 0)), s_t, is_async=True)
         if HALVES:
-            dq = warpgroup_mma_wait(GROUPS, deps=(dq,))
+            dq = warpgroup_mma_wait(GROUPS, deps=(dq,))  # Sᵀ still running
             if i > 0:
                 tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
                 stage = dq_stage.index(2 * ME + prev)
