@@ -4,10 +4,12 @@
     PYTHONPATH=/tmp/t36 python3 benchmarks/compile_sm90.py pingpong --head-dim 128 --block-n 128 --stages 3,2
     python3 benchmarks/compile_sm90.py hopper --head-dim 64 --block-n 128 --warps 4
     python3 benchmarks/compile_sm90.py triton --head-dim 64 --block-m 128 --block-n 64 --warps 8 --stages 3
+    python3 benchmarks/compile_sm90.py dq --arch 80 --head-dim 128 --block-m 128 --block-n 32 --warps 8 --stages 2
 
 Prints registers, local-memory bytes (spills), shared memory, the wgmma count and the ``wgmma.wait_group``
 depths in the PTX, and any ptxas note about serialised wgmmas; ``--out DIR`` also writes the TTGIR, PTX and
-SASS. Integer arguments get the specialisations the runtime gives real tensors (multiples of 16, unit head-dim
+SASS. ``--arch 80`` compiles the Triton kernels (``triton``, ``backward`` = dK/dV, ``dq``) for an A100 instead.
+Integer arguments get the specialisations the runtime gives real tensors (multiples of 16, unit head-dim
 strides), otherwise the loads look unaligned and nothing is pipelined. Nothing here launches a kernel: it
 catches compile errors, spills and serialisation before a device call, not wrong results.
 """
@@ -26,7 +28,6 @@ from pathoflash.kernels import attention
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-TARGET = GPUTarget("cuda", 90, 32)
 _INTS = ("H", "N_Q", "N_KV", "N_BUCKET")
 
 
@@ -35,21 +36,25 @@ def _tool(name: str) -> str:
 
 
 def _triton_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
-    backward = args.kernel == "backward"
-    fn = attention._attn_bwd_dkdv_kernel if backward else attention._attn_fwd_kernel
+    backward = args.kernel in ("backward", "dq")
+    fn = {"backward": attention._attn_bwd_dkdv_kernel, "dq": attention._attn_bwd_dq_kernel}.get(
+        args.kernel, attention._attn_fwd_kernel
+    )
     head_a, head_b, split = attention.head_split(args.head_dim)
     constants = {
         "HEAD_DIM": args.head_dim, "HEAD_A": head_a, "HEAD_B": head_b, "SPLIT": split, "USE_TMA": False,
         "DOT_PRECISION": "tf32", "BLOCK_M": args.block_m, "BLOCK_N": args.block_n,
     }  # fmt: skip
-    if backward:
+    if args.kernel == "backward":
         constants["DQ_ATOMIC"] = args.dq_atomic
         constants.update({f"stride_{t}d": 1 for t in ("q", "k", "v", "do", "dk", "dv", "dq")})
+    elif backward:
+        constants.update({f"stride_{t}d": 1 for t in ("q", "k", "v", "do", "dq")})
     else:
         constants["WARP_SPECIALIZE"] = False
         constants.update({f"stride_{t}d": 1 for t in ("q", "k", "v", "o")})
     signature = {name: "constexpr" for name in constants}
-    signature.update({name: f"*{dtype}" for name in ("Q", "K", "V", "Out", "DO", "DK", "DV")})
+    signature.update({name: f"*{dtype}" for name in ("Q", "K", "V", "Out", "DO", "DK", "DV", "DQ")})
     signature.update({name: "*fp32" for name in ("LSE", "DELTA", "DQACC")})
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     for name in fn.arg_names:
@@ -154,7 +159,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kernel", choices=["triton", "backward", "hopper", "pingpong", "hopper_bwd"])
+    parser.add_argument("kernel", choices=["triton", "backward", "dq", "hopper", "pingpong", "hopper_bwd"])
+    parser.add_argument(
+        "--arch", type=int, choices=[80, 90], default=90, help="80: an A100 (the Triton kernels only)"
+    )
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--block-m", type=int, default=128, help="triton kernel and hopper_bwd")
     parser.add_argument("--regs", type=int, default=240, help="hopper_bwd: registers per consumer")
@@ -175,12 +183,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 
-    if args.kernel in ("triton", "backward"):
+    if args.kernel in ("triton", "backward", "dq"):
         make = _triton_source
     else:
         make = _gluon_bwd_source if args.kernel == "hopper_bwd" else _gluon_source
     source, options = make(args, args.dtype)
-    compiled = triton.compile(source, target=TARGET, options=options)
+    target = GPUTarget("cuda", args.arch, 32)
+    compiled = triton.compile(source, target=target, options=options)
     ptx = compiled.asm["ptx"]
     cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"compile_sm90_{os.getpid()}.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
@@ -190,7 +199,7 @@ def main() -> int:
     regs = re.search(r"REG:(\d+)", usage.stdout)
     stack = re.search(r"STACK:(\d+)", usage.stdout)
     ptxas = subprocess.run(
-        [_tool("ptxas"), "-arch=sm_90a", "-v", "-", "-o", os.devnull],
+        [_tool("ptxas"), "-arch=sm_90a" if args.arch == 90 else "-arch=sm_80", "-v", "-", "-o", os.devnull],
         input=ptx,
         capture_output=True,
         text=True,
