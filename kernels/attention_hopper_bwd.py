@@ -20,9 +20,10 @@ Here one kernel runs five products per pair and orders the asynchronous work its
 
   dQ runs one step late: every consumer stored dS_{i-1} during step i − 1, so no consumer waits for another's
   dS (the last block's dQ follows the loop). At head dim 128 (``dq_halves``) every consumer takes its own 64
-  columns of dQ_{i-1}, every step, and issues them in front of Sᵀ, so their staging store runs beside Sᵀ.
-  Against dQ_i at the end of step i, with a wait for the other consumer's dS: 5–10 % faster at head dim 128,
-  2 % at 80, unchanged at 64 (H100, RESULTS.md run 10).
+  columns of dQ_{i-1}, every step, and issues them in front of Sᵀ, so their staging store runs beside Sᵀ. At
+  64 the loop takes the steps in pairs, so which consumer owns dQ_{i-1} is a constant and its product follows
+  dK with no wait between. Against dQ_i at the end of step i, with a wait for the other consumer's dS: 5–10 %
+  faster at head dim 128, ~2 % at 64 and 80 (H100, RESULTS.md run 10).
 
 * the dQ of a query block is added once per CTA (not once per consumer) into a float32 accumulator by
   ``cp.reduce.async.bulk.tensor`` from a shared-memory staging tile. These adds are what limits the kernel
@@ -228,6 +229,121 @@ def _dq_whole(
 
 
 @gluon.jit
+def _bwd_step(
+    i, q_ring, do_ring, q_tail_ring, do_tail_ring, lse_ring, delta_ring, ready, empty, ds_smem, ds_full, ds_empty,
+    dq_stage, dq_tail_stage, dq_desc, dq_tail_desc, k_all, k_tail_all, v_smem, v_tail_smem, dk, dv, dk_tail, dv_tail,
+    b, h, first, n_q, qk_scale, ME: gl.constexpr, DQ_HERE: gl.constexpr,
+):  # fmt: skip
+    """Query block i for consumer ``ME``: dK, dV (and their tails) updated and returned, with this consumer's
+    share of dQ_{i-1} at head dims 128 (its own 64 columns, every step) and 64 (all of it where ``DQ_HERE``: a
+    constant, so that the product follows dK with no branch between them; the loop takes the steps in pairs).
+    At the split head dims the caller adds dQ_{i-1} after the step."""
+    dtype: gl.constexpr = q_ring.dtype
+    HEAD_DIM: gl.constexpr = q_ring.shape[4]  # the first column piece (the whole head dim where not split)
+    TAIL: gl.constexpr = q_tail_ring.shape[4]
+    SPLIT: gl.constexpr = TAIL != HEAD_DIM
+    GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups per product (one per column piece)
+    DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
+    HALVES: gl.constexpr = DQ_W != HEAD_DIM  # dQ's columns shared out: each consumer adds its own, every step
+    BLOCK_M: gl.constexpr = q_ring.shape[3]
+    STAGES: gl.constexpr = q_ring.shape[0]
+    KEYS: gl.constexpr = k_all.shape[0]
+    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM) and (64, TAIL); dQ: (BLOCK_M, DQ_W)
+    st_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
+    )
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_W, 16]
+    )
+    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
+    k = k_all.slice(ME * ROWS, ROWS, 0)
+    v = v_smem.index(ME).reshape([ROWS, HEAD_DIM])
+    k_tail = k_tail_all.slice(ME * ROWS, ROWS, 0)
+    v_tail = v_tail_smem.index(ME).reshape([ROWS, TAIL])
+    zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
+    zero_dq = gl.zeros([BLOCK_M, DQ_W], gl.float32, dq_layout)
+
+    slot = i % STAGES
+    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+    q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
+    do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
+    q_tail = q_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
+    do_tail = do_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
+    par = i % 2
+    prev = 1 - par
+    if HALVES:
+        # Head dim 128: every consumer, every step, its own 64 columns of dQ_{i-1}, issued in front of Sᵀ;
+        # its staging store runs beside Sᵀ. Step 0 multiplies a buffer not yet written and adds nothing.
+        if i > 0:
+            mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
+        dq = _dq_issue(ds_smem.index(prev), k_all.slice(ME * DQ_W, DQ_W, 1), 0, KEYS, DQ_W, zero_dq)
+    s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+    if SPLIT:
+        s_t = warpgroup_mma(k_tail, q_tail.permute((1, 0)), s_t, is_async=True)
+    if HALVES:
+        dq = warpgroup_mma_wait(GROUPS, deps=(dq,))  # Sᵀ still running
+        if i > 0:
+            tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
+            stage = dq_stage.index(2 * ME + prev)
+            stage.reshape([BLOCK_M, DQ_W]).store(dq)
+            fence_async_shared()
+            _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], stage)
+            mbarrier.arrive(ds_empty.index(prev))
+    dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+    if SPLIT:
+        dp_t = warpgroup_mma(v_tail, do_tail.permute((1, 0)), dp_t, is_async=True)
+    lse2 = lse_ring.index(slot).load(cols_st)
+    s_t = warpgroup_mma_wait(GROUPS, deps=(s_t,))
+    p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
+    p_op = gl.convert_layout(p_t.to(dtype), op_layout)
+    dv = warpgroup_mma(p_op, do, dv, is_async=True)
+    if SPLIT:
+        dv_tail = warpgroup_mma(p_op, do_tail, dv_tail, is_async=True)
+    delta = delta_ring.index(slot).load(cols_st)
+    dp_t = warpgroup_mma_wait(GROUPS, deps=(dp_t,))
+    ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
+    ds_op = gl.convert_layout(ds_t, op_layout)
+    # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity of i), and
+    # its product with all 128 keys is added once per CTA, not once per consumer. It is computed one step late
+    # (dQ_{i-1} in step i): every consumer stored dS_{i-1} during step i - 1, so none waits for another. dK goes
+    # first: the dS store runs beside it.
+    dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+    if SPLIT:
+        dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
+    mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
+    ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
+    fence_async_shared()
+    mbarrier.arrive(ds_full.index(par))
+    if DQ_HERE:
+        # Head dim 64, this consumer's turn: all of dQ_{i-1}, right behind dK. Step 0 multiplies a buffer not
+        # yet written and adds nothing.
+        if i > 0:
+            mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
+        dq = _dq_issue(ds_smem.index(prev), k_all, 0, KEYS, HEAD_DIM, zero_dq)
+        dv, p_op, dk, ds_op, dq = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op, dq))
+        mbarrier.arrive(empty.index(slot))
+        if i > 0:
+            tma.store_wait(0)  # this consumer's previous adds have read the staging buffer
+            dq_stage.index(ME).reshape([BLOCK_M, HEAD_DIM]).store(dq)
+            fence_async_shared()
+            _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, 0], dq_stage.index(ME))
+            mbarrier.arrive(ds_empty.index(prev))
+    else:
+        if SPLIT:
+            dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
+                0, deps=(dv, dv_tail, p_op, dk, dk_tail, ds_op)
+            )
+        else:
+            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
+        mbarrier.arrive(empty.index(slot))
+    return dk, dv, dk_tail, dv_tail
+
+
+@gluon.jit
 def _bwd_work(
     dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, lse_ring, delta_ring, dq_stage, dq_tail_stage,
     q_ring, do_ring, k_smem, v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, ds_smem, kv_ready, ready,
@@ -238,24 +354,16 @@ def _bwd_work(
     HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
     TAIL: gl.constexpr = dk_tail_desc.block_type.shape[3]
     SPLIT: gl.constexpr = TAIL != HEAD_DIM
-    GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups per product (one per column piece)
     DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
     HALVES: gl.constexpr = DQ_W != HEAD_DIM  # dQ's columns shared out: each consumer adds its own, every step
     BLOCK_M: gl.constexpr = q_ring.shape[3]
-    STAGES: gl.constexpr = q_ring.shape[0]
     CONSUMERS: gl.constexpr = v_smem.shape[0]
-    # Sᵀ, dPᵀ: (64 key rows, BLOCK_M query columns); dK, dV: (64, HEAD_DIM) and (64, TAIL)
-    st_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
-    )
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
     )
     tail_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, TAIL, 16]
     )
-    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
 
     KEYS: gl.constexpr = CONSUMERS * ROWS
     k_all = k_smem.reshape([KEYS, HEAD_DIM])  # every consumer's keys, for the shared dQ
@@ -264,96 +372,55 @@ def _bwd_work(
     k_tail_all = k_tail_smem.reshape([KEYS, TAIL])  # the same as k_all where the head dim is not split
     k_tail = k_tail_all.slice(ME * ROWS, ROWS, 0)
     v_tail = v_tail_smem.index(ME).reshape([ROWS, TAIL])
-    zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
-    if HALVES:
-        dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_W, 16]
-        )
-        zero_dq = gl.zeros([BLOCK_M, DQ_W], gl.float32, dq_layout)
-        k_dq = k_all.slice(ME * DQ_W, DQ_W, 1)  # this consumer's dQ columns of every key
     dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
     if SPLIT:
         dk_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
         dv_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
+    else:  # not carried: the steps' tail results are dropped below
+        dk_tail = dk
+        dv_tail = dv
     mbarrier.wait(kv_ready.index(ME), 0)
 
-    for i in range(n_q):
-        slot = i % STAGES
-        mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-        q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
-        do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
-        q_tail = q_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
-        do_tail = do_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
-
-        par = i % 2
-        prev = 1 - par
-        if HALVES:
-            # Head dim 128: every consumer, every step, its own 64 columns of dQ_{i-1}, issued in front of Sᵀ;
-            # its staging store runs beside Sᵀ. Step 0 multiplies a buffer not yet written and adds nothing.
-            if i > 0:
-                mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
-            dq = _dq_issue(ds_smem.index(prev), k_dq, 0, KEYS, DQ_W, zero_dq)
-        s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-        if SPLIT:
-            s_t = warpgroup_mma(k_tail, q_tail.permute((1, 0)), s_t, is_async=True)
-        if HALVES:
-            dq = warpgroup_mma_wait(GROUPS, deps=(dq,))  # Sᵀ still running
-            if i > 0:
-                tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
-                stage = dq_stage.index(2 * ME + prev)
-                stage.reshape([BLOCK_M, DQ_W]).store(dq)
-                fence_async_shared()
-                _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], stage)
-                mbarrier.arrive(ds_empty.index(prev))
-        dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-        if SPLIT:
-            dp_t = warpgroup_mma(v_tail, do_tail.permute((1, 0)), dp_t, is_async=True)
-        lse2 = lse_ring.index(slot).load(cols_st)
-        s_t = warpgroup_mma_wait(GROUPS, deps=(s_t,))
-        p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
-        p_op = gl.convert_layout(p_t.to(dtype), op_layout)
-        dv = warpgroup_mma(p_op, do, dv, is_async=True)
-        if SPLIT:
-            dv_tail = warpgroup_mma(p_op, do_tail, dv_tail, is_async=True)
-        delta = delta_ring.index(slot).load(cols_st)
-        dp_t = warpgroup_mma_wait(GROUPS, deps=(dp_t,))
-        ds_t = (p_t * (dp_t - delta[None, :])).to(dtype)
-        ds_op = gl.convert_layout(ds_t, op_layout)
-        # Shared dQ: both consumers put their dS rows into one (128, BLOCK_M) buffer (two, by the parity of
-        # i), and its product with all 128 keys is added once per CTA, not once per consumer. It is computed one
-        # step late (dQ_{i-1} in step i): every consumer stored dS_{i-1} during step i - 1, so none waits for
-        # another. dK goes first: the dS store runs beside it.
-        dk = warpgroup_mma(ds_op, q, dk, is_async=True)
-        if SPLIT:
-            dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
-        mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
-        ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
-        fence_async_shared()
-        mbarrier.arrive(ds_full.index(par))
-        if HALVES:
-            dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-            mbarrier.arrive(empty.index(slot))
-        else:
+    step_args = (
+        q_ring, do_ring, q_tail_ring, do_tail_ring, lse_ring, delta_ring, ready, empty, ds_smem, ds_full, ds_empty,
+        dq_stage, dq_tail_stage, dq_desc, dq_tail_desc, k_all, k_tail_all, v_smem, v_tail_smem,
+    )  # fmt: skip
+    if HALVES or SPLIT:
+        for i in range(n_q):
             if SPLIT:
-                dv, dv_tail, p_op, dk, dk_tail, ds_op = warpgroup_mma_wait(
-                    0, deps=(dv, dv_tail, p_op, dk, dk_tail, ds_op)
+                dk, dv, dk_tail, dv_tail = _bwd_step(
+                    i, *step_args, dk, dv, dk_tail, dv_tail, b, h, first, n_q, qk_scale, ME, False
                 )
+                if i > 0 and (i - 1) % CONSUMERS == ME:  # consumers take turns: all 128 keys, both pieces
+                    _dq_whole(
+                        ds_smem, k_all, k_tail_all, dq_desc, dq_tail_desc, dq_stage, dq_tail_stage, ds_full,
+                        ds_empty, b, h, i - 1, first, n_q, ME,
+                    )  # fmt: skip
             else:
-                dv, p_op, dk, ds_op = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op))
-            mbarrier.arrive(empty.index(slot))
-            if i > 0 and (i - 1) % CONSUMERS == ME:  # consumers take turns: all 128 keys, all columns
-                _dq_whole(
-                    ds_smem, k_all, k_tail_all, dq_desc, dq_tail_desc, dq_stage, dq_tail_stage, ds_full, ds_empty,
-                    b, h, i - 1, first, n_q, ME,
-                )  # fmt: skip
+                dk, dv, _, _ = _bwd_step(i, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, False)
+    else:
+        # Head dim 64: the consumers take turns on dQ. dQ_{i-1} belongs to consumer (i - 1) % 2, a constant in
+        # each half of a pair of steps, so the product can follow dK with no branch between them (an
+        # asynchronous accumulator cannot cross one).
+        for pair in range(n_q // 2):
+            dk, dv, _, _ = _bwd_step(
+                2 * pair, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
+            )
+            dk, dv, _, _ = _bwd_step(
+                2 * pair + 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 0
+            )
+        if n_q % 2 == 1:
+            dk, dv, _, _ = _bwd_step(
+                n_q - 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
+            )
 
     last = n_q - 1  # the last block's dQ
     if HALVES:
         mbarrier.wait(ds_full.index(last % 2), (last // 2) & 1)
         tma.store_wait(1)
         _dq_tma_add(
-            ds_smem.index(last % 2), k_dq, KEYS, dq_desc, dq_stage.index(2 * ME + last % 2), b, h,
+            ds_smem.index(last % 2), k_all.slice(ME * DQ_W, DQ_W, 1), KEYS, dq_desc, dq_stage.index(2 * ME + last % 2), b, h,
             ((first + last) % n_q) * BLOCK_M, ME * DQ_W,
         )  # fmt: skip
         mbarrier.arrive(ds_empty.index(last % 2))
