@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import sys
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +118,7 @@ def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             cudnn = bench(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
         triton_ms = bench(lambda q=q, k=k, v=v: triton_only(q, k, v))
-        row = {
+        row: dict[str, Any] = {
             "shape": shape,
             "dtype": str(dtype)[6:],
             "cudnn": tflops(shape, cudnn),

@@ -127,7 +127,7 @@ def _plan(slide_path: Path, mpp: float, tile_size: int) -> tuple[dict, list[tupl
         "slide_mpp": slide_mpp[0],
         "grid_mpp": grid.mpp,
     }
-    return info, [tuple(loc) for loc in locations]
+    return info, [(x, y) for x, y in locations]
 
 
 def _codecs(
@@ -143,7 +143,7 @@ def _codecs(
         step = max(1, len(locations) // 200)
         tiles = [
             np.ascontiguousarray(
-                slide.read_region(loc, level, tuple(read_size))[:256, :256].transpose(2, 0, 1)
+                slide.read_region(loc, level, (read_size[0], read_size[1]))[:256, :256].transpose(2, 0, 1)
             )
             for loc in locations[::step][:200]
         ]
