@@ -420,8 +420,8 @@ def _bwd_work(
         mbarrier.wait(ds_full.index(last % 2), (last // 2) & 1)
         tma.store_wait(1)
         _dq_tma_add(
-            ds_smem.index(last % 2), k_all.slice(ME * DQ_W, DQ_W, 1), KEYS, dq_desc, dq_stage.index(2 * ME + last % 2), b, h,
-            ((first + last) % n_q) * BLOCK_M, ME * DQ_W,
+            ds_smem.index(last % 2), k_all.slice(ME * DQ_W, DQ_W, 1), KEYS, dq_desc,
+            dq_stage.index(2 * ME + last % 2), b, h, ((first + last) % n_q) * BLOCK_M, ME * DQ_W,
         )  # fmt: skip
         mbarrier.arrive(ds_empty.index(last % 2))
     elif last % CONSUMERS == ME:
