@@ -355,6 +355,29 @@ def test_the_gluon_forward_stays_off_cpu_tensors() -> None:
     assert not fa._gluon_forward(q, q, q, torch.empty_like(q), lse, 0.125)
 
 
+def test_the_compute_capability_is_looked_up_once_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``capability`` caches torch's lookup per device index; a device without an index means the current one."""
+    from pathoflash.kernels import attention as fa
+
+    asked: list[int] = []
+
+    def lookup(index: int) -> tuple[int, int]:
+        asked.append(index)
+        return (9, 0) if index == 1 else (8, 0)
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lookup)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    fa._capability.cache_clear()
+    try:
+        assert fa.capability(torch.device("cuda", 0)) == (8, 0)
+        assert fa.capability(torch.device("cuda", 1)) == (9, 0)
+        assert fa.capability(torch.device("cuda")) == (9, 0)  # the current device, 1
+        assert fa.capability(torch.device("cuda", 0)) == (8, 0)
+        assert asked == [0, 1]
+    finally:
+        fa._capability.cache_clear()
+
+
 def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
