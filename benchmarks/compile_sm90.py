@@ -3,6 +3,7 @@
     pip install --target /tmp/t36 triton==3.6.0          # the device image's Triton (optional)
     PYTHONPATH=/tmp/t36 python3 benchmarks/compile_sm90.py pingpong --head-dim 128 --block-n 128 --stages 3,2
     python3 benchmarks/compile_sm90.py hopper --head-dim 64 --block-n 128 --warps 4
+    python3 benchmarks/compile_sm90.py persistent --head-dim 64 --consumers 3 --stages 2,2
     python3 benchmarks/compile_sm90.py triton --head-dim 64 --block-m 128 --block-n 64 --warps 8 --stages 3
     python3 benchmarks/compile_sm90.py dq --arch 80 --head-dim 128 --block-m 128 --block-n 32 --warps 8 --stages 2
 
@@ -28,7 +29,7 @@ from pathoflash.kernels import attention
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-_INTS = ("H", "N_Q", "N_KV", "N_BUCKET")
+_INTS = ("BH", "H", "N_Q", "N_KV", "N_BUCKET")
 
 
 def _tool(name: str) -> str:
@@ -76,12 +77,16 @@ def _triton_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dic
 
 def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
     from pathoflash.kernels import attention_hopper as hop
+    from pathoflash.kernels import attention_hopper_persistent as persistent
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     k_stages, v_stages = (int(s) for s in args.stages.split(","))
-    pingpong = args.kernel == "pingpong"
-    fn = hop._attn_fwd_pingpong_kernel if pingpong else hop._attn_fwd_hopper_kernel
+    pingpong = args.kernel in ("pingpong", "persistent")
+    fn = {
+        "pingpong": hop._attn_fwd_pingpong_kernel,
+        "persistent": persistent._attn_fwd_persistent_kernel,
+    }.get(args.kernel, hop._attn_fwd_hopper_kernel)
     rows = args.rows if pingpong else 16 * args.warps
     gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
 
@@ -91,7 +96,9 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
         layout = gl.NVMMASharedLayout.get_default_for([1, 1, box_rows, cols], gl_dtype)
         return f"tensordesc<{dtype}[1,1,{box_rows},{cols}],{layout!r}>"
 
-    constants: dict = {"BLOCK_N": args.block_n, "K_STAGES": k_stages, "V_STAGES": v_stages}
+    constants: dict = {"K_STAGES": k_stages, "V_STAGES": v_stages}
+    if args.kernel != "persistent":  # the persistent kernel reads the key block from its descriptor
+        constants["BLOCK_N"] = args.block_n
     if pingpong:
         constants.update(
             CONSUMER_REGS=hop.CONSUMER_REGS[args.consumers],
@@ -102,7 +109,7 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
         constants.update(HEAD_DIM=args.head_dim, num_warps=args.warps)
     signature = {"q_desc": desc(rows), "k_desc": desc(args.block_n), "v_desc": desc(args.block_n)}
     signature.update({"o_desc": desc(rows), "LSE": "*fp32", "qk_scale": "fp32"})
-    if pingpong:  # the second column piece (the first again where the head dim is a power of two)
+    if args.kernel == "pingpong":  # the second column piece (the first again where the head dim is unsplit)
         signature.update({"q_tail_desc": desc(rows, tail), "o_tail_desc": desc(rows, tail)})
         signature.update({n: desc(args.block_n, tail) for n in ("k_tail_desc", "v_tail_desc")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
@@ -159,7 +166,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kernel", choices=["triton", "backward", "dq", "hopper", "pingpong", "hopper_bwd"])
+    parser.add_argument(
+        "kernel", choices=["triton", "backward", "dq", "hopper", "pingpong", "persistent", "hopper_bwd"]
+    )
     parser.add_argument(
         "--arch", type=int, choices=[80, 90], default=90, help="80: an A100 (the Triton kernels only)"
     )

@@ -48,6 +48,9 @@ def configs(d: int) -> list[hop.HopperConfig]:
         # three consumer warpgroups (192 query rows per CTA), 160 registers each
         out += [hop.HopperConfig(bn, 4, ks, vs, pingpong=True, consumers=3)
                 for bn, ks, vs in ((128, 2, 2), (128, 3, 3), (64, 3, 3))]  # fmt: skip
+    # persistent: one CTA per SM, its tiles back to back (attention_hopper_persistent.py)
+    out += [hop.HopperConfig(128, 4, 2, 2, pingpong=True, consumers=c, persistent=True)
+            for c in ((2, 3) if d == 64 else (2,))]  # fmt: skip
     return out
 
 
@@ -55,7 +58,7 @@ def check(pp_only: bool = False, consumers: int | None = None) -> bool:
     ok = True
     torch.manual_seed(0)
     cases = [(1, 2, n, d) for d in (64, 128) for n in (1, 7, 64, 129, 300, 1000)]
-    cases += [(2, 3, 4097, 64), (1, 2, 4100, 128)]
+    cases += [(2, 3, 4097, 64), (1, 2, 4100, 128), (4, 16, 1000, 64), (3, 16, 1000, 128)]
     for (b, h, n, d), dtype, fused in itertools.product(
         cases, (torch.bfloat16, torch.float16), (False, True)
     ):
@@ -131,8 +134,7 @@ def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None
             except Exception as exc:  # a configuration that does not fit is reported, not fatal
                 print(f"  {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                 continue
-            kind = f"pp{cfg.rows}c{cfg.consumers}" if cfg.pingpong else f"w{cfg.num_warps}"
-            row[f"bn{cfg.block_n}_{kind}_k{cfg.k_stages}v{cfg.v_stages}"] = tflops(shape, ms)
+            row[_tag(cfg)] = tflops(shape, ms)
             if best is None or ms < best[0]:
                 best = (ms, cfg)
         assert best is not None
@@ -151,9 +153,50 @@ def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None
                        "rows": rows}, fh, indent=1)  # fmt: skip
 
 
+def _tag(cfg: hop.HopperConfig) -> str:
+    kind = f"pp{cfg.rows}c{cfg.consumers}" if cfg.pingpong else f"w{cfg.num_warps}"
+    return f"bn{cfg.block_n}_{kind}_k{cfg.k_stages}v{cfg.v_stages}" + (
+        "_persistent" if cfg.persistent else ""
+    )
+
+
+def ab(json_path: str | None, rounds: int, head_dims: tuple[int, ...]) -> None:
+    """cuDNN and every candidate of the head dim, timed in alternation; each one's median round."""
+    rows = []
+    shapes = [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
+    for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
+        b, h, n, d = shape
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
+        scale = 1 / math.sqrt(d)
+
+        def cudnn(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v) -> None:
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                F.scaled_dot_product_attention(q, k, v)
+
+        runs: dict[str, Any] = {"cudnn": cudnn}
+        for cfg in hop.CANDIDATES[d]:
+            runs[_tag(cfg)] = lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                times[name].append(bench(fn))
+        row: dict[str, Any] = {"shape": shape, "dtype": str(dtype)[6:]}
+        row.update({name: tflops(shape, sorted(t)[len(t) // 2]) for name, t in times.items()})
+        rows.append(row)
+        print(f"{shape} {row['dtype']}: " + " ".join(
+            f"{name}={row[name]:.0f}({row[name] / row['cudnn']:.3f})" for name in runs
+        ), flush=True)  # fmt: skip
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                       "rounds": rounds, "rows": rows}, fh, indent=1)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["check", "sweep"])
+    parser.add_argument("what", choices=["check", "sweep", "ab"])
+    parser.add_argument("--rounds", type=int, default=5, help="ab: rounds of alternated timings")
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
     parser.add_argument("--consumers", type=int, help="check only ping-pong configurations with this many")
@@ -162,7 +205,11 @@ def main() -> int:
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
         return 0 if check(args.pp_only, args.consumers) else 1
-    sweep(args.json, tuple(int(d) for d in args.head_dims.split(",")))
+    head_dims = tuple(int(d) for d in args.head_dims.split(","))
+    if args.what == "ab":
+        ab(args.json, args.rounds, head_dims)
+        return 0
+    sweep(args.json, head_dims)
     return 0
 
 

@@ -27,7 +27,9 @@ two column pieces (80 = 64 + 16, :func:`head_pieces`): the ping-pong kernel then
 keeps two output accumulators. Where the head dim is one piece the "tail" arguments repeat the first piece and
 the kernels compile as before.
 
-Only the forward runs here; the Hopper backward is ``attention_hopper_bwd.py``. :func:`hopper_forward` is used by
+``attention_hopper_persistent.py`` is the ping-pong kernel with one CTA per SM that runs its query tiles back
+to back (``HopperConfig.persistent``). Only the forward runs here; the Hopper backward is
+``attention_hopper_bwd.py``. :func:`hopper_forward` is used by
 ``attention._forward`` on sm_90 for head dims in :data:`HOPPER_HEAD_DIMS` when the strides suit TMA.
 """
 
@@ -76,6 +78,7 @@ class HopperConfig:
     pingpong: bool = False  # 4-warp consumer warpgroups taking turns, and a 1-warp TMA loader
     rows: int = 64  # ping-pong: query rows per consumer warpgroup (64, or 128 as two wgmma row tiles)
     consumers: int = 2  # ping-pong: consumer warpgroups (2, or 3 with fewer registers each)
+    persistent: bool = False  # ping-pong, head dims 64/128: one CTA per SM (attention_hopper_persistent.py)
 
     @property
     def block_m(self) -> int:
@@ -593,14 +596,18 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
 # Candidates per head dim, fastest first in the session-5 sweep (benchmarks/ATTENTION_NOTES.md); the first
 # call of each (head dim, dtype, sequence-length bucket) times them and keeps the faster.
 CANDIDATES = {
-    64: (  # three consumers won every D64 shape of the session-6 sweep on an H100 but N = 4100 (one CTA)
+    # Three consumers win every D64 shape of the issue but N = 4100, where the persistent kernel with two
+    # (128-row tiles) is fastest (session 11, H100: 1.02-1.04x cuDNN); three persistent consumers spill.
+    64: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=3, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
     ),
-    128: (
-        HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=2, pingpong=True),
+    128: (  # persistent: +1 % at 4,096 tokens, level at 16k (session 11)
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
+        HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=2, pingpong=True),
     ),
     # Split head dims (two column pieces): the ping-pong kernel only; not yet swept on a GPU.
     **{
@@ -622,7 +629,23 @@ def _launch(
     grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
     rows = cfg.rows if cfg.pingpong else cfg.block_m
     common = (lse, heads, n_q, k.shape[2], scale * LOG2E)
-    if cfg.pingpong:
+    if cfg.persistent:
+        from .attention_hopper_persistent import _attn_fwd_persistent_kernel
+
+        if head_pieces(head_dim)[0] != head_dim:
+            raise ValueError(f"the persistent forward takes power-of-two head dims, not {head_dim}")
+        descs = (
+            descriptor(q, rows),
+            descriptor(k, cfg.block_n),
+            descriptor(v, cfg.block_n),
+            descriptor(o, rows),
+        )
+        _attn_fwd_persistent_kernel[(min(grid[0], sm_count(q.device)),)](
+            *descs, lse, batch * heads, *common[1:], K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages,
+            CONSUMER_REGS=CONSUMER_REGS[cfg.consumers], LOADER_REGS=LOADER_REGS, CONSUMERS=cfg.consumers,
+            num_warps=4,
+        )  # fmt: skip
+    elif cfg.pingpong:
         (q_d, q_t), (k_d, k_t), (v_d, v_t), (o_d, o_t) = (
             piece_descriptors(t, r) for t, r in ((q, rows), (k, cfg.block_n), (v, cfg.block_n), (o, rows))
         )
@@ -642,6 +665,16 @@ def _launch(
             *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
             V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (cached: torch's lookup is slow next to a launch)."""
+    return _sm_count(torch.cuda.current_device() if device.index is None else device.index)
 
 
 def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:

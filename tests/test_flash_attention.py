@@ -385,7 +385,7 @@ def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins
     from pathoflash.kernels import attention_hopper as hop
 
     order: list[str] = []
-    first, second = hop.CANDIDATES[128]
+    first, second = hop.CANDIDATES[128][:2]
     runs = {first: lambda: order.append("a"), second: lambda: order.append("b")}
     # the first candidate is faster in most rounds but has one slow outlier; medians decide
     times = iter([1.0, 2.0, 9.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0])
@@ -451,6 +451,41 @@ def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pyt
     ran.clear()
     monkeypatch.setattr(attention, "_gluon_bwd_override", True)
     assert attention._gluon_backward_wins(q, q, gluon, triton_backward) and not ran
+
+
+def test_the_persistent_forward_launches_at_most_one_cta_per_sm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its grid is min(query tiles, SMs) (each CTA loops over tiles), its boxes are the tile's rows; it
+    refuses a head dim it would have to split."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+    from pathoflash.kernels import attention_hopper_persistent as persistent
+
+    launches: list[tuple[tuple[int, ...], list, dict]] = []
+
+    class FakeKernel:
+        def __getitem__(self, grid: tuple[int, ...]):  # type: ignore[no-untyped-def]
+            return lambda *args, **kwargs: launches.append((grid, list(args), kwargs))
+
+    monkeypatch.setattr(persistent, "_attn_fwd_persistent_kernel", FakeKernel())
+    cfg = hop.HopperConfig(128, 4, 2, 2, pingpong=True, persistent=True)  # 2 × 64 = 128 query rows a tile
+    q = torch.zeros(2, 4, 1000, 64, dtype=torch.bfloat16)  # 8 tiles per head, 64 in all
+    lse = torch.zeros(2, 4, 1000)
+    for sms, grid in ((16, 16), (132, 64)):
+        monkeypatch.setattr(hop, "sm_count", lambda device, sms=sms: sms)
+        hop._launch(q, q, q, q, lse, 0.125, cfg)
+        assert launches[-1][0] == (grid,)
+    _, args, kwargs = launches[-1]
+    assert [d.block_shape for d in args[:4]] == [
+        [1, 1, 64, 64],
+        [1, 1, 128, 64],
+        [1, 1, 128, 64],
+        [1, 1, 64, 64],
+    ]
+    assert args[5:9] == [8, 4, 1000, 1000]  # batch·heads, heads, query and key lengths
+    assert kwargs["CONSUMERS"] == 2
+    q80 = torch.zeros(1, 1, 64, 80, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="power-of-two head dims"):
+        hop._launch(q80, q80, q80, q80, lse, 0.125, cfg)
 
 
 @pytest.mark.parametrize(

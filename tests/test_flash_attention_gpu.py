@@ -227,6 +227,12 @@ GLUON_SHAPES = [
     (2, 1, 130, 80, "bnhd"),
     (1, 3, 777, 96, "qkv"),
     (2, 2, 1000, 48, "bnhd"),
+    # more query tiles than an H100 has SMs: a persistent CTA takes several, some with idle warpgroups
+    (4, 16, 1000, 64, "qkv"),
+    (3, 16, 1000, 128, "bnhd"),
+    (2, 32, 777, 80, "qkv"),
+    (8, 24, 300, 96, "contiguous"),
+    (2, 16, 1000, 48, "bnhd"),
 ]
 
 
