@@ -239,6 +239,12 @@ def tuning_snapshot() -> dict[str, Any]:
         ("fused", attention._attn_bwd_fused_tuned),
     ):
         out[label] = {str(key): str(KernelConfig.of(cfg)) for key, cfg in tuned.cache.items()}
+    # The Gluon kernels' choices, keyed (head dim, dtype, query and key length buckets).
+    out["gluon_bwd"] = {str(key): gluon for key, gluon in attention._gluon_bwd_chosen.items()}
+    with contextlib.suppress(ImportError):  # a Triton without Gluon's Hopper module
+        from pathoflash.kernels import attention_hopper
+
+        out["hopper_fwd"] = {str(key): str(cfg) for key, cfg in attention_hopper._chosen.items()}
     return out
 
 
@@ -624,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(report, fh, indent=1)
     print()
     print(format_table(results, methods, env))
+    for key, cfg in report["tuning"].get("hopper_fwd", {}).items():
+        print(f"Gluon forward for {key}: {cfg}")
     return 0
 
 

@@ -596,13 +596,13 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
 # Candidates per head dim, fastest first in the session-5 sweep (benchmarks/ATTENTION_NOTES.md); the first
 # call of each (head dim, dtype, sequence-length bucket) times them and keeps the faster.
 CANDIDATES = {
-    # Three consumers win every D64 shape of the issue but N = 4100, where the persistent kernel with two
-    # (128-row tiles) is fastest (session 11, H100: 1.02-1.04x cuDNN); three persistent consumers spill.
+    # Three consumers win every D64 shape of the issue but N = 4100 (one CTA). The persistent kernel with two
+    # consumers is 1-2 % ahead at 4100 and 5-7 % behind at 4,096 tokens (session 11): too little gained for
+    # a wrong pick by the chooser's timing (±2 %) to risk.
     64: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=3, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
-        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
     ),
     128: (  # persistent: +1 % at 4,096 tokens, level at 16k (session 11)
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
