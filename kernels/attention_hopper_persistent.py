@@ -18,9 +18,10 @@ when stored. Power-of-two head dims only (64, 128); ``attention_hopper`` launche
 Measured (H100, 2026-11-26, benchmarks/ATTENTION_NOTES.md "Session 11"): head dim 128 at 4,096 tokens
 +1 % over the one-tile kernel, level at 16k, so the drain between tiles cost less than the two key blocks
 a tile estimate gave; with two consumers at head dim 64 it is the fastest kernel at N = 4100 (1.02–1.04×
-cuDNN) and 5–7 % behind three one-tile consumers elsewhere. The block loop is a helper inlined twice (every
-tile but the last, then the last) so that no branch sits inside it: with the tile change as a runtime
-branch inside one flat loop, the loop grew by 550 instructions and ran 10 % slower.
+cuDNN) and 5–7 % behind three one-tile consumers elsewhere, so only head dim 128 uses it
+(``attention_hopper.CANDIDATES``). The block loop is a helper inlined twice (every tile but the last, then
+the last) so that no branch sits inside it: with the tile change as a runtime branch inside one flat loop,
+the loop grew by 550 instructions and ran 9–12 % slower.
 """
 
 from __future__ import annotations
