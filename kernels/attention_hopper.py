@@ -9,7 +9,8 @@ work itself. Both kernels here follow FlashAttention-3's order inside a warpgrou
     wait for S(j+1); softmax of S(j+1)            (while O += P(j)·V(j) still runs)
     wait for O; rescale it by the new row max; P(j+1) to the operand layout
 
-* ``_attn_fwd_hopper_kernel``: one CTA of 4 or 8 warps that issues its own TMA loads.
+* ``_attn_fwd_hopper_kernel``: one CTA of 4 or 8 warps that issues its own TMA loads. No longer a candidate
+  (session 11: 1–2 % ahead only at N = 4100); ``benchmarks/probe_hopper.py`` still checks and sweeps it.
 * ``_attn_fwd_pingpong_kernel``: warp-specialised. Two or three consumer warpgroups of 64 query rows take
   turns (round robin, the ``turn`` mbarriers) issuing their GEMMs, so one's softmax overlaps the others'
   GEMMs; a one-warp partition with 24 registers streams Q, K and V by TMA. Two consumers (240 registers
@@ -593,7 +594,7 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     return True
 
 
-# Candidates per head dim, fastest first in the session-5 sweep (benchmarks/ATTENTION_NOTES.md); the first
+# Candidates per head dim, fastest first in the latest sweep (benchmarks/ATTENTION_NOTES.md); the first
 # call of each (head dim, dtype, sequence-length bucket) times them and keeps the faster.
 CANDIDATES = {
     # Three consumers win every D64 shape of the issue. At N = 4100 the one-CTA kernel and the persistent one

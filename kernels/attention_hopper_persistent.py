@@ -36,7 +36,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .attention_hopper import _pp_take_turn, _softmax_block, _tile, _wait_loaded
+from .attention_hopper import _load_pieces, _pp_take_turn, _softmax_block, _tile, _wait_loaded
 
 
 @gluon.jit
@@ -66,24 +66,18 @@ def _ps_loader(
         for i in gl.static_range(CONSUMERS):
             slot = (t % 2) * CONSUMERS + i
             mbarrier.wait(q_empty.index(slot), ((t // 2) & 1) ^ 1)  # tile t − 2's last Q·Kᵀ is done
-            mbarrier.expect(q_ready.index(slot), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(
-                q_desc, [b, h, start_m + ROWS * i, 0], q_ready.index(slot), q_smem.index(slot)
-            )
+            q_box = q_smem.index(slot)
+            _load_pieces(q_desc, q_desc, [b, h, start_m + ROWS * i, 0], q_ready.index(slot), q_box, q_box)
         for blk in range(n_kv):
             c = t * n_kv + blk  # the rings run on across tiles
             ks = c % K_STAGES
             mbarrier.wait(k_empty.index(ks), ((c // K_STAGES) & 1) ^ 1)  # the first pass finds slots free
-            mbarrier.expect(k_ready.index(ks), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(
-                k_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_ring.index(ks)
-            )
+            k_box = k_ring.index(ks)
+            _load_pieces(k_desc, k_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_box, k_box)
             vs = c % V_STAGES
             mbarrier.wait(v_empty.index(vs), ((c // V_STAGES) & 1) ^ 1)
-            mbarrier.expect(v_ready.index(vs), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(
-                v_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_ring.index(vs)
-            )
+            v_box = v_ring.index(vs)
+            _load_pieces(v_desc, v_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_box, v_box)
 
 
 @gluon.jit
