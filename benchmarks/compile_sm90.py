@@ -144,6 +144,8 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         "CONSUMER_REGS": args.regs,
         "LOADER_REGS": bwd.LOADER_REGS,
     }
+    if "PERSISTENT" in fn.arg_names:
+        constants["PERSISTENT"] = args.persistent
     signature: dict = {}
     for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
         signature.update({f"{n}{suffix}_desc": desc(args.block_m, cols) for n in ("q", "do")})
@@ -189,6 +191,7 @@ def main() -> int:
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
     parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
+    parser.add_argument("--persistent", action="store_true", help="hopper_bwd: one CTA per SM (head dim 128)")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()
 

@@ -38,6 +38,10 @@ CHECK = [
     (1, 2, 257, 128),
     (2, 3, 4097, 64),
     (1, 2, 4100, 128),
+    (3, 5, 4097, 128),  # more key tiles than SMs: the persistent kernel runs several per CTA
+    (2, 16, 2100, 128),
+    (3, 16, 2100, 64),
+    (2, 16, 2048, 64),
     (2, 3, 4097, 80),  # head dims split in two column pieces: 64 + 16, 64 + 32, 32 + 16
     (1, 2, 257, 80),
     (1, 3, 1000, 96),

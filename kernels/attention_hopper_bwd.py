@@ -42,6 +42,10 @@ Rows past N: the TMA reads them as zero. Query rows past N get lse = +inf, so th
 exactly zero; key rows past N have zero K, so their dS·K adds nothing to dQ, and their dK/dV rows are clipped
 by the TMA store, as the dQ rows past N are by the reduce. Nothing is masked inside the loop.
 
+At head dim 128 the kernel is persistent (``BackwardConfig.persistent``): one CTA per SM runs its key tiles
+back to back, and the next tile's K and V load while dK and dV are written out; 3-4 % faster on an H100
+(RESULTS.md run 12), where at head dim 64 it measured -3.5 to +1.5 %.
+
 The variants measured on the way (dQ per consumer or per CTA, atomic adds or TMA reduce-adds, and timing-only
 versions without the adds) are in commit d188820 (``BackwardConfig.dq_mode``, ``probe_hopper_bwd.py
 --dq-modes``); only the fastest is kept.
@@ -64,7 +68,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .attention import LOG2E
-from .attention_hopper import descriptor, piece_descriptors
+from .attention_hopper import descriptor, head_pieces, piece_descriptors, sm_count
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
     _tma_add = tma.async_atomic_add
@@ -98,6 +102,10 @@ class BackwardConfig:
     # Head dim 128: each consumer multiplies and adds 64 columns of dQ every step, instead of all 128 every
     # other step: 1.07-1.09x faster on an H100 (RESULTS.md run 8). Other head dims ignore it.
     dq_halves: bool = True
+    # One CTA per SM running its key tiles back to back; the next tile's K and V load while dK and dV are
+    # written out. None: at head dim 128, where it measured 3-4 % faster on an H100 (at 64: -3.5 to +1.5 %,
+    # RESULTS.md run 12). True runs it at any power-of-two head dim.
+    persistent: bool | None = None
 
     @property
     def block_n(self) -> int:
@@ -230,7 +238,7 @@ def _dq_whole(
 
 @gluon.jit
 def _bwd_step(
-    i, q_ring, do_ring, q_tail_ring, do_tail_ring, lse_ring, delta_ring, ready, empty, ds_smem, ds_full, ds_empty,
+    i, g, q_ring, do_ring, q_tail_ring, do_tail_ring, lse_ring, delta_ring, ready, empty, ds_smem, ds_full, ds_empty,
     dq_stage, dq_tail_stage, dq_desc, dq_tail_desc, k_all, k_tail_all, v_smem, v_tail_smem, dk, dv, dk_tail, dv_tail,
     b, h, first, n_q, qk_scale, ME: gl.constexpr, DQ_HERE: gl.constexpr,
 ):  # fmt: skip
@@ -267,19 +275,19 @@ def _bwd_step(
     zero_st = gl.zeros([ROWS, BLOCK_M], gl.float32, st_layout)
     zero_dq = gl.zeros([BLOCK_M, DQ_W], gl.float32, dq_layout)
 
-    slot = i % STAGES
-    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+    slot = g % STAGES
+    mbarrier.wait(ready.index(slot), (g // STAGES) & 1)
     q = q_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
     do = do_ring.index(slot).reshape([BLOCK_M, HEAD_DIM])
     q_tail = q_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
     do_tail = do_tail_ring.index(slot).reshape([BLOCK_M, TAIL])
-    par = i % 2
+    par = g % 2
     prev = 1 - par
     if HALVES:
         # Head dim 128: every consumer, every step, its own 64 columns of dQ_{i-1}, issued in front of Sᵀ;
         # its staging store runs beside Sᵀ. Step 0 multiplies a buffer not yet written and adds nothing.
         if i > 0:
-            mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
+            mbarrier.wait(ds_full.index(prev), ((g - 1) // 2) & 1)
         dq = _dq_issue(ds_smem.index(prev), k_all.slice(ME * DQ_W, DQ_W, 1), 0, KEYS, DQ_W, zero_dq)
     s_t = warpgroup_mma(k, q.permute((1, 0)), zero_st, use_acc=False, is_async=True)
     if SPLIT:
@@ -314,7 +322,7 @@ def _bwd_step(
     dk = warpgroup_mma(ds_op, q, dk, is_async=True)
     if SPLIT:
         dk_tail = warpgroup_mma(ds_op, q_tail, dk_tail, is_async=True)
-    mbarrier.wait(ds_empty.index(par), ((i // 2) & 1) ^ 1)  # the first use finds both free
+    mbarrier.wait(ds_empty.index(par), ((g // 2) & 1) ^ 1)  # the first use finds both free
     ds_smem.index(par).slice(ME * ROWS, ROWS, 0).store(ds_t)
     fence_async_shared()
     mbarrier.arrive(ds_full.index(par))
@@ -322,7 +330,7 @@ def _bwd_step(
         # Head dim 64, this consumer's turn: all of dQ_{i-1}, right behind dK. Step 0 multiplies a buffer not
         # yet written and adds nothing.
         if i > 0:
-            mbarrier.wait(ds_full.index(prev), ((i - 1) // 2) & 1)
+            mbarrier.wait(ds_full.index(prev), ((g - 1) // 2) & 1)
         dq = _dq_issue(ds_smem.index(prev), k_all, 0, KEYS, HEAD_DIM, zero_dq)
         dv, p_op, dk, ds_op, dq = warpgroup_mma_wait(0, deps=(dv, p_op, dk, ds_op, dq))
         mbarrier.arrive(empty.index(slot))
@@ -390,7 +398,7 @@ def _bwd_work(
         for i in range(n_q):
             if SPLIT:
                 dk, dv, dk_tail, dv_tail = _bwd_step(
-                    i, *step_args, dk, dv, dk_tail, dv_tail, b, h, first, n_q, qk_scale, ME, False
+                    i, i, *step_args, dk, dv, dk_tail, dv_tail, b, h, first, n_q, qk_scale, ME, False
                 )
                 if i > 0 and (i - 1) % CONSUMERS == ME:  # consumers take turns: all 128 keys, both pieces
                     _dq_whole(
@@ -398,21 +406,36 @@ def _bwd_work(
                         ds_empty, b, h, i - 1, first, n_q, ME,
                     )  # fmt: skip
             else:
-                dk, dv, _, _ = _bwd_step(i, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, False)
+                dk, dv, _, _ = _bwd_step(
+                    i, i, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, False
+                )
     else:
         # Head dim 64: the consumers take turns on dQ. dQ_{i-1} belongs to consumer (i - 1) % 2, a constant in
         # each half of a pair of steps, so the product can follow dK with no branch between them (an
         # asynchronous accumulator cannot cross one).
         for pair in range(n_q // 2):
             dk, dv, _, _ = _bwd_step(
-                2 * pair, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
+                2 * pair, 2 * pair, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
             )
             dk, dv, _, _ = _bwd_step(
-                2 * pair + 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 0
+                2 * pair + 1,
+                2 * pair + 1,
+                *step_args,
+                dk,
+                dv,
+                dk,
+                dv,
+                b,
+                h,
+                first,
+                n_q,
+                qk_scale,
+                ME,
+                ME == 0,
             )
         if n_q % 2 == 1:
             dk, dv, _, _ = _bwd_step(
-                n_q - 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
+                n_q - 1, n_q - 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
             )
 
     last = n_q - 1  # the last block's dQ
@@ -479,11 +502,176 @@ def _bwd_consumer_1(
     )  # fmt: skip
 
 
+# The persistent kernel (``BackwardConfig.persistent``; the default at head dim 128, any power of two on
+# request): one CTA per SM runs key tiles ``program_id``, ``+ num_programs``, ... back to back. Barrier phases
+# and the parity of the dS buffers count steps over all its tiles (``g``); the walk over a tile's query blocks
+# is the one-tile kernel's. dK and dV leave through the consumer's dQ staging buffers (at head dim 128 its two
+# float32 64 × 64 buffers, one 64 × 128 tile in the input dtype each; at 64 its one 64 × 64 float32 buffer
+# holds both), so K and V are free once the tile's last products have read them: the loader brings the next
+# tile's K and V while the consumers write dK and dV out.
+@gluon.jit
+def _pbwd_loader(
+    q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, kv_empty, ready, empty, H, N_Q, N_KV,
+    BH, LSE, DELTA, lse_ring, delta_ring,
+):  # fmt: skip
+    BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
+    STAGES: gl.constexpr = q_ring.shape[0]
+    CONSUMERS: gl.constexpr = v_smem.shape[0]
+    kv_bytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes
+    qdo_bytes: gl.constexpr = q_desc.block_type.nbytes + do_desc.block_type.nbytes
+    row_layout: gl.constexpr = gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0])
+    n_n = gl.cdiv(N_KV, CONSUMERS * ROWS)
+    n_q = gl.cdiv(N_Q, BLOCK_M)
+    for tile in range(gl.program_id(0), n_n * BH, gl.num_programs(0)):
+        t = (tile - gl.program_id(0)) // gl.num_programs(0)  # this CTA's tiles so far
+        pid_n = tile % n_n
+        pid_bh = tile // n_n
+        b = pid_bh // H
+        h = pid_bh % H
+        first = pid_n % n_q
+        mbarrier.wait(kv_empty.index(0), (t & 1) ^ 1)  # every consumer is done with the last tile's K and V
+        for c in gl.static_range(CONSUMERS):
+            key = [b, h, pid_n * CONSUMERS * ROWS + ROWS * c, 0]
+            mbarrier.expect(kv_ready.index(c), kv_bytes)
+            tma.async_copy_global_to_shared(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
+            tma.async_copy_global_to_shared(v_desc, key, kv_ready.index(c), v_smem.index(c))
+        row_base = pid_bh.to(gl.int64) * N_Q
+        for i in range(n_q):
+            g = t * n_q + i  # steps of every tile of this CTA
+            slot = g % STAGES
+            mbarrier.wait(empty.index(slot), ((g // STAGES) & 1) ^ 1)
+            start_m = ((first + i) % n_q) * BLOCK_M
+            mbarrier.expect(ready.index(slot), qdo_bytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, start_m, 0], ready.index(slot), q_ring.index(slot))
+            tma.async_copy_global_to_shared(
+                do_desc, [b, h, start_m, 0], ready.index(slot), do_ring.index(slot)
+            )
+            rows = start_m + gl.arange(0, BLOCK_M, row_layout)
+            lse2 = gl.load(LSE + row_base + rows, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
+            delta = gl.load(DELTA + row_base + rows, mask=rows < N_Q, other=0.0)
+            lse_ring.index(slot).store(lse2)
+            delta_ring.index(slot).store(delta)
+            mbarrier.arrive(ready.index(slot))
+
+
+@gluon.jit
+def _pbwd_work(
+    dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready,
+    kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale, ME: gl.constexpr,
+):  # fmt: skip
+    dtype: gl.constexpr = dk_desc.dtype
+    HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
+    DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
+    BLOCK_M: gl.constexpr = q_ring.shape[3]
+    CONSUMERS: gl.constexpr = v_smem.shape[0]
+    KEYS: gl.constexpr = CONSUMERS * ROWS
+    HALVES: gl.constexpr = DQ_W != HEAD_DIM  # dQ's columns shared out: each consumer adds its own, every step
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
+    )
+    k_all = k_smem.reshape([KEYS, HEAD_DIM])
+    step_args = (
+        q_ring, do_ring, q_ring, do_ring, lse_ring, delta_ring, ready, empty, ds_smem, ds_full, ds_empty, dq_stage,
+        dq_stage, dq_desc, dq_desc, k_all, k_all, v_smem, v_smem,
+    )  # fmt: skip
+    n_n = gl.cdiv(N_KV, KEYS)
+    n_q = gl.cdiv(N_Q, BLOCK_M)
+    for tile in range(gl.program_id(0), n_n * BH, gl.num_programs(0)):
+        t = (tile - gl.program_id(0)) // gl.num_programs(0)  # this CTA's tiles so far
+        g0 = t * n_q  # the step (over every tile of this CTA) of the tile's first query block
+        pid_n = tile % n_n
+        pid_bh = tile // n_n
+        b = pid_bh // H
+        h = pid_bh % H
+        first = pid_n % n_q
+        dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
+        dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
+        mbarrier.wait(kv_ready.index(ME), t & 1)
+        if HALVES:
+            for i in range(n_q):
+                dk, dv, _, _ = _bwd_step(
+                    i, g0 + i, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, False
+                )
+        else:  # the consumers take turns on dQ, the steps in pairs (as in _bwd_work)
+            for pair in range(n_q // 2):
+                i = 2 * pair
+                dk, dv, _, _ = _bwd_step(
+                    i, g0 + i, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
+                )
+                dk, dv, _, _ = _bwd_step(
+                    i + 1, g0 + i + 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 0
+                )
+            if n_q % 2 == 1:
+                dk, dv, _, _ = _bwd_step(
+                    n_q - 1, g0 + n_q - 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
+                )
+        g = g0 + n_q - 1  # the tile's last dQ
+        start_m = ((first + n_q - 1) % n_q) * BLOCK_M
+        if HALVES:
+            mbarrier.wait(ds_full.index(g % 2), (g // 2) & 1)
+            tma.store_wait(1)
+            _dq_tma_add(
+                ds_smem.index(g % 2), k_all.slice(ME * DQ_W, DQ_W, 1), KEYS, dq_desc,
+                dq_stage.index(2 * ME + g % 2), b, h, start_m, ME * DQ_W,
+            )  # fmt: skip
+            mbarrier.arrive(ds_empty.index(g % 2))
+        elif (n_q - 1) % CONSUMERS == ME:
+            mbarrier.wait(ds_full.index(g % 2), (g // 2) & 1)
+            tma.store_wait(0)
+            _dq_tma_add(ds_smem.index(g % 2), k_all, KEYS, dq_desc, dq_stage.index(ME), b, h, start_m, 0)
+            mbarrier.arrive(ds_empty.index(g % 2))
+        mbarrier.arrive(kv_empty.index(0))  # this consumer's products have read K and V for the last time
+        tma.store_wait(0)
+        if HALVES:
+            # dK through the staging buffer that the next tile's first add takes: its store_wait(1) finds it
+            # read (dV's store is the newer group then).
+            dk_stage = dq_stage.index(2 * ME + (g + 1) % 2)._reinterpret(
+                dtype, [1, 1, ROWS, HEAD_DIM], dk_desc.layout
+            )
+            dv_stage = dq_stage.index(2 * ME + g % 2)._reinterpret(
+                dtype, [1, 1, ROWS, HEAD_DIM], dv_desc.layout
+            )
+        else:  # one float32 buffer holds both (the next add waits for every store)
+            both = dq_stage.index(ME)._reinterpret(dtype, [2, 1, 1, ROWS, HEAD_DIM], dk_desc.layout)
+            dk_stage = both.index(0)
+            dv_stage = both.index(1)
+        dk_stage.reshape([ROWS, HEAD_DIM]).store((dk * sm_scale).to(dtype))
+        dv_stage.reshape([ROWS, HEAD_DIM]).store(dv.to(dtype))
+        fence_async_shared()
+        key = [b, h, pid_n * KEYS + ROWS * ME, 0]
+        tma.async_copy_shared_to_global(dk_desc, key, dk_stage)
+        tma.async_copy_shared_to_global(dv_desc, key, dv_stage)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _pbwd_consumer_0(
+    dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready,
+    kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale,
+):  # fmt: skip
+    _pbwd_work(
+        dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready,
+        kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale, 0,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _pbwd_consumer_1(
+    dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready,
+    kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale,
+):  # fmt: skip
+    _pbwd_work(
+        dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready,
+        kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale, 1,
+    )  # fmt: skip
+
+
 @gluon.jit
 def _attn_bwd_hopper_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, q_tail_desc, k_tail_desc, v_tail_desc, do_tail_desc,
-    dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, H, N_Q, N_KV, qk_scale, sm_scale,
+    dk_tail_desc, dv_tail_desc, dq_tail_desc, LSE, DELTA, H, N_Q, N_KV, BH, qk_scale, sm_scale,
     STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
+    PERSISTENT: gl.constexpr,
 ):  # fmt: skip
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]  # the first column piece (all of an unsplit one)
@@ -543,6 +731,27 @@ def _attn_bwd_hopper_kernel(
         mbarrier.init(ready.index(i), count=2)  # the loader's expect-tx, then its arrive after lse and delta
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer releases a slot
 
+    if PERSISTENT:  # a head dim of one column piece
+        kv_empty = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(kv_empty.index(0), count=CONSUMERS)
+        p_consumer_args = (
+            dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem,
+            kv_ready, kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale,
+        )  # fmt: skip
+        p_loader_args = (
+            q_desc, do_desc, k_desc, v_desc, q_ring, do_ring, k_smem, v_smem, kv_ready, kv_empty, ready, empty, H, N_Q,
+            N_KV, BH, LSE, DELTA, lse_ring, delta_ring,
+        )  # fmt: skip
+        gl.warp_specialize(
+            [
+                (_pbwd_consumer_0, p_consumer_args),
+                (_pbwd_consumer_1, p_consumer_args),
+                (_pbwd_loader, p_loader_args),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, LOADER_REGS],
+        )
+        return
     consumer_args = (
         dk_desc, dv_desc, dq_desc, dk_tail_desc, dv_tail_desc, dq_tail_desc, lse_ring, delta_ring, dq_stage,
         dq_tail_stage,
@@ -584,6 +793,11 @@ def hopper_backward(
     cfg = config or BackwardConfig()
     dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
+    persistent = head_dim == 128 if cfg.persistent is None else cfg.persistent
+    if persistent and head_pieces(head_dim)[1] != head_dim:
+        raise ValueError(f"the persistent backward takes power-of-two head dims, not {head_dim}")
+    if persistent:
+        grid = (min(grid[0], sm_count(q.device)),)
     rows = {"q": cfg.block_m, "do": cfg.block_m, "dq": cfg.block_m}
     tensors = {"q": q, "k": k, "v": v, "do": do, "dk": dk, "dv": dv, "dq": dq_acc}
     pieces = {name: piece_descriptors(t, rows.get(name, ROWS.value)) for name, t in tensors.items()}
@@ -592,7 +806,7 @@ def hopper_backward(
         pieces["dq"] = (half, half)
     _attn_bwd_hopper_kernel[grid](
         *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
-        heads, n_q, n_kv, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
-        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, num_warps=4,
+        heads, n_q, n_kv, batch * heads, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
+        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, PERSISTENT=persistent, num_warps=4,
     )  # fmt: skip
     return dq_acc

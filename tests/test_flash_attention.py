@@ -488,6 +488,43 @@ def test_the_persistent_forward_launches_at_most_one_cta_per_sm(monkeypatch: pyt
         hop._launch(q80, q80, q80, q80, lse, 0.125, cfg)
 
 
+def test_the_persistent_backward_runs_at_head_dim_128_with_at_most_one_cta_per_sm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Gluon backward is persistent by default at head dim 128 only (grid min(key tiles, SMs)), one tile a
+    CTA at 64 unless asked, and refuses a persistent run at a head dim it splits."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper_bwd as bwd
+
+    launches: list[tuple[tuple[int, ...], dict]] = []
+
+    class FakeKernel:
+        def __getitem__(self, grid: tuple[int, ...]):  # type: ignore[no-untyped-def]
+            return lambda *args, **kwargs: launches.append((grid, {"BH": args[19], **kwargs}))
+
+    monkeypatch.setattr(bwd, "_attn_bwd_hopper_kernel", FakeKernel())
+    monkeypatch.setattr(bwd, "sm_count", lambda device: 132)
+
+    def launch(batch: int, heads: int, n: int, head_dim: int, cfg: bwd.BackwardConfig | None = None) -> None:
+        t = torch.zeros(batch, heads, n, head_dim, dtype=torch.bfloat16)
+        lse = torch.zeros(batch, heads, n)
+        bwd.hopper_backward(t, t, t, t, lse, lse, t, t, 0.1, cfg)
+
+    launch(4, 8, 4096, 128)  # 32 key tiles of 128 per head, 1,024 in all
+    assert launches[-1][0] == (132,)
+    assert launches[-1][1]["PERSISTENT"] and launches[-1][1]["BH"] == 32
+    launch(1, 2, 1000, 128)  # 8 tiles a head: fewer than SMs
+    assert launches[-1][0] == (16,)
+    launch(4, 8, 4096, 64)
+    assert launches[-1][0] == (1024,) and not launches[-1][1]["PERSISTENT"]
+    launch(4, 8, 4096, 64, bwd.BackwardConfig(persistent=True))
+    assert launches[-1][0] == (132,) and launches[-1][1]["PERSISTENT"]
+    launch(1, 2, 300, 80)
+    assert launches[-1][0] == (6,) and not launches[-1][1]["PERSISTENT"]
+    with pytest.raises(ValueError, match="power-of-two head dims"):
+        launch(1, 2, 300, 80, bwd.BackwardConfig(persistent=True))
+
+
 @pytest.mark.parametrize(
     ("head_dim", "pieces"),
     [(48, (32, 16)), (64, (64, 64)), (80, (64, 16)), (96, (64, 32)), (128, (128, 128))],

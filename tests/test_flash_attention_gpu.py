@@ -138,6 +138,7 @@ GLUON_BACKWARD_SHAPES = [
     (1, 2, 257, 80, "bnhd"),
     (1, 3, 777, 96, "contiguous"),
     (2, 2, 1000, 48, "qkv"),
+    (3, 16, 1000, 128, "qkv"),  # more key tiles than SMs: the persistent kernel runs several a CTA
 ]
 
 
@@ -168,6 +169,33 @@ def test_gluon_backward_matches_reference(
     torch.manual_seed(zlib.crc32(repr((shape, dtype)).encode()))
     _check(*shape, dtype)
     assert calls, "the Gluon backward did not run"
+
+
+@pytest.mark.parametrize(("head_dim", "persistent"), [(64, True), (128, False)])
+def test_the_gluon_backward_not_taken_by_default_matches_reference(head_dim: int, persistent: bool) -> None:
+    """The Gluon backward's other kernel at head dims 64 and 128 (persistent at 64, one tile a CTA at 128), on
+    more key tiles than SMs and an odd number of query blocks."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon backward is for sm_90")
+    from pathoflash.kernels.attention_hopper_bwd import BackwardConfig, hopper_backward
+
+    torch.manual_seed(head_dim)
+    q, k, v = _inputs(3, 16, 2100, head_dim, "qkv", torch.bfloat16)
+    do = torch.randn_like(q)
+    scale = head_dim**-0.5
+    o, lse = attention._forward(q, k, v, scale)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    cfg = BackwardConfig(persistent=persistent)
+    dq = (hopper_backward(q, k, v, do, lse, attention._delta(o, do, None), dk, dv, scale, cfg) * scale).to(
+        q.dtype
+    )
+    exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
+    plain = _grads(attention_reference, q, k, v, do)
+    for name, ours in zip(("dq", "dk", "dv"), (dq, dk, dv), strict=True):
+        ref = exact[name]
+        err = (ours.float() - ref).abs().max().item()
+        tol = 2 * (plain[name].float() - ref).abs().max().item() + FLOOR_REL * ref.abs().max().item()
+        assert err <= tol + FLOOR_ABS, f"{name}: {err:.3e} > {tol:.3e}"
 
 
 @pytest.mark.parametrize("head_dim", [64, 80, 128])
