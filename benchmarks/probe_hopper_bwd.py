@@ -2,6 +2,7 @@
 
     python benchmarks/probe_hopper_bwd.py check            # errors against float32 at odd lengths, both dtypes
     python benchmarks/probe_hopper_bwd.py time [--json F]  # backward-only TFLOP/s: gluon, triton, cuDNN
+    python benchmarks/probe_hopper_bwd.py pieces           # the O(N) kernels around it: µs, TB/s
 
 ``time`` measures the backward alone (2.5 × the forward's 4·B·H·N²·D), each method on the same inputs, with
 ``triton.testing.do_bench`` medians; the methods alternate per shape so drift does not favour one. Every
@@ -58,11 +59,12 @@ def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype, qkv: bool = Fa
 
 def _gluon(q, k, v, o, lse, do, scale, cfg: BackwardConfig | None = None):  # type: ignore[no-untyped-def]
     """The whole backward as ``attention._backward`` runs it with this configuration: delta by the Triton
-    preprocess kernel, the Gluon kernel (with its zeroed float32 dQ), dQ scaled and cast."""
-    delta = attention._delta(o, do, None)
-    dk, dv = torch.empty_like(k), torch.empty_like(v)
-    dq = torch.empty_like(q)
-    torch.mul(hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, cfg), scale, out=dq)
+    preprocess kernel (which zeroes the float32 dQ), the Gluon kernel, dQ scaled and cast by a Triton kernel."""
+    acc = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+    delta = attention._delta(o, do, None, zero=acc)
+    dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
+    hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, cfg, dq_acc=acc)
+    attention._dq_cast(acc, scale, dq)
     return dq, dk, dv
 
 
@@ -157,6 +159,38 @@ def _time_shape(
     return row
 
 
+def _pieces_shape(shape: tuple[int, int, int, int]) -> dict:
+    o = torch.randn(shape, device="cuda", dtype=DTYPES[0])
+    do, dq = torch.randn_like(o), torch.empty_like(o)
+    acc = torch.zeros(shape, device="cuda", dtype=torch.float32)
+    half, acc_bytes = o.numel() * o.element_size(), acc.numel() * 4
+    runs = {
+        "delta": (lambda: attention._delta(o, do, None), 2 * half),
+        "zeros": (lambda: torch.zeros(shape, device="cuda", dtype=torch.float32), acc_bytes),
+        "delta+zero": (lambda: attention._delta(o, do, None, zero=acc), 2 * half + acc_bytes),
+        "torch.mul": (lambda: torch.mul(acc, 0.1, out=dq), acc_bytes + half),
+        "_dq_cast": (lambda: attention._dq_cast(acc, 0.1, dq), acc_bytes + half),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(3):
+        for name, (run, _) in runs.items():
+            times[name].append(triton.testing.do_bench(run, warmup=25, rep=100))
+    row: dict = {"shape": shape}
+    for name, (_, nbytes) in runs.items():
+        ms = sorted(times[name])[1]
+        row[name] = ms * 1e3
+        print(f"{shape} {name:11s} {ms * 1e3:6.1f} us {nbytes / ms / 1e9:5.2f} TB/s", flush=True)
+    old = row["delta"] + row["zeros"] + row["torch.mul"]
+    print(f"{shape} before {old:.1f} us, now {row['delta+zero'] + row['_dq_cast']:.1f} us", flush=True)
+    return row
+
+
+def pieces() -> list[dict]:
+    """The backward's O(N) work around the Gluon kernel, as shipped (delta zeroing dQ's accumulator, dQ's
+    Triton scale-and-cast) and as before session 12 (delta, torch.zeros, torch.mul): µs and TB/s."""
+    return [_pieces_shape(shape) for shape in SHAPES]
+
+
 def time_all(configs: list[BackwardConfig | None]) -> list[dict]:
     rows = []
     for dtype in DTYPES:
@@ -168,7 +202,7 @@ def time_all(configs: list[BackwardConfig | None]) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["check", "time"])
+    parser.add_argument("what", choices=["check", "time", "pieces"])
     parser.add_argument("--stages", default="", help="comma list of ring depths to time (default: 2)")
     parser.add_argument("--shapes", default="", help="BxHxNxD,… (default: the issue's shapes)")
     parser.add_argument("--configs", default="", help='more BackwardConfig variants, e.g. "dq_halves=0"')
@@ -185,6 +219,15 @@ def main() -> int:
         )
     if args.what == "check":
         return 0 if check(configs) else 1
+    if args.what == "pieces":
+        DTYPES[:] = [{"bf16": torch.bfloat16, "fp16": torch.float16}[d] for d in args.dtypes.split(",")]
+        if args.shapes:
+            SHAPES[:] = [tuple(int(x) for x in t.split("x")) for t in args.shapes.split(",")]  # type: ignore[misc]
+        result = pieces()
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=1, default=str)
+        return 0
     print(configs)
     global KERNEL_ONLY
     KERNEL_ONLY = args.kernel_only

@@ -393,6 +393,7 @@ def _attn_bwd_preprocess_kernel(
     DO,
     DLSE,
     DELTA,
+    ZERO,
     stride_ob,
     stride_oh,
     stride_on,
@@ -407,8 +408,11 @@ def _attn_bwd_preprocess_kernel(
     HEAD_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr,
     HAS_DLSE: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
 ):
-    """delta = rowsum(dO ∘ O) − dLSE (the gradient of the log-sum-exp output enters here)."""
+    """delta = rowsum(dO ∘ O) − dLSE (the gradient of the log-sum-exp output enters here); with HAS_ZERO it
+    also zeroes the same rows of ZERO, a contiguous float32 (B, H, N, HEAD_DIM): the Gluon backward's dQ
+    accumulator, zeroed here instead of by a kernel of its own."""
     n_blocks = tl.cdiv(N_Q, BLOCK_M)
     pid_m = tl.program_id(0) % n_blocks
     pid_bh = tl.program_id(0) // n_blocks
@@ -426,6 +430,38 @@ def _attn_bwd_preprocess_kernel(
     if HAS_DLSE:
         delta -= tl.load(DLSE + offs, mask=rows < N_Q, other=0.0)
     tl.store(DELTA + offs, delta, mask=rows < N_Q)
+    if HAS_ZERO:
+        zero_ptrs = ZERO + offs[:, None] * HEAD_DIM + cols[None, :]
+        tl.store(zero_ptrs, tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32), mask=mask)
+
+
+@triton.jit(do_not_specialize=["N_Q"])
+def _dq_cast_kernel(
+    ACC,
+    DQ,
+    scale,
+    stride_b,
+    stride_h,
+    stride_n,
+    stride_d,
+    H,
+    N_Q,
+    HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    """dQ = scale · ACC in dQ's dtype and strides; ACC is a contiguous float32 (B, H, N, HEAD_DIM)."""
+    n_blocks = tl.cdiv(N_Q, BLOCK_M)
+    pid_m = tl.program_id(0) % n_blocks
+    pid_bh = tl.program_id(0) // n_blocks
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, HEAD_PAD)
+    mask = (rows[:, None] < N_Q) & (cols[None, :] < HEAD_DIM)
+    acc = tl.load(ACC + (pid_bh.to(tl.int64) * N_Q + rows)[:, None] * HEAD_DIM + cols[None, :], mask=mask)
+    dq_ptrs = DQ + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d
+    tl.store(dq_ptrs, (acc * scale).to(DQ.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -1174,9 +1210,10 @@ def _gluon_backward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    do: torch.Tensor,
+    o: torch.Tensor,
     lse: torch.Tensor,
-    delta: torch.Tensor,
+    do: torch.Tensor,
+    dlse: torch.Tensor | None,
     dq: torch.Tensor,
     dk: torch.Tensor,
     dv: torch.Tensor,
@@ -1207,7 +1244,10 @@ def _gluon_backward(
             return None
 
     def run() -> None:
-        torch.mul(backward(q, k, v, do, lse, delta, dk, dv, scale), scale, out=dq)  # scaled and cast at once
+        acc = torch.empty(q.shape, device=q.device, dtype=torch.float32)  # dQ / scale, summed by the kernel
+        delta = _delta(o, do, dlse, zero=acc)  # zeroes acc on the way
+        backward(q, k, v, do, lse, delta, dk, dv, scale, dq_acc=acc)
+        _dq_cast(acc, scale, dq)
 
     return run
 
@@ -1255,33 +1295,47 @@ def _backward(
         use_tma = _tma_compatible(do)
     log.debug("flash_attention backward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
 
-    delta = _delta(o, do, dlse)
-    gluon = None if configs is not None else _gluon_backward(q, k, v, do, lse, delta, dq, dk, dv, scale)
+    gluon = None if configs is not None else _gluon_backward(q, k, v, o, lse, do, dlse, dq, dk, dv, scale)
     if gluon is not None:
 
-        def triton_backward() -> None:
-            _triton_backward(q, k, v, do, lse, delta, dq, dk, dv, scale, None, use_tma)
+        def triton_backward() -> None:  # each timed as a whole, delta included
+            _triton_backward(q, k, v, do, lse, _delta(o, do, dlse), dq, dk, dv, scale, None, use_tma)
 
         if _gluon_backward_wins(q, k, gluon, triton_backward):
             log.debug("flash_attention backward %s %s gluon", tuple(q.shape), q.dtype)
             gluon()
             return dq, dk, dv
-    _triton_backward(q, k, v, do, lse, delta, dq, dk, dv, scale, configs, use_tma)
+    _triton_backward(q, k, v, do, lse, _delta(o, do, dlse), dq, dk, dv, scale, configs, use_tma)
     return dq, dk, dv
 
 
-def _delta(o: torch.Tensor, do: torch.Tensor, dlse: torch.Tensor | None) -> torch.Tensor:
-    """rowsum(dO ∘ O) − dLSE as a contiguous float32 (B, H, N), by one Triton kernel."""
+def _delta(
+    o: torch.Tensor, do: torch.Tensor, dlse: torch.Tensor | None, zero: torch.Tensor | None = None
+) -> torch.Tensor:
+    """rowsum(dO ∘ O) − dLSE as a contiguous float32 (B, H, N), by one Triton kernel, which also zeroes
+    ``zero`` (a contiguous float32 shaped as ``o``) where given."""
     batch, heads, n_q, head_dim = o.shape
     delta = torch.empty((batch, heads, n_q), device=o.device, dtype=torch.float32)
     if dlse is not None:
         dlse = dlse.to(torch.float32).contiguous()
     pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     _attn_bwd_preprocess_kernel[pre_grid](
-        o, do, delta if dlse is None else dlse, delta, *o.stride(), *do.stride(), heads, n_q,
-        HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None,
+        o, do, delta if dlse is None else dlse, delta, delta if zero is None else zero, *o.stride(), *do.stride(),
+        heads, n_q, HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK,
+        HAS_DLSE=dlse is not None, HAS_ZERO=zero is not None,
     )  # fmt: skip
     return delta
+
+
+def _dq_cast(acc: torch.Tensor, scale: float, dq: torch.Tensor) -> None:
+    """dq = scale · acc (a contiguous float32 shaped as dq) in dq's dtype and strides, by one Triton kernel:
+    2.5-2.6 TB/s on an H100, where torch.mul(acc, scale, out=dq) moved 2.3 (RESULTS.md run 12)."""
+    batch, heads, n_q, head_dim = dq.shape
+    grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
+    _dq_cast_kernel[grid](
+        acc, dq, scale, *dq.stride(), heads, n_q, HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim),
+        BLOCK_M=_PREPROCESS_BLOCK,
+    )  # fmt: skip
 
 
 def _triton_backward(

@@ -781,8 +781,10 @@ def hopper_backward(
     dv: torch.Tensor,
     scale: float,
     config: BackwardConfig | None = None,
+    dq_acc: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Write dK and dV into ``dk``/``dv`` and return dQ / ``scale`` as a float32 (B, H, N, D) tensor.
+    """Write dK and dV into ``dk``/``dv`` and return dQ / ``scale`` as a float32 (B, H, N, D) tensor: ``dq_acc``
+    where given (contiguous and zeroed by the caller: ``attention._delta`` zeroes it), else a new one.
 
     ``lse`` is the forward's natural log-sum-exp and ``delta`` rowsum(dO ∘ O) (minus the lse's gradient),
     both (B, H, N) contiguous float32. Every tensor must pass ``attention_hopper.hopper_usable``'s checks.
@@ -791,7 +793,8 @@ def hopper_backward(
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
     cfg = config or BackwardConfig()
-    dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
+    if dq_acc is None:
+        dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
     persistent = head_dim == 128 if cfg.persistent is None else cfg.persistent
     if persistent and head_pieces(head_dim)[1] != head_dim:

@@ -199,6 +199,24 @@ def _expanded_grad_errors(fa: object, reference: object) -> dict[str, float]:
     }
 
 
+def _backward_pieces(fa: object) -> dict[str, object]:
+    """The Gluon backward's O(N) kernels: delta (zeroing the dQ accumulator on the way) and dQ's scale-and-cast
+    into a strided output. Triton kernels, so they run here; the Gluon kernel between them does not."""
+    gen = torch.Generator().manual_seed(11)
+    o = torch.randn(2, 3, 70, 80, generator=gen).half()
+    do = torch.randn(2, 3, 70, 80, generator=gen).half()
+    acc = torch.full(o.shape, 7.0)
+    delta = fa._delta(o, do, None, zero=acc)  # type: ignore[attr-defined]
+    acc2 = torch.randn(2, 3, 70, 80, generator=gen)
+    dq = torch.empty(2, 70, 3, 80, dtype=torch.float16).transpose(1, 2)  # (B, N, H, D) memory
+    fa._dq_cast(acc2, 0.3, dq)  # type: ignore[attr-defined]
+    return {
+        "delta_err": (delta - (o.float() * do.float()).sum(-1)).abs().max().item(),
+        "zeroed": bool((acc == 0).all()),
+        "cast_err": (dq.float() - (acc2 * 0.3).half().float()).abs().max().item(),
+    }
+
+
 def _child_main(mode: str) -> None:
     out: dict[str, object] = {}
     if mode == "no-interpreter":
@@ -224,6 +242,7 @@ def _child_main(mode: str) -> None:
                 "seconds": time.perf_counter() - start,
             }
         out["expanded_grad"] = _expanded_grad_errors(fa, attention_reference)
+        out["pieces"] = _backward_pieces(fa)
         x = torch.randn(1, 1, 8, 32, dtype=torch.bfloat16)
         try:
             fa.flash_attention(x, x, x)
@@ -266,6 +285,12 @@ def test_matches_float64_reference(interpreted_results: dict, case: Case) -> Non
     assert not bad, (
         f"{case.id}: error above tolerance (error, tolerance, plain error): {bad}; case {asdict(case)}"
     )
+
+
+def test_delta_zeroes_the_dq_accumulator_and_the_cast_writes_strided_dq(interpreted_results: dict) -> None:
+    pieces = interpreted_results["pieces"]
+    assert pieces["zeroed"] is True
+    assert pieces["delta_err"] < 1e-4 and pieces["cast_err"] == 0.0, pieces
 
 
 def test_zero_stride_incoming_gradient(interpreted_results: dict) -> None:
