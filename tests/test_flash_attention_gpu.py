@@ -341,7 +341,17 @@ def test_gluon_backward_takes_the_lse_gradient(head_dim: int, monkeypatch: pytes
 
 @pytest.mark.parametrize(
     ("n_q", "n_kv", "head_dim"),
-    [(300, 1000, 64), (1000, 77, 64), (129, 4100, 128), (4097, 200, 128), (500, 1500, 80), (1500, 70, 96)],
+    [
+        (300, 1000, 64),
+        (1000, 77, 64),
+        (129, 4100, 128),
+        (4097, 200, 128),
+        (500, 1500, 80),
+        (1500, 70, 96),
+        # one query block, more key tiles than SMs: a persistent CTA's tiles are one step each
+        (50, 5000, 128),
+        (1, 3000, 128),
+    ],
 )
 def test_gluon_backward_with_other_key_lengths(
     n_q: int, n_kv: int, head_dim: int, monkeypatch: pytest.MonkeyPatch
