@@ -81,6 +81,15 @@ class AttentionBackendError(PathoflashError, RuntimeError):
 
 
 @triton.jit
+def _block_and_head(n_rows, BLOCK: tl.constexpr, H):
+    """(block, batch·head, batch, head) of this program in a 1-D grid of cdiv(n_rows, BLOCK) row blocks per
+    (batch, head), the blocks of one head adjacent; batch and head as int64 for the stride products."""
+    n_blocks = tl.cdiv(n_rows, BLOCK)
+    pid_bh = tl.program_id(0) // n_blocks
+    return tl.program_id(0) % n_blocks, pid_bh, (pid_bh // H).to(tl.int64), (pid_bh % H).to(tl.int64)
+
+
+@triton.jit
 def _cols_ptrs(
     base, row0, stride_row, stride_col, BLOCK: tl.constexpr, COL0: tl.constexpr, WIDTH: tl.constexpr
 ):
@@ -324,11 +333,8 @@ def _attn_fwd_kernel(
     WARP_SPECIALIZE: tl.constexpr,
 ):
     # N_BUCKET only keys the autotuner (sequence lengths bucketed to powers of two).
-    n_blocks = tl.cdiv(N_Q, BLOCK_M)  # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
-    pid_m = tl.program_id(0) % n_blocks
-    pid_bh = tl.program_id(0) // n_blocks
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    # 1-D grid, query blocks of one head adjacent (K/V stay in L2)
+    pid_m, pid_bh, b, h = _block_and_head(N_Q, BLOCK_M, H)
     q_base = Q + b * stride_qb + h * stride_qh
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
@@ -413,11 +419,7 @@ def _attn_bwd_preprocess_kernel(
     """delta = rowsum(dO ∘ O) − dLSE (the gradient of the log-sum-exp output enters here); with HAS_ZERO it
     also zeroes the same rows of ZERO, a contiguous float32 (B, H, N, HEAD_DIM): the Gluon backward's dQ
     accumulator, zeroed here instead of by a kernel of its own."""
-    n_blocks = tl.cdiv(N_Q, BLOCK_M)
-    pid_m = tl.program_id(0) % n_blocks
-    pid_bh = tl.program_id(0) // n_blocks
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    pid_m, pid_bh, b, h = _block_and_head(N_Q, BLOCK_M, H)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, HEAD_PAD)
     mask = (rows[:, None] < N_Q) & (cols[None, :] < HEAD_DIM)
@@ -451,11 +453,7 @@ def _dq_cast_kernel(
     BLOCK_M: tl.constexpr,
 ):
     """dQ = scale · ACC in dQ's dtype and strides; ACC is a contiguous float32 (B, H, N, HEAD_DIM)."""
-    n_blocks = tl.cdiv(N_Q, BLOCK_M)
-    pid_m = tl.program_id(0) % n_blocks
-    pid_bh = tl.program_id(0) // n_blocks
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    pid_m, pid_bh, b, h = _block_and_head(N_Q, BLOCK_M, H)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, HEAD_PAD)
     mask = (rows[:, None] < N_Q) & (cols[None, :] < HEAD_DIM)
@@ -602,11 +600,7 @@ def _attn_bwd_dkdv_kernel(
 ):
     """dK and dV of one key/value block; with DQ_ATOMIC also its share of dQ, added into the float32 DQACC
     (1: atomic adds through pointers, 2: TMA reduce-adds), so no second kernel recomputes the scores."""
-    n_blocks = tl.cdiv(N_KV, BLOCK_N)  # 1-D grid, key blocks of one head adjacent
-    pid_n = tl.program_id(0) % n_blocks
-    pid_bh = tl.program_id(0) // n_blocks
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    pid_n, pid_bh, b, h = _block_and_head(N_KV, BLOCK_N, H)  # 1-D grid, key blocks of one head adjacent
     q_base = Q + b * stride_qb + h * stride_qh
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
@@ -778,11 +772,7 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    n_blocks = tl.cdiv(N_Q, BLOCK_M)
-    pid_m = tl.program_id(0) % n_blocks
-    pid_bh = tl.program_id(0) // n_blocks
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    pid_m, pid_bh, b, h = _block_and_head(N_Q, BLOCK_M, H)
     q_base = Q + b * stride_qb + h * stride_qh
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
