@@ -245,7 +245,8 @@ def _bwd_step(
     """Query block i for consumer ``ME``: dK, dV (and their tails) updated and returned, with this consumer's
     share of dQ_{i-1} at head dims 128 (its own 64 columns, every step) and 64 (all of it where ``DQ_HERE``: a
     constant, so that the product follows dK with no branch between them; the loop takes the steps in pairs).
-    At the split head dims the caller adds dQ_{i-1} after the step."""
+    At the split head dims the caller adds dQ_{i-1} after the step. ``g`` is the CTA's step over all its tiles
+    (the persistent kernel's; i in the one-tile kernel): ring slots, barrier phases and dS buffers follow it."""
     dtype: gl.constexpr = q_ring.dtype
     HEAD_DIM: gl.constexpr = q_ring.shape[4]  # the first column piece (the whole head dim where not split)
     TAIL: gl.constexpr = q_tail_ring.shape[4]
@@ -418,21 +419,8 @@ def _bwd_work(
                 2 * pair, 2 * pair, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
             )
             dk, dv, _, _ = _bwd_step(
-                2 * pair + 1,
-                2 * pair + 1,
-                *step_args,
-                dk,
-                dv,
-                dk,
-                dv,
-                b,
-                h,
-                first,
-                n_q,
-                qk_scale,
-                ME,
-                ME == 0,
-            )
+                2 * pair + 1, 2 * pair + 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 0,
+            )  # fmt: skip
         if n_q % 2 == 1:
             dk, dv, _, _ = _bwd_step(
                 n_q - 1, n_q - 1, *step_args, dk, dv, dk, dv, b, h, first, n_q, qk_scale, ME, ME == 1
