@@ -113,6 +113,28 @@ class BackwardConfig:
 
 
 @gluon.jit
+def _stage_rows(LSE, DELTA, row_base, start_m, N_Q, lse_ring, delta_ring, ready, slot):
+    """The query block's lse (times log2 e) and delta into shared memory beside its Q and dO: in the consumers
+    they would hold 32 registers through the whole step. Rows past N: lse = +inf makes their probabilities (and
+    so dS) exactly zero. The plain arrive after the stores is the slot's second arrival."""
+    BLOCK_M: gl.constexpr = lse_ring.shape[1]
+    rows = start_m + gl.arange(0, BLOCK_M, gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0]))
+    lse2 = gl.load(LSE + row_base + rows, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
+    delta = gl.load(DELTA + row_base + rows, mask=rows < N_Q, other=0.0)
+    lse_ring.index(slot).store(lse2)
+    delta_ring.index(slot).store(delta)
+    mbarrier.arrive(ready.index(slot))
+
+
+@gluon.jit
+def _key_tile(tile, n_n, n_q, H):
+    """(batch·head, batch, head, key block, first query block of its walk) of a persistent key tile."""
+    pid_n = tile % n_n
+    pid_bh = tile // n_n
+    return pid_bh, pid_bh // H, pid_bh % H, pid_n, pid_n % n_q
+
+
+@gluon.jit
 def _bwd_loader(
     q_desc, do_desc, k_desc, v_desc, q_tail_desc, do_tail_desc, k_tail_desc, v_tail_desc, q_ring, do_ring, k_smem,
     v_smem, q_tail_ring, do_tail_ring, k_tail_smem, v_tail_smem, kv_ready, ready, empty, b, h, start_n, n_q, first,
@@ -140,7 +162,6 @@ def _bwd_loader(
             mbarrier.expect(kv_ready.index(c), kv_bytes)
         tma.async_copy_global_to_shared(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
         tma.async_copy_global_to_shared(v_desc, key, kv_ready.index(c), v_smem.index(c))
-    row_layout: gl.constexpr = gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0])
     row_base = pid_bh.to(gl.int64) * N_Q
     for i in range(n_q):
         slot = i % STAGES
@@ -156,15 +177,9 @@ def _bwd_loader(
             mbarrier.expect(ready.index(slot), qdo_bytes)
         tma.async_copy_global_to_shared(q_desc, row, ready.index(slot), q_ring.index(slot))
         tma.async_copy_global_to_shared(do_desc, row, ready.index(slot), do_ring.index(slot))
-        # The block's lse (times log2 e) and delta into shared memory beside it: in the consumers they would
-        # hold 32 registers through the whole step. Rows past N: lse = +inf makes their probabilities (and so
-        # dS) exactly zero. The plain arrive after the stores is the slot's second arrival.
-        rows = ((first + i) % n_q) * BLOCK_M + gl.arange(0, BLOCK_M, row_layout)
-        lse2 = gl.load(LSE + row_base + rows, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
-        delta = gl.load(DELTA + row_base + rows, mask=rows < N_Q, other=0.0)
-        lse_ring.index(slot).store(lse2)
-        delta_ring.index(slot).store(delta)
-        mbarrier.arrive(ready.index(slot))
+        _stage_rows(
+            LSE, DELTA, row_base, ((first + i) % n_q) * BLOCK_M, N_Q, lse_ring, delta_ring, ready, slot
+        )
 
 
 @gluon.jit
@@ -507,16 +522,11 @@ def _pbwd_loader(
     CONSUMERS: gl.constexpr = v_smem.shape[0]
     kv_bytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes
     qdo_bytes: gl.constexpr = q_desc.block_type.nbytes + do_desc.block_type.nbytes
-    row_layout: gl.constexpr = gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0])
     n_n = gl.cdiv(N_KV, CONSUMERS * ROWS)
     n_q = gl.cdiv(N_Q, BLOCK_M)
     for tile in range(gl.program_id(0), n_n * BH, gl.num_programs(0)):
         t = (tile - gl.program_id(0)) // gl.num_programs(0)  # this CTA's tiles so far
-        pid_n = tile % n_n
-        pid_bh = tile // n_n
-        b = pid_bh // H
-        h = pid_bh % H
-        first = pid_n % n_q
+        pid_bh, b, h, pid_n, first = _key_tile(tile, n_n, n_q, H)
         mbarrier.wait(kv_empty.index(0), (t & 1) ^ 1)  # every consumer is done with the last tile's K and V
         for c in gl.static_range(CONSUMERS):
             key = [b, h, pid_n * CONSUMERS * ROWS + ROWS * c, 0]
@@ -534,12 +544,7 @@ def _pbwd_loader(
             tma.async_copy_global_to_shared(
                 do_desc, [b, h, start_m, 0], ready.index(slot), do_ring.index(slot)
             )
-            rows = start_m + gl.arange(0, BLOCK_M, row_layout)
-            lse2 = gl.load(LSE + row_base + rows, mask=rows < N_Q, other=float("inf")) * 1.4426950408889634
-            delta = gl.load(DELTA + row_base + rows, mask=rows < N_Q, other=0.0)
-            lse_ring.index(slot).store(lse2)
-            delta_ring.index(slot).store(delta)
-            mbarrier.arrive(ready.index(slot))
+            _stage_rows(LSE, DELTA, row_base, start_m, N_Q, lse_ring, delta_ring, ready, slot)
 
 
 @gluon.jit
@@ -567,11 +572,7 @@ def _pbwd_work(
     for tile in range(gl.program_id(0), n_n * BH, gl.num_programs(0)):
         t = (tile - gl.program_id(0)) // gl.num_programs(0)  # this CTA's tiles so far
         g0 = t * n_q  # the step (over every tile of this CTA) of the tile's first query block
-        pid_n = tile % n_n
-        pid_bh = tile // n_n
-        b = pid_bh // H
-        h = pid_bh % H
-        first = pid_n % n_q
+        _bh, b, h, pid_n, first = _key_tile(tile, n_n, n_q, H)
         dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
         dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, acc_layout)
         mbarrier.wait(kv_ready.index(ME), t & 1)
