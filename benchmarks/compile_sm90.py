@@ -78,16 +78,14 @@ def _triton_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dic
 def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict]:
     from pathoflash.kernels import attention_hopper as hop
     from pathoflash.kernels import attention_hopper_persistent as persistent
-    from pathoflash.kernels import attention_hopper_wide as wide
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     k_stages, v_stages = (int(s) for s in args.stages.split(","))
-    pingpong = args.kernel in ("pingpong", "persistent", "wide")
+    pingpong = args.kernel in ("pingpong", "persistent")
     fn = {
         "pingpong": hop._attn_fwd_pingpong_kernel,
         "persistent": persistent._attn_fwd_persistent_kernel,
-        "wide": wide._attn_fwd_wide_kernel,
     }.get(args.kernel, hop._attn_fwd_hopper_kernel)
     rows = args.rows if pingpong else 16 * args.warps
     gl_dtype = gl.bfloat16 if dtype == "bf16" else gl.float16
@@ -99,12 +97,14 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
         return f"tensordesc<{dtype}[1,1,{box_rows},{cols}],{layout!r}>"
 
     constants: dict = {"K_STAGES": k_stages, "V_STAGES": v_stages}
-    if args.kernel not in ("persistent", "wide"):  # these read the key block from their descriptors
+    if args.kernel != "persistent":  # the persistent kernel reads the key block from its descriptor
         constants["BLOCK_N"] = args.block_n
     if pingpong:
-        constants.update(CONSUMER_REGS=hop.CONSUMER_REGS[args.consumers], LOADER_REGS=hop.LOADER_REGS)
-        if args.kernel != "wide":  # two consumers, always
-            constants["CONSUMERS"] = args.consumers
+        constants.update(
+            CONSUMER_REGS=hop.CONSUMER_REGS[args.consumers],
+            LOADER_REGS=hop.LOADER_REGS,
+            CONSUMERS=args.consumers,
+        )
     else:
         constants.update(HEAD_DIM=args.head_dim, num_warps=args.warps)
     signature = {"q_desc": desc(rows), "k_desc": desc(args.block_n), "v_desc": desc(args.block_n)}
@@ -112,8 +112,6 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
     if args.kernel == "pingpong":  # the second column piece (the first again where the head dim is unsplit)
         signature.update({"q_tail_desc": desc(rows, tail), "o_tail_desc": desc(rows, tail)})
         signature.update({n: desc(args.block_n, tail) for n in ("k_tail_desc", "v_tail_desc")})
-    if args.kernel == "wide":  # the second key piece of a step
-        signature.update({n: desc(args.wide) for n in ("kw_desc", "vw_desc")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
     signature.update({name: "constexpr" for name in constants})
     indexed = {(fn.arg_names.index(n),): v for n, v in constants.items()}
@@ -171,8 +169,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "kernel",
-        choices=["triton", "backward", "dq", "hopper", "pingpong", "persistent", "wide", "hopper_bwd"],
+        "kernel", choices=["triton", "backward", "dq", "hopper", "pingpong", "persistent", "hopper_bwd"]
     )
     parser.add_argument(
         "--arch", type=int, choices=[80, 90], default=90, help="80: an A100 (the Triton kernels only)"
@@ -194,7 +191,6 @@ def main() -> int:
         help="backward: 0 dK/dV only, 1 dQ by atomic adds, 2 dQ by TMA reduce-adds",
     )
     parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
-    parser.add_argument("--wide", type=int, default=64, help="wide: keys of a step's second piece")
     parser.add_argument("--persistent", action="store_true", help="hopper_bwd: one CTA per SM (head dim 128)")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     args = parser.parse_args()

@@ -51,19 +51,13 @@ def configs(d: int) -> list[hop.HopperConfig]:
     # persistent: one CTA per SM, its tiles back to back (attention_hopper_persistent.py)
     out += [hop.HopperConfig(128, 4, 2, 2, pingpong=True, consumers=c, persistent=True)
             for c in ((2, 3) if d == 64 else (2,))]  # fmt: skip
-    return out + wide_configs()
+    return out
 
 
-def wide_configs() -> list[hop.HopperConfig]:
-    """Steps of 128 + 32 and 128 + 64 keys in two pieces (attention_hopper_wide.py)."""
-    return [hop.HopperConfig(128, 4, 2, 2, pingpong=True, wide=w) for w in (32, 64)]
-
-
-def check(pp_only: bool = False, consumers: int | None = None, wide_only: bool = False) -> bool:
+def check(pp_only: bool = False, consumers: int | None = None) -> bool:
     ok = True
     torch.manual_seed(0)
-    # 330, 385, 450 and 4096 end the wide kernels' sequences with every kind of last step
-    cases = [(1, 2, n, d) for d in (64, 128) for n in (1, 7, 64, 129, 300, 330, 385, 450, 1000, 4096)]
+    cases = [(1, 2, n, d) for d in (64, 128) for n in (1, 7, 64, 129, 300, 1000)]
     cases += [(2, 3, 4097, 64), (1, 2, 4100, 128), (4, 16, 1000, 64), (3, 16, 1000, 128)]
     for (b, h, n, d), dtype, fused in itertools.product(
         cases, (torch.bfloat16, torch.float16), (False, True)
@@ -77,7 +71,7 @@ def check(pp_only: bool = False, consumers: int | None = None, wide_only: bool =
         if not hop.hopper_usable(q, k, v):
             print(f"SKIP {b}x{h}x{n}x{d} {dtype} fused={fused}: not usable")
             continue
-        for cfg in wide_configs() if wide_only else configs(d):
+        for cfg in configs(d):
             if (pp_only and not cfg.pingpong) or (
                 consumers and (cfg.consumers != consumers or not cfg.pingpong)
             ):
@@ -161,16 +155,13 @@ def sweep(json_path: str | None, head_dims: tuple[int, ...] = (64, 128)) -> None
 
 def _tag(cfg: hop.HopperConfig) -> str:
     kind = f"pp{cfg.rows}c{cfg.consumers}" if cfg.pingpong else f"w{cfg.num_warps}"
-    return (
-        f"bn{cfg.block_n}_{kind}_k{cfg.k_stages}v{cfg.v_stages}"
-        + ("_persistent" if cfg.persistent else "")
-        + (f"_wide{cfg.wide}" if cfg.wide else "")
+    return f"bn{cfg.block_n}_{kind}_k{cfg.k_stages}v{cfg.v_stages}" + (
+        "_persistent" if cfg.persistent else ""
     )
 
 
-def ab(json_path: str | None, rounds: int, head_dims: tuple[int, ...], wide: bool = False) -> None:
-    """cuDNN and every candidate of the head dim (and the wide-step kernels with ``wide``), timed in
-    alternation; each one's median round."""
+def ab(json_path: str | None, rounds: int, head_dims: tuple[int, ...]) -> None:
+    """cuDNN and every candidate of the head dim, timed in alternation; each one's median round."""
     rows = []
     shapes = [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
     for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
@@ -184,7 +175,7 @@ def ab(json_path: str | None, rounds: int, head_dims: tuple[int, ...], wide: boo
                 F.scaled_dot_product_attention(q, k, v)
 
         runs: dict[str, Any] = {"cudnn": cudnn}
-        for cfg in [*hop.CANDIDATES[d], *(wide_configs() if wide else [])]:
+        for cfg in hop.CANDIDATES[d]:
             runs[_tag(cfg)] = lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(rounds):
@@ -209,15 +200,14 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
     parser.add_argument("--consumers", type=int, help="check only ping-pong configurations with this many")
-    parser.add_argument("--wide", action="store_true", help="check only / also time the wide-step kernels")
     parser.add_argument("--head-dims", default="64,128", help="sweep: only shapes with these head dims")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
-        return 0 if check(args.pp_only, args.consumers, args.wide) else 1
+        return 0 if check(args.pp_only, args.consumers) else 1
     head_dims = tuple(int(d) for d in args.head_dims.split(","))
     if args.what == "ab":
-        ab(args.json, args.rounds, head_dims, args.wide)
+        ab(args.json, args.rounds, head_dims)
         return 0
     sweep(args.json, head_dims)
     return 0

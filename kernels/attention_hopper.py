@@ -80,7 +80,6 @@ class HopperConfig:
     rows: int = 64  # ping-pong: query rows per consumer warpgroup (64, or 128 as two wgmma row tiles)
     consumers: int = 2  # ping-pong: consumer warpgroups (2, or 3 with fewer registers each)
     persistent: bool = False  # ping-pong, head dims 64/128: one CTA per SM (attention_hopper_persistent.py)
-    wide: int = 0  # ping-pong, head dims 64/128: a second piece of keys per step (attention_hopper_wide.py)
 
     @property
     def block_m(self) -> int:
@@ -639,26 +638,7 @@ def _launch(
     grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
     rows = cfg.rows if cfg.pingpong else cfg.block_m
     common = (lse, heads, n_q, k.shape[2], scale * LOG2E)
-    if cfg.wide:
-        from .attention_hopper_wide import _attn_fwd_wide_kernel
-
-        if head_pieces(head_dim)[0] != head_dim or cfg.consumers != 2:
-            raise ValueError(
-                f"the wide-step forward takes power-of-two head dims and two consumers, not {cfg}"
-            )
-        descs = (
-            descriptor(q, rows),
-            descriptor(k, cfg.block_n),
-            descriptor(k, cfg.wide),
-            descriptor(v, cfg.block_n),
-            descriptor(v, cfg.wide),
-            descriptor(o, rows),
-        )
-        _attn_fwd_wide_kernel[grid](
-            *descs, *common, K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[2],
-            LOADER_REGS=LOADER_REGS, num_warps=4,
-        )  # fmt: skip
-    elif cfg.persistent:
+    if cfg.persistent:
         from .attention_hopper_persistent import _attn_fwd_persistent_kernel
 
         if head_pieces(head_dim)[0] != head_dim:
