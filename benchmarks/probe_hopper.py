@@ -76,7 +76,8 @@ def check(pp_only: bool = False, consumers: int | None = None) -> bool:
                 consumers and (cfg.consumers != consumers or not cfg.pingpong)
             ):
                 continue
-            print(f"... {b}x{h}x{n}x{d} {str(dtype)[6:]} fused={fused} {cfg}", end="\r", flush=True)
+            if sys.stdout.isatty():  # a progress line; in a captured log it would hide the verdicts
+                print(f"... {b}x{h}x{n}x{d} {str(dtype)[6:]} fused={fused} {cfg}", end="\r", flush=True)
             o, lse = run_hopper(q, k, v, scale, cfg)
             torch.cuda.synchronize()
             ro, rl = attention_reference(q.float(), k.float(), v.float(), scale=scale)
@@ -160,10 +161,24 @@ def _tag(cfg: hop.HopperConfig) -> str:
     )
 
 
-def ab(json_path: str | None, rounds: int, head_dims: tuple[int, ...]) -> None:
-    """cuDNN and every candidate of the head dim, timed in alternation; each one's median round."""
+def parse_config(spec: str) -> hop.HopperConfig:
+    """``pp:k2v2`` (ping-pong, K and V ring slots), ``pp3:k2v2`` (three consumers), ``persistent:k2v2``."""
+    kind, stages = spec.split(":")
+    k_stages, v_stages = (int(x) for x in stages.lstrip("k").split("v"))
+    return hop.HopperConfig(
+        128, 4, k_stages, v_stages, pingpong=True, consumers=3 if kind == "pp3" else 2,
+        persistent=kind == "persistent",
+    )  # fmt: skip
+
+
+def ab(
+    json_path: str | None, rounds: int, head_dims: tuple[int, ...],
+    shapes: list[tuple[int, int, int, int]] | None = None, configs: list[hop.HopperConfig] | None = None,
+) -> None:  # fmt: skip
+    """cuDNN and every candidate of the head dim (or ``configs``), timed in alternation; each one's median
+    round. ``shapes`` replaces the issue's shapes."""
     rows = []
-    shapes = [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
+    shapes = shapes or [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
     for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
         b, h, n, d = shape
         torch.manual_seed(0)
@@ -175,7 +190,7 @@ def ab(json_path: str | None, rounds: int, head_dims: tuple[int, ...]) -> None:
                 F.scaled_dot_product_attention(q, k, v)
 
         runs: dict[str, Any] = {"cudnn": cudnn}
-        for cfg in hop.CANDIDATES[d]:
+        for cfg in configs or hop.CANDIDATES[d]:
             runs[_tag(cfg)] = lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(rounds):
@@ -201,13 +216,19 @@ def main() -> int:
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
     parser.add_argument("--consumers", type=int, help="check only ping-pong configurations with this many")
     parser.add_argument("--head-dims", default="64,128", help="sweep: only shapes with these head dims")
+    parser.add_argument("--shapes", help="ab: B,H,N,D;B,H,N,D;... instead of the issue's shapes")
+    parser.add_argument("--configs", help="ab: pp:k2v2,persistent:k2v2,... instead of the candidates")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
         return 0 if check(args.pp_only, args.consumers) else 1
     head_dims = tuple(int(d) for d in args.head_dims.split(","))
     if args.what == "ab":
-        ab(args.json, args.rounds, head_dims)
+        shapes = (
+            [tuple(int(x) for x in sh.split(",")) for sh in args.shapes.split(";")] if args.shapes else None
+        )
+        configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
+        ab(args.json, args.rounds, head_dims, shapes, configs)  # type: ignore[arg-type]
         return 0
     sweep(args.json, head_dims)
     return 0

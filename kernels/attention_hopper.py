@@ -613,10 +613,12 @@ CANDIDATES = {
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=3, pingpong=True, consumers=3),
     ),
-    128: (  # persistent: +1 % at 4,096 tokens, level at 16k (session 11)
+    # Head dim 128: persistent +1 % at 4,096 tokens, level at 16k in session 11; in session 13 level at 4,096
+    # and 2-5 % behind one tile a CTA at 16k, ahead only at 2,048. A third K slot was 3-7 % slower in
+    # every row of four runs of session 13 (the same SASS loop): no longer a candidate.
+    128: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
-        HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=2, pingpong=True),
     ),
     # Split head dims (two column pieces): the ping-pong kernel only; not yet swept on a GPU.
     **{
