@@ -2,6 +2,8 @@
 
     python3 benchmarks/probe_hopper.py check            # errors vs a float32 reference, odd N, fused-qkv views
     python3 benchmarks/probe_hopper.py sweep [--json F] # forward TFLOP/s of every configuration, cuDNN and Triton
+    python3 benchmarks/probe_hopper.py ab [--shapes ... --configs pp:k2v2,...]  # alternated, median rounds
+    python3 benchmarks/probe_hopper.py clocks           # SM clock and board power while each kernel runs
 
 Prints one line per case; the sweep ends with the best configuration per head dim.
 """
@@ -12,7 +14,10 @@ import argparse
 import itertools
 import json
 import math
+import statistics
+import subprocess
 import sys
+import time
 from typing import Any
 
 import torch
@@ -208,9 +213,67 @@ def ab(
                        "rounds": rounds, "rows": rows}, fh, indent=1)  # fmt: skip
 
 
+def clocks(
+    json_path: str | None, shapes: list[tuple[int, int, int, int]], configs: list[hop.HopperConfig]
+) -> None:
+    """SM clock and board power while cuDNN and each configuration run back to back for a few seconds.
+
+    A kernel that keeps the tensor cores busier draws more power; at the card's power limit the clock drops,
+    so a kernel can lose per step what it gains in overlap. nvidia-smi samples every 50 ms alongside.
+    """
+    rows = []
+    for shape in shapes:
+        b, h, n, d = shape
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        scale = 1 / math.sqrt(d)
+
+        def cudnn(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v) -> None:
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                F.scaled_dot_product_attention(q, k, v)
+
+        runs: dict[str, Any] = {"cudnn": cudnn}
+        for cfg in configs:
+            runs[_tag(cfg)] = lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)
+        for _ in range(2):  # two passes: the second shows whether the order mattered
+            for name, fn in runs.items():
+                fn()
+                torch.cuda.synchronize()
+                smi = subprocess.Popen(
+                    ["nvidia-smi", "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits",
+                     "-lms", "50"], stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                start, calls = time.perf_counter(), 0
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                while time.perf_counter() - start < 3.0:
+                    for _ in range(20):
+                        fn()
+                    calls += 20
+                    torch.cuda.synchronize()
+                end.record()
+                end.synchronize()
+                smi.terminate()
+                out = smi.communicate()[0].strip().splitlines()[4:]  # the first samples are the ramp
+                clock = statistics.median(float(line.split(",")[0]) for line in out)
+                power = statistics.median(float(line.split(",")[1]) for line in out)
+                row = {"shape": shape, "kernel": name, "tflops": tflops(shape, begin.elapsed_time(end) / calls),
+                       "sm_mhz": clock, "watts": power}  # fmt: skip
+                rows.append(row)
+                print(
+                    f"{shape} {name}: {row['tflops']:.0f} TFLOP/s, SM {clock:.0f} MHz, {power:.0f} W",
+                    flush=True,
+                )
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(
+                {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, fh, indent=1
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["check", "sweep", "ab"])
+    parser.add_argument("what", choices=["check", "sweep", "ab", "clocks"])
     parser.add_argument("--rounds", type=int, default=5, help="ab: rounds of alternated timings")
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
@@ -229,6 +292,11 @@ def main() -> int:
         )
         configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
         ab(args.json, args.rounds, head_dims, shapes, configs)  # type: ignore[arg-type]
+        return 0
+    if args.what == "clocks":
+        shapes = [tuple(int(x) for x in sh.split(",")) for sh in (args.shapes or "4,8,4096,128").split(";")]
+        configs = [parse_config(c) for c in (args.configs or "pp:k2v2,persistent:k2v2").split(",")]
+        clocks(args.json, shapes, configs)  # type: ignore[arg-type]
         return 0
     sweep(args.json, head_dims)
     return 0
