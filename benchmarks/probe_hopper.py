@@ -169,11 +169,22 @@ def _tag(cfg: hop.HopperConfig) -> str:
 def parse_config(spec: str) -> hop.HopperConfig:
     """``pp:k2v2`` (ping-pong, K and V ring slots), ``pp3:k2v2`` (three consumers), ``persistent:k2v2``."""
     kind, stages = spec.split(":")
+    if kind not in ("pp", "pp3", "persistent"):
+        raise SystemExit(f"unknown configuration kind {kind!r} in {spec!r}: pp, pp3 or persistent")
     k_stages, v_stages = (int(x) for x in stages.lstrip("k").split("v"))
     return hop.HopperConfig(
         128, 4, k_stages, v_stages, pingpong=True, consumers=3 if kind == "pp3" else 2,
         persistent=kind == "persistent",
     )  # fmt: skip
+
+
+def parse_shapes(spec: str) -> list[tuple[int, int, int, int]]:
+    """``B,H,N,D;B,H,N,D;...`` as shape tuples."""
+    shapes = []
+    for shape in spec.split(";"):
+        b, h, n, d = (int(x) for x in shape.split(","))
+        shapes.append((b, h, n, d))
+    return shapes
 
 
 def ab(
@@ -287,16 +298,13 @@ def main() -> int:
         return 0 if check(args.pp_only, args.consumers) else 1
     head_dims = tuple(int(d) for d in args.head_dims.split(","))
     if args.what == "ab":
-        shapes = (
-            [tuple(int(x) for x in sh.split(",")) for sh in args.shapes.split(";")] if args.shapes else None
-        )
+        shapes = parse_shapes(args.shapes) if args.shapes else None
         configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
-        ab(args.json, args.rounds, head_dims, shapes, configs)  # type: ignore[arg-type]
+        ab(args.json, args.rounds, head_dims, shapes, configs)
         return 0
     if args.what == "clocks":
-        shapes = [tuple(int(x) for x in sh.split(",")) for sh in (args.shapes or "4,8,4096,128").split(";")]
         configs = [parse_config(c) for c in (args.configs or "pp:k2v2,persistent:k2v2").split(",")]
-        clocks(args.json, shapes, configs)  # type: ignore[arg-type]
+        clocks(args.json, parse_shapes(args.shapes or "4,8,4096,128"), configs)
         return 0
     sweep(args.json, head_dims)
     return 0

@@ -1319,7 +1319,7 @@ def _delta(
 
 def _dq_cast(acc: torch.Tensor, scale: float, dq: torch.Tensor) -> None:
     """dq = scale · acc (a contiguous float32 shaped as dq) in dq's dtype and strides, by one Triton kernel:
-    2.5-2.6 TB/s on an H100, where torch.mul(acc, scale, out=dq) moved 2.3 (RESULTS.md run 12)."""
+    2.2-2.6 TB/s on an H100, where torch.mul(acc, scale, out=dq) moved 2.0-2.3 (RESULTS.md run 12)."""
     batch, heads, n_q, head_dim = dq.shape
     grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     _dq_cast_kernel[grid](

@@ -633,6 +633,7 @@ def _pbwd_work(
     tma.store_wait(0)
 
 
+# gl.warp_specialize's worker partitions cannot take constexpr arguments: each consumer index has a wrapper.
 @gluon.jit
 def _pbwd_consumer_0(
     dk_desc, dv_desc, dq_desc, lse_ring, delta_ring, dq_stage, q_ring, do_ring, k_smem, v_smem, ds_smem, kv_ready,
