@@ -696,7 +696,7 @@ def _one_tile_kernel(
 @gluon.jit
 def _tp_blocks(
     q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p_op, acc, base, n_kv, N_KV, qk_scale,
-    tr, ME: gl.constexpr, TRACE: gl.constexpr,
+    tr, ME: gl.constexpr, TRACE: gl.constexpr, VAR: gl.constexpr = 0,
 ):  # fmt: skip
     dtype: gl.constexpr = q.dtype
     ROWS: gl.constexpr = q.shape[0]
@@ -728,14 +728,24 @@ def _tp_blocks(
         k_next = _tile(k_ring, (g + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
         s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
         pv = warpgroup_mma(p_op, _tile(v_ring, g % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-        mbarrier.arrive(turn.index(other))
+        if VAR != 1:
+            mbarrier.arrive(turn.index(other))
         s = warpgroup_mma_wait(1, deps=(s_next,))
-        mbarrier.arrive(k_empty.index((g + 1) % K_STAGES))
+        if VAR == 1:  # the other consumer may issue once this one's Q·Kᵀ is done
+            mbarrier.arrive(turn.index(other))
+        if VAR != 2:
+            mbarrier.arrive(k_empty.index((g + 1) % K_STAGES))
         p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
         acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
+        if VAR == 2:  # K released with V, one barrier wait fewer on the chain... and one later
+            mbarrier.arrive(k_empty.index((g + 1) % K_STAGES))
         mbarrier.arrive(v_empty.index(g % V_STAGES))
-        acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
+        if VAR == 3:
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
+            acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
+        else:
+            acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
     return p_op, acc, m_i, l_i
 
 
@@ -743,6 +753,7 @@ def _tp_blocks(
 def _tp_consumer(
     o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
     N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, ME: gl.constexpr, QREG: gl.constexpr, TRACE: gl.constexpr,
+    VAR: gl.constexpr = 0,
 ):  # fmt: skip
     dtype: gl.constexpr = o_desc.dtype
     HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]
@@ -800,7 +811,7 @@ def _tp_consumer(
         p_op = gl.convert_layout(p.to(dtype), p_layout)
         p_op, acc, m_i, l_i = _tp_blocks(
             q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p_op, acc, t * n_kv, n_kv,
-            N_KV, qk_scale, tr, ME, TRACE,
+            N_KV, qk_scale, tr, ME, TRACE, VAR,
         )  # fmt: skip
         g = (t + 1) * n_kv - 1
         st = tr + 8 + 4 * g
@@ -843,7 +854,7 @@ def _tp_consumer(
     p_op = gl.convert_layout(p.to(dtype), p_layout)
     p_op, acc, m_i, l_i = _tp_blocks(
         q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p_op, acc, t * n_kv, n_kv, N_KV,
-        qk_scale, tr, ME, TRACE,
+        qk_scale, tr, ME, TRACE, VAR,
     )  # fmt: skip
     last = (t + 1) * n_kv - 1
     if TRACE:
@@ -1385,6 +1396,138 @@ def _seq_c1_seqtrace(
 
 
 @gluon.jit
+def _tp_c0_v1plain(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 0, False, False, 1,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c1_v1plain(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 1, False, False, 1,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c0_v1trace(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 0, False, True, 1,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c1_v1trace(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 1, False, True, 1,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c0_v2plain(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 0, False, False, 2,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c1_v2plain(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 1, False, False, 2,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c0_v2trace(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 0, False, True, 2,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c1_v2trace(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 1, False, True, 2,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c0_v3plain(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 0, False, False, 3,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c1_v3plain(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 1, False, False, 3,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c0_v3trace(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 0, False, True, 3,
+    )  # fmt: skip
+
+
+@gluon.jit
+def _tp_c1_v3trace(
+    o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
+    N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride,
+):  # fmt: skip
+    _tp_consumer(
+        o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
+        H, N_Q, N_KV, n_tiles, n_kv, qk_scale, TR, tr_stride, 1, False, True, 3,
+    )  # fmt: skip
+
+
+@gluon.jit
 def _persistent_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, BH, H, N_Q, N_KV, qk_scale, TR, tr_stride, K_STAGES: gl.constexpr,
     V_STAGES: gl.constexpr, MODE: gl.constexpr, DELAY: gl.constexpr = 0,
@@ -1475,6 +1618,42 @@ def _persistent_kernel(
     elif MODE == 16:  # seqtrace
         gl.warp_specialize(
             [(_seq_c0_seqtrace, consumer_args), (_seq_c1_seqtrace, consumer_args), (_ps_loader, loader_args)],
+            [4, 1],
+            [240, 24],
+        )
+    elif MODE == 22:  # v1plain
+        gl.warp_specialize(
+            [(_tp_c0_v1plain, consumer_args), (_tp_c1_v1plain, consumer_args), (_ps_loader, loader_args)],
+            [4, 1],
+            [240, 24],
+        )
+    elif MODE == 23:  # v1trace
+        gl.warp_specialize(
+            [(_tp_c0_v1trace, consumer_args), (_tp_c1_v1trace, consumer_args), (_ps_loader, loader_args)],
+            [4, 1],
+            [240, 24],
+        )
+    elif MODE == 24:  # v2plain
+        gl.warp_specialize(
+            [(_tp_c0_v2plain, consumer_args), (_tp_c1_v2plain, consumer_args), (_ps_loader, loader_args)],
+            [4, 1],
+            [240, 24],
+        )
+    elif MODE == 25:  # v2trace
+        gl.warp_specialize(
+            [(_tp_c0_v2trace, consumer_args), (_tp_c1_v2trace, consumer_args), (_ps_loader, loader_args)],
+            [4, 1],
+            [240, 24],
+        )
+    elif MODE == 26:  # v3plain
+        gl.warp_specialize(
+            [(_tp_c0_v3plain, consumer_args), (_tp_c1_v3plain, consumer_args), (_ps_loader, loader_args)],
+            [4, 1],
+            [240, 24],
+        )
+    elif MODE == 27:  # v3trace
+        gl.warp_specialize(
+            [(_tp_c0_v3trace, consumer_args), (_tp_c1_v3trace, consumer_args), (_ps_loader, loader_args)],
             [4, 1],
             [240, 24],
         )
@@ -1847,6 +2026,12 @@ MODES = {
     "pad2trace": 19,
     "pad2plain": 20,
     "abl8": 21,
+    "v1plain": 22,
+    "v1trace": 23,
+    "v2plain": 24,
+    "v2trace": 25,
+    "v3plain": 26,
+    "v3trace": 27,
 }
 
 
