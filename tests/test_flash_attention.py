@@ -32,7 +32,7 @@ FLOOR_ABS = 1e-6
 class Case:
     n: int
     head_dim: int
-    layout: str = "qkv"  # qkv | bnhd | strided | contiguous
+    layout: str = "qkv"  # qkv | bnhd | strided | contiguous | expanded | misaligned
     batch: int = 1
     heads: int = 2
     dtype: str = "float16"
@@ -93,6 +93,10 @@ EXTRA_CASES = [
     Case(7, 48, layout="strided", twopass=True),
     Case(65, 128, layout="bnhd", use_lse=True, twopass=True),
     Case(1, 32, layout="contiguous", twopass=True),
+    # Layouts no model makes but a caller may: k and v broadcast over heads (zero stride), and a data
+    # pointer off the 16-byte alignment vector loads and tensor descriptors want.
+    Case(37, 64, layout="expanded", heads=3, use_lse=True),
+    Case(37, 32, layout="misaligned", n_kv=50, batch=2),
 ]
 ALL_CASES = GRID_CASES + EXTRA_CASES
 
@@ -125,6 +129,19 @@ def _make_inputs(case: Case, gen: torch.Generator) -> tuple[object, torch.Tensor
 
         def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
             return tuple(x[..., ::2] for x in xs)  # last-dim stride 2
+
+    elif case.layout == "expanded":  # one key/value head for all query heads (gradients sum over them)
+        bases = [torch.randn(b, h, n, d, generator=gen)]
+        bases += [torch.randn(b, 1, n_kv, d, generator=gen) for _ in range(2)]
+
+        def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return (xs[0], xs[1].expand(b, h, n_kv, d), xs[2].expand(b, h, n_kv, d))
+
+    elif case.layout == "misaligned":  # storage offset of one element
+        bases = [torch.randn(b * h * m * d + 1, generator=gen) for m in lengths]
+
+        def views(xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return tuple(x[1:].view(b, h, m, d) for x, m in zip(xs, lengths, strict=True))
 
     else:
         bases = [torch.randn(b, h, m, d, generator=gen) for m in lengths]
