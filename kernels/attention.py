@@ -1439,6 +1439,11 @@ class _FlashAttentionFunction(torch.autograd.Function):
         return dq[..., :head_dim], dk[..., :head_dim], dv[..., :head_dim], None
 
 
+def default_scale(head_dim: int) -> float:
+    """``1 / sqrt(head_dim)``, the scale when none is given."""
+    return 1.0 / math.sqrt(head_dim)
+
+
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
@@ -1518,14 +1523,25 @@ def flash_attention(
     meant for CPU tests and references. CUDA tensors run compiled; CPU tensors only under the Triton
     interpreter (``TRITON_INTERPRET=1`` set before this module is imported), which does not support bfloat16.
 
+    Under ``torch.compile`` it runs as the custom operator ``torch.ops.pathoflash.flash_attention`` (same
+    kernels, no graph break; ``fullgraph=True`` works).
+
     Raises:
         AttentionInputError: wrong rank, shapes, dtype, scale, or tensors on different devices.
         AttentionBackendError: CPU tensors without the Triton interpreter, or a non-CUDA device.
     """
     _check_inputs(q, k, v)
-    scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)
-    if not math.isfinite(scale) or scale < 0:
-        raise AttentionInputError(f"scale must be finite and ≥ 0, got {scale}")
+    if scale is not None:
+        scale = float(scale)
+        if not math.isfinite(scale) or scale < 0:
+            raise AttentionInputError(f"scale must be finite and ≥ 0, got {scale}")
     _check_backend(q)
-    o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace the launchers: under torch.compile the same work runs as a custom operator
+        # (attention_op.py), which a compiled graph holds without a break. It resolves the default scale
+        # itself, where the head dim is a number even when the compiler traces it as a symbol.
+        o, lse = torch.ops.pathoflash.flash_attention(q, k, v, scale)
+    else:
+        scale = default_scale(q.shape[3]) if scale is None else scale
+        o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
     return (o, lse) if return_lse else o

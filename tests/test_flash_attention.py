@@ -216,6 +216,52 @@ def _expanded_grad_errors(fa: object, reference: object) -> dict[str, float]:
     }
 
 
+def _compiled_differences(fa: object) -> dict[str, float]:
+    """Largest difference between eager and ``torch.compile(fullgraph=True)`` results (aot_eager: no C
+    compiler needed), outputs and gradients, with static and with dynamic shapes (the second call of a
+    function compiled for one shape recompiles with symbolic sizes)."""
+    import torch._dynamo
+    from torch._dynamo.backends.debugging import aot_eager
+
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(5)
+    diffs: dict[str, float] = {}
+    graph_calls: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> object:
+        graph_calls.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return aot_eager(gm, example_inputs)
+
+    shapes = (("d40-static", 1, 2, 37, 40), ("d40-dynamic", 2, 3, 29, 40), ("d64-fused", 1, 2, 33, 64))
+    compiled = None
+    for label, b, h, n, d in shapes:
+        if label == "d64-fused":
+            base = torch.randn(b, n, 3, h, d, generator=gen).half()
+            q, k, v = (t.detach().requires_grad_() for t in base.permute(2, 0, 3, 1, 4))
+        else:
+            q, k, v = (torch.randn(b, h, n, d, generator=gen).half().requires_grad_() for _ in range(3))
+        do = torch.randn(b, h, n, d, generator=gen).half()
+        dlse = torch.randn(b, h, n, generator=gen)
+
+        def f(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return fa.flash_attention(q, k, v, return_lse=True)  # type: ignore[attr-defined]
+
+        if compiled is None or label == "d64-fused":
+            compiled = torch.compile(f, backend=backend, fullgraph=True)
+        results = []
+        for fn in (f, compiled):
+            o, lse = fn(q, k, v)
+            grads = torch.autograd.grad((o, lse), (q, k, v), (do, dlse))
+            results.append((o, lse, *grads))
+        for name, eager, comp in zip(("o", "lse", "dq", "dk", "dv"), *results, strict=True):
+            same_layout = eager.shape == comp.shape and eager.stride() == comp.stride()
+            diff = (eager.double() - comp.double()).abs().max().item() if same_layout else float("inf")
+            diffs[f"{label}-{name}"] = diff / max(eager.double().abs().max().item(), 1e-30)
+    # The compiled graphs (one per compilation) must hold the operator, not a traced-through launcher.
+    diffs["graphs-with-the-operator"] = float(graph_calls.count("pathoflash.flash_attention"))
+    return diffs
+
+
 def _backward_pieces(fa: object) -> dict[str, object]:
     """The Gluon backward's O(N) kernels: delta (zeroing the dQ accumulator on the way) and dQ's scale-and-cast
     into a strided output. Triton kernels, so they run here; the Gluon kernel between them does not."""
@@ -260,6 +306,7 @@ def _child_main(mode: str) -> None:
             }
         out["expanded_grad"] = _expanded_grad_errors(fa, attention_reference)
         out["pieces"] = _backward_pieces(fa)
+        out["compiled"] = _compiled_differences(fa)
         x = torch.randn(1, 1, 8, 32, dtype=torch.bfloat16)
         try:
             fa.flash_attention(x, x, x)
@@ -350,6 +397,17 @@ def test_padding_copies_with_zero_columns_and_leaves_exact_widths_in_place() -> 
     fused = torch.randn(2, 9, 3, 4, 48).permute(2, 0, 3, 1, 4)
     k = fused[1]
     assert _prepared(k, 48) is k  # a view of a fused projection at an exact width is read in place
+
+
+def test_torch_compile_fullgraph_gives_the_eager_results(interpreted_results: dict) -> None:
+    """Under torch.compile flash_attention runs as a custom operator: same outputs, gradients and layouts."""
+    diffs = dict(interpreted_results["compiled"])
+    assert diffs.pop("graphs-with-the-operator") == 3, (
+        "each of the three compilations should call the operator"
+    )
+    assert len(diffs) == 15
+    bad = {key: value for key, value in diffs.items() if not value <= 1e-3}
+    assert not bad, f"compiled differs from eager (relative to the largest value): {bad}"
 
 
 def test_bfloat16_is_refused_under_the_interpreter(interpreted_results: dict) -> None:
