@@ -35,7 +35,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import triton
@@ -1134,6 +1134,27 @@ def _run(
     )
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _on_tensor_device(fn: _F) -> _F:
+    """Run ``fn`` with its first argument's CUDA device as the current one.
+
+    Triton and Gluon launch on the current device, not on the tensors': without this, tensors on cuda:1 while
+    cuda:0 is current would be handed to kernels running on cuda:0.
+    """
+
+    @functools.wraps(fn)
+    def on_device(q: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if q.is_cuda and q.device.index != torch.cuda.current_device():
+            with torch.cuda.device(q.device):
+                return fn(q, *args, **kwargs)
+        return fn(q, *args, **kwargs)
+
+    return on_device  # type: ignore[return-value]
+
+
+@_on_tensor_device
 def _forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, config: KernelConfig | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1267,6 +1288,7 @@ def _gluon_backward_wins(
     return _gluon_bwd_chosen[key]
 
 
+@_on_tensor_device
 def _backward(
     q: torch.Tensor,
     k: torch.Tensor,

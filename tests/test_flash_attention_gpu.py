@@ -458,3 +458,32 @@ def test_torch_compile_fullgraph_matches_eager(head_dim: int) -> None:
     compiled_fa = torch.compile(lambda *t: flash_attention(*t, return_lse=True), fullgraph=True)
     for got, ref in zip(compiled_fa(q, k, v), flash_attention(q, k, v, return_lse=True), strict=True):
         assert torch.equal(got, ref) and got.stride() == ref.stride()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+def test_tensors_on_another_device_than_the_current_one(head_dim: int) -> None:
+    """Kernels launch on the current device; inputs on cuda:1 while cuda:0 is current must still work.
+
+    Without the device guard (``_on_tensor_device``) Triton refused them at every head dim, 32 (Triton
+    kernel), 64 and 128 (Gluon): "Pointer argument … cannot be accessed from Triton" (2 × H200, 2026-11-27).
+    With it, the three cases here passed on that host.
+    """
+    torch.cuda.set_device(0)
+    dev = torch.device("cuda", 1)
+    torch.manual_seed(head_dim)
+    q, k, v = torch.randn(2, 1031, 3, 4, head_dim, device=dev, dtype=torch.bfloat16).permute(2, 0, 3, 1, 4)
+    do = torch.randn_like(q)
+    got = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+    plain = _grads(attention_reference, q, k, v, do)
+    exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
+    assert torch.cuda.current_device() == 0
+    for name, ref in exact.items():
+        assert got[name].device == dev, name
+        err = (got[name].float() - ref).abs().max().item()
+        tol = (
+            2 * (plain[name].float() - ref).abs().max().item()
+            + FLOOR_REL * ref.abs().max().item()
+            + FLOOR_ABS
+        )
+        assert err <= tol, f"{name}: max error {err:.3e} > tolerance {tol:.3e}"
