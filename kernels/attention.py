@@ -1451,6 +1451,7 @@ class _FlashAttentionFunction(torch.autograd.Function):
         return o[..., :head_dim], lse
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative: a clear error, not a missing path
     def backward(  # type: ignore[override]
         ctx: Any, do: torch.Tensor | None, dlse: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:

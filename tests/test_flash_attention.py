@@ -262,6 +262,18 @@ def _compiled_differences(fa: object) -> dict[str, float]:
     return diffs
 
 
+def _double_backward_error(fa: object) -> str:
+    """What a second derivative through flash_attention raises (its backward is not differentiable)."""
+    q = torch.randn(1, 1, 9, 16).half().requires_grad_()
+    o = fa.flash_attention(q, q, q)  # type: ignore[attr-defined]
+    (grad,) = torch.autograd.grad(o.float().square().sum(), q, create_graph=True)
+    try:
+        grad.float().sum().backward()
+    except RuntimeError as exc:
+        return str(exc)
+    return ""
+
+
 def _backward_pieces(fa: object) -> dict[str, object]:
     """The Gluon backward's O(N) kernels: delta (zeroing the dQ accumulator on the way) and dQ's scale-and-cast
     into a strided output. Triton kernels, so they run here; the Gluon kernel between them does not."""
@@ -307,6 +319,7 @@ def _child_main(mode: str) -> None:
         out["expanded_grad"] = _expanded_grad_errors(fa, attention_reference)
         out["pieces"] = _backward_pieces(fa)
         out["compiled"] = _compiled_differences(fa)
+        out["double_backward"] = _double_backward_error(fa)
         x = torch.randn(1, 1, 8, 32, dtype=torch.bfloat16)
         try:
             fa.flash_attention(x, x, x)
@@ -408,6 +421,10 @@ def test_torch_compile_fullgraph_gives_the_eager_results(interpreted_results: di
     assert len(diffs) == 15
     bad = {key: value for key, value in diffs.items() if not value <= 1e-3}
     assert not bad, f"compiled differs from eager (relative to the largest value): {bad}"
+
+
+def test_a_second_derivative_raises_a_clear_error(interpreted_results: dict) -> None:
+    assert "differentiate twice" in interpreted_results["double_backward"]
 
 
 def test_bfloat16_is_refused_under_the_interpreter(interpreted_results: dict) -> None:
