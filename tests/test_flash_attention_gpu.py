@@ -60,20 +60,25 @@ def _grads(fn: object, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: to
     return {"o": o, "lse": lse, "dq": dq, "dk": dk, "dv": dv}
 
 
+def assert_within_tolerance(got: dict, plain: dict, exact: dict, label: str = "") -> None:
+    """Each of ``exact``'s outputs: ours finite and within twice the plain computation's error plus the floor."""
+    for name, ref in exact.items():
+        assert torch.isfinite(got[name]).all(), f"{label}{name}: non-finite values"
+        err = (got[name].float() - ref).abs().max().item()
+        err_plain = (plain[name].float() - ref).abs().max().item()
+        tol = 2 * err_plain + FLOOR_REL * ref.abs().max().item() + FLOOR_ABS
+        assert err <= tol, (
+            f"{label}{name}: max error {err:.3e} > tolerance {tol:.3e} (plain: {err_plain:.3e})"
+        )
+
+
 def _check(b: int, h: int, n: int, d: int, layout: str, dtype: torch.dtype) -> None:
     q, k, v = _inputs(b, h, n, d, layout, dtype)
     do = torch.randn(b, n, h, d, device="cuda", dtype=dtype).transpose(1, 2)
     got = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
     plain = _grads(attention_reference, q, k, v, do)
     exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
-    for name, ref in exact.items():
-        assert torch.isfinite(got[name]).all(), f"{name}: non-finite values"
-        err = (got[name].float() - ref).abs().max().item()
-        err_plain = (plain[name].float() - ref).abs().max().item()
-        tol = 2 * err_plain + FLOOR_REL * ref.abs().max().item() + FLOOR_ABS
-        assert err <= tol, (
-            f"{name}: max error {err:.3e} > tolerance {tol:.3e} (plain {dtype}: {err_plain:.3e})"
-        )
+    assert_within_tolerance(got, plain, exact)
 
 
 @pytest.fixture(autouse=True)
@@ -395,26 +400,21 @@ def test_every_triton_tile_configuration_matches_reference(
     exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
     plain = _grads(attention_reference, q, k, v, do)
 
-    def check(label: str, name: str, ours: torch.Tensor) -> None:
-        ref = exact[name]
-        err = (ours.float() - ref).abs().max().item()
-        tol = 2 * (plain[name].float() - ref).abs().max().item() + FLOOR_REL * ref.abs().max().item()
-        assert err <= tol + FLOOR_ABS, f"{label} {name}: {err:.3e} > {tol:.3e}"
+    def check(label: str, got: dict) -> None:
+        assert_within_tolerance(got, plain, {name: exact[name] for name in got}, f"{label} ")
 
     small = head_dim <= 64
     fwd = [c for hopper in (True, False) for c in attention.FWD_CONFIGS[(hopper, small)]]
     for config in dict.fromkeys(fwd):
         o, lse = attention._forward(q, k, v, scale, config)
-        check(f"forward {config}", "o", o)
-        check(f"forward {config}", "lse", lse)
+        check(f"forward {config}", {"o": o, "lse": lse})
     o, lse = attention._forward(q, k, v, scale, attention.FWD_CONFIGS[(False, small)][0])
     dkdv = [c for hopper in (True, False) for c in attention.DKDV_CONFIGS[(hopper, small)]]
     dq = [c for hopper in (True, False) for c in attention.DQ_CONFIGS[(hopper, small)]]
     pairs = [(c, dq[0]) for c in dict.fromkeys(dkdv)] + [(dkdv[0], c) for c in dict.fromkeys(dq[1:])]
     for pair in pairs:
-        got = attention._backward(q, k, v, o, lse, do, None, scale, configs=pair)
-        for name, ours in zip(("dq", "dk", "dv"), got, strict=True):
-            check(f"backward {pair}", name, ours)
+        dq_, dk_, dv_ = attention._backward(q, k, v, o, lse, do, None, scale, configs=pair)
+        check(f"backward {pair}", {"dq": dq_, "dk": dk_, "dv": dv_})
 
 
 @pytest.mark.parametrize("head_dim", [64, 80])
@@ -478,12 +478,5 @@ def test_tensors_on_another_device_than_the_current_one(head_dim: int) -> None:
     plain = _grads(attention_reference, q, k, v, do)
     exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
     assert torch.cuda.current_device() == 0
-    for name, ref in exact.items():
-        assert got[name].device == dev, name
-        err = (got[name].float() - ref).abs().max().item()
-        tol = (
-            2 * (plain[name].float() - ref).abs().max().item()
-            + FLOOR_REL * ref.abs().max().item()
-            + FLOOR_ABS
-        )
-        assert err <= tol, f"{name}: max error {err:.3e} > tolerance {tol:.3e}"
+    assert all(t.device == dev for t in got.values())
+    assert_within_tolerance(got, plain, exact)
