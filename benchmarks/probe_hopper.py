@@ -53,6 +53,8 @@ def configs(d: int) -> list[hop.HopperConfig]:
         # three consumer warpgroups (192 query rows per CTA), 160 registers each
         out += [hop.HopperConfig(bn, 4, ks, vs, pingpong=True, consumers=3)
                 for bn, ks, vs in ((128, 2, 2), (128, 3, 3), (64, 3, 3))]  # fmt: skip
+    if d == 128:  # three consumers fit 160 registers with 64 keys a step (S is half as wide)
+        out += [hop.HopperConfig(64, 4, ks, ks, pingpong=True, consumers=3) for ks in (3, 4)]
     # persistent: one CTA per SM, its tiles back to back (attention_hopper_persistent.py)
     out += [hop.HopperConfig(128, 4, 2, 2, pingpong=True, consumers=c, persistent=True)
             for c in ((2, 3) if d == 64 else (2,))]  # fmt: skip
@@ -167,14 +169,18 @@ def _tag(cfg: hop.HopperConfig) -> str:
 
 
 def parse_config(spec: str) -> hop.HopperConfig:
-    """``pp:k2v2`` (ping-pong, K and V ring slots), ``pp3:k2v2`` (three consumers), ``persistent:k2v2``."""
-    kind, stages = spec.split(":")
-    if kind not in ("pp", "pp3", "persistent"):
-        raise SystemExit(f"unknown configuration kind {kind!r} in {spec!r}: pp, pp3 or persistent")
+    """``pp:k2v2`` (ping-pong, K and V ring slots), ``pp3:k2v2`` (three consumers), ``persistent:k2v2``,
+    ``persistent3:k2v2``; ``:bn64`` after any of them takes 64 keys a step instead of 128."""
+    kind, stages, *rest = spec.split(":")
+    block_n = int(rest[0].removeprefix("bn")) if rest else 128
+    if kind not in ("pp", "pp3", "persistent", "persistent3"):
+        raise SystemExit(
+            f"unknown configuration kind {kind!r} in {spec!r}: pp, pp3, persistent or persistent3"
+        )
     k_stages, v_stages = (int(x) for x in stages.lstrip("k").split("v"))
     return hop.HopperConfig(
-        128, 4, k_stages, v_stages, pingpong=True, consumers=3 if kind == "pp3" else 2,
-        persistent=kind == "persistent",
+        block_n, 4, k_stages, v_stages, pingpong=True, consumers=3 if kind.endswith("3") else 2,
+        persistent=kind.startswith("persistent"),
     )  # fmt: skip
 
 
