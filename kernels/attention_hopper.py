@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -109,41 +108,6 @@ def _wait_loaded(ready, block, STAGES: gl.constexpr):
     mbarrier.wait(ready.index(block % STAGES), (block // STAGES) & 1)
 
 
-# EXPERIMENT (session 17): part of the exponentials as a cubic on the FMA pipe. 0: none; 2: half; 4: a quarter.
-_EXP_POLY = gl.constexpr(int(os.environ.get("PATHOFLASH_EXP_POLY", "0")))
-
-
-@gluon.jit
-def _exp2_poly(x):
-    """2^x on the FMA pipe: round x to j, a cubic for 2^(x-j), j added to the exponent."""
-    x = gl.maximum(x, -126.0)
-    t = x + 12582912.0  # 1.5 * 2^23: the low mantissa bits of t now hold round(x)
-    f = x - (t - 12582912.0)  # in [-0.5, 0.5]
-    p = 0.054848 * f + 0.24180661  # cubic fitted to 2^f on [-0.5, 0.5]: relative error < 2.1e-4
-    p = p * f + 0.6932482
-    p = p * f + 0.99998866
-    return (p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)).to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _exp2_split(x):
-    R: gl.constexpr = x.shape[0]
-    C: gl.constexpr = x.shape[1]
-    if _EXP_POLY == 2:  # odd columns (each thread holds column pairs) on the FMA pipe
-        even, odd = gl.split(gl.reshape(x, [R, C // 2, 2]))
-        both = gl.reshape(gl.join(gl.exp2(even), _exp2_poly(odd)), [R, C])
-        return gl.convert_layout(both, x.type.layout, assert_trivial=True)
-    elif _EXP_POLY == 4:  # odd columns of the right half
-        lo, hi = gl.split(gl.permute(gl.reshape(x, [R, 2, C // 2]), (0, 2, 1)))
-        even, odd = gl.split(gl.reshape(hi, [R, C // 4, 2]))
-        hi = gl.reshape(gl.join(gl.exp2(even), _exp2_poly(odd)), [R, C // 2])
-        hi = gl.convert_layout(hi, lo.type.layout, assert_trivial=True)
-        both = gl.reshape(gl.permute(gl.join(gl.exp2(lo), hi), (0, 2, 1)), [R, C])
-        return gl.convert_layout(both, x.type.layout, assert_trivial=True)
-    else:
-        return gl.exp2(x)
-
-
 @gluon.jit
 def _softmax_block(
     s, m_i, l_i, qk_scale, block, n_blocks, N_KV, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
@@ -156,11 +120,11 @@ def _softmax_block(
         cols = block * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(0, s_layout))
         scaled = gl.where((cols < N_KV)[None, :], s * qk_scale, float("-inf"))
         m_new = gl.maximum(m_i, gl.max(scaled, 1))
-        p = _exp2_split(scaled - m_new[:, None])
+        p = gl.exp2(scaled - m_new[:, None])
     else:
         # scale ≥ 0, so max(s) · scale is the max of the scaled scores; one FMA per score below.
         m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
-        p = _exp2_split(s * qk_scale - m_new[:, None])
+        p = gl.exp2(s * qk_scale - m_new[:, None])
     alpha = gl.exp2(m_i - m_new)
     return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
