@@ -53,7 +53,7 @@ def configs(d: int) -> list[hop.HopperConfig]:
         # three consumer warpgroups (192 query rows per CTA), 160 registers each
         out += [hop.HopperConfig(bn, 4, ks, vs, pingpong=True, consumers=3)
                 for bn, ks, vs in ((128, 2, 2), (128, 3, 3), (64, 3, 3))]  # fmt: skip
-    if d == 128:  # three consumers fit 160 registers with 64 keys a step (S is half as wide)
+    if d == 128:  # three consumers fit 160 registers with 64 keys a step; 5-15 % slower (session 17)
         out += [hop.HopperConfig(64, 4, ks, ks, pingpong=True, consumers=3) for ks in (3, 4)]
     # persistent: one CTA per SM, its tiles back to back (attention_hopper_persistent.py)
     out += [hop.HopperConfig(128, 4, 2, 2, pingpong=True, consumers=c, persistent=True)

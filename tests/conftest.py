@@ -21,6 +21,17 @@ PINK: Colour = (222, 140, 190)
 PURPLE: Colour = (110, 60, 150)
 
 
+@pytest.fixture
+def exact_float32():
+    """float32 matmuls without TF32 on the GPU while a test runs: the references must be exact."""
+    import torch
+
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 @pytest.fixture(scope="session")
 def cmu1() -> Path:
     """The real Aperio slide (2220 × 2967, 0.499 µm/px, 20×)."""

@@ -18,6 +18,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
     pytest.mark.skipif(attention._INTERPRETED, reason="kernels were imported under TRITON_INTERPRET"),
+    pytest.mark.usefixtures("exact_float32"),
 ]
 
 FLOOR_REL = 2e-4
@@ -79,14 +80,6 @@ def _check(b: int, h: int, n: int, d: int, layout: str, dtype: torch.dtype) -> N
     plain = _grads(attention_reference, q, k, v, do)
     exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
     assert_within_tolerance(got, plain, exact)
-
-
-@pytest.fixture(autouse=True)
-def _exact_float32() -> object:
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -26,6 +26,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
     pytest.mark.skipif(attention._INTERPRETED, reason="kernels were imported under TRITON_INTERPRET"),
+    pytest.mark.usefixtures("exact_float32"),
 ]
 
 LAYOUTS = ("contiguous", "bnhd", "expanded", "misaligned", "padded_rows", "every_other_column", "fused")
@@ -110,14 +111,6 @@ def _grads(
     # The lse enters the loss too, so its gradient path is checked with the others.
     dq, dk, dv = torch.autograd.grad((o, lse), (q, k, v), (do.to(o.dtype), dlse))
     return {"o": o, "lse": lse, "dq": dq, "dk": dk, "dv": dv}
-
-
-@pytest.fixture(autouse=True)
-def _exact_float32() -> object:
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 @pytest.mark.parametrize("case", _cases(48), ids=str)
