@@ -12,15 +12,18 @@ work itself. Both kernels here follow FlashAttention-3's order inside a warpgrou
 * ``_attn_fwd_hopper_kernel``: one CTA of 4 or 8 warps that issues its own TMA loads. No longer a candidate
   (session 11: 1–2 % ahead only at N = 4100); ``benchmarks/probe_hopper.py`` still checks and sweeps it.
 * ``_attn_fwd_pingpong_kernel``: warp-specialised. Two or three consumer warpgroups of 64 query rows take
-  turns (round robin, the ``turn`` mbarriers) issuing their GEMMs, so one's softmax overlaps the others'
+  turns (round robin, on named barriers) issuing their GEMMs, so one's softmax overlaps the others'
   GEMMs; a one-warp partition with 24 registers streams Q, K and V by TMA. Two consumers (240 registers
   each) at head dim 128; three (160 each, 192 rows per CTA) at head dim 64, where per-step overhead, not
   the exponentials, limited two (benchmarks/ATTENTION_NOTES.md). A consumer whose rows all lie past N only
   keeps the handshakes going.
 
 Keys and values arrive in rings of shared-memory slots with a "ready" mbarrier each (and, in the ping-pong
-kernel, an "empty" one both consumers arrive on). The rule that keeps it from hanging: block b goes into slot
-b % STAGES only after block b − STAGES has been consumed, and every block is issued before it is waited for.
+kernel, a named barrier on which every consumer releases the slot and the loader waits). The rule that keeps
+it from hanging: block b goes into slot b % STAGES only after block b − STAGES has been consumed, and every
+block is issued before it is waited for. A named barrier counts threads, not phases, so every arrival must
+be matched by exactly one wait before the CTA exits: the loader takes the releases of the last blocks after
+its last load, and the last warpgroup does not pass a turn after its last one.
 Descriptors are four-dimensional over (B, H, N, D) with the tensor's own strides, so fused-qkv views are read
 in place and rows past N read as zero (the last key block is masked to ``-inf``; output rows past N are
 clipped by the TMA store). Gluon tensors must have power-of-two shapes, so head dims 48, 80 and 96 run in
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -66,6 +70,16 @@ HOPPER_HEAD_DIMS = (48, 64, 80, 96, 128)
 # Per consumer count: two take 240 each; three share the file at 160 (4 + 4 + 4 + 1 warps).
 CONSUMER_REGS = {2: 240, 3: 160}
 LOADER_REGS = 24
+# The ping-pong kernels' handshakes (turns, ring slots released) on named barriers (bar.sync / bar.arrive by
+# every thread) instead of mbarriers: Gluon 3.6 makes a warpgroup BAR.SYNC before each mbarrier arrive (one
+# thread arrives for the warpgroup), three on every consumer's critical path a step. Session 18: +0.5-3 % at
+# head dim 128 and 4,096 tokens, level to +1 % elsewhere. PATHOFLASH_NAMED_BARRIERS=0 gives the mbarrier
+# handshakes back (A/B timing; read once, at import). Ids: Triton's warp specialisation takes 0 to the consumer
+# count (3 at most here); K slots 4-7, V slots 8-11, turns 13-15.
+NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") != "0")
+K_FREE_BAR = gl.constexpr(4)
+V_FREE_BAR = gl.constexpr(8)
+MAX_RING_SLOTS = 4  # per ring: the named-barrier ids above leave room for four
 
 
 @dataclass(frozen=True)
@@ -274,24 +288,108 @@ def _pp_loader(
         )  # fmt: skip
     for blk in range(n_kv):
         ks = blk % K_STAGES
-        mbarrier.wait(k_empty.index(ks), ((blk // K_STAGES) & 1) ^ 1)  # the first pass finds every slot free
+        _slot_wait_free(k_empty, blk, K_STAGES, K_FREE_BAR, CONSUMERS)
         _load_pieces(
             k_desc, k_tail_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_ring.index(ks),
             k_tail_ring.index(ks),
         )  # fmt: skip
         vs = blk % V_STAGES
-        mbarrier.wait(v_empty.index(vs), ((blk // V_STAGES) & 1) ^ 1)
+        _slot_wait_free(v_empty, blk, V_STAGES, V_FREE_BAR, CONSUMERS)
         _load_pieces(
             v_desc, v_tail_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_ring.index(vs),
             v_tail_ring.index(vs),
         )  # fmt: skip
+    _slot_drain(n_kv, K_STAGES, K_FREE_BAR, CONSUMERS)
+    _slot_drain(n_kv, V_STAGES, V_FREE_BAR, CONSUMERS)
+
+
+@gluon.jit
+def _named_barrier(asm: gl.constexpr):
+    """Run ``asm`` (a ``bar.sync`` / ``bar.arrive`` on a named barrier) once in every thread of this warpgroup:
+    a tensor of one element per thread carries it."""
+    one = gl.full([128], 0, gl.int32, gl.BlockedLayout([1], [32], [4], [0]))
+    gl.inline_asm_elementwise("mov.b32 $0, $1; " + asm, "=r,r", [one], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _bar_op(asm: gl.constexpr, ident, count: gl.constexpr, WARPS: gl.constexpr):
+    """``asm`` ($1: barrier id, $2: thread count) once in every thread of a partition of ``WARPS`` warps."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+    idt = gl.full([32 * WARPS], 0, gl.int32, layout) + ident
+    cnt = gl.full([32 * WARPS], count, gl.int32, layout)
+    gl.inline_asm_elementwise(asm, "=r,r,r", [idt, cnt], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _slot_wait_free(empty, blk, STAGES: gl.constexpr, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
+    """Loader: wait until every consumer has released ring slot ``blk % STAGES`` from block blk − STAGES."""
+    if NAMED_BARRIERS:
+        if blk >= STAGES:
+            _bar_op("mov.b32 $0, $1; bar.sync $1, $2;", BAR0 + blk % STAGES, 128 * CONSUMERS + 32, 1)
+    else:
+        mbarrier.wait(empty.index(blk % STAGES), ((blk // STAGES) & 1) ^ 1)  # the first pass finds slots free
+
+
+@gluon.jit
+def _slot_drain(blocks, STAGES: gl.constexpr, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
+    """Loader, after its last load: take the releases of the last blocks, which no load waits for (a named
+    barrier must not be left with arrivals when the CTA exits)."""
+    if NAMED_BARRIERS:
+        for blk in range(gl.maximum(blocks - STAGES, 0), blocks):
+            _bar_op("mov.b32 $0, $1; bar.sync $1, $2;", BAR0 + blk % STAGES, 128 * CONSUMERS + 32, 1)
+
+
+@gluon.jit
+def _slot_release(empty, slot, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
+    """Consumer: this warpgroup is done reading ring slot ``slot`` (every consumer releases every block)."""
+    if NAMED_BARRIERS:
+        _bar_op("mov.b32 $0, $1; bar.arrive $1, $2;", BAR0 + slot, 128 * CONSUMERS + 32, 4)
+    else:
+        mbarrier.arrive(empty.index(slot))
+
+
+@gluon.jit
+def _turn_barrier(sync: gl.constexpr, me: gl.constexpr):
+    """Named barriers 13, 14, 15 hold the turns of warpgroups 0, 1, 2; each counts the waiting warpgroup
+    and the one before it (256 threads)."""
+    if sync:
+        if me == 0:
+            _named_barrier("bar.sync 13, 256;")
+        elif me == 1:
+            _named_barrier("bar.sync 14, 256;")
+        else:
+            _named_barrier("bar.sync 15, 256;")
+    else:
+        if me == 0:
+            _named_barrier("bar.arrive 13, 256;")
+        elif me == 1:
+            _named_barrier("bar.arrive 14, 256;")
+        else:
+            _named_barrier("bar.arrive 15, 256;")
 
 
 @gluon.jit
 def _pp_take_turn(turn, me: gl.constexpr, event):
     """Wait until the warpgroup before this one (round robin) has issued its GEMMs of this event (of the
     previous one, for warpgroup 0, which goes first)."""
-    mbarrier.wait(turn.index(me), (event & 1) ^ (1 if me == 0 else 0))
+    if NAMED_BARRIERS:  # warpgroup 0's first turn is free: nobody arrives before it
+        if me != 0:  # noqa: SIM114 (constexpr, then a runtime test: the form compiled and run on the GPU)
+            _turn_barrier(True, me)
+        elif event != 0:
+            _turn_barrier(True, me)
+    else:
+        mbarrier.wait(turn.index(me), (event & 1) ^ (1 if me == 0 else 0))
+
+
+@gluon.jit
+def _pp_pass_turn(turn, other: gl.constexpr, final: gl.constexpr = False):
+    """Let warpgroup ``other`` issue its GEMMs. ``final``: this warpgroup's last event; warpgroup 0 waits for
+    nothing after it, so the last warpgroup leaves no arrival behind on a named barrier."""
+    if NAMED_BARRIERS:
+        if not (final and other == 0):
+            _turn_barrier(False, other)
+    else:
+        mbarrier.arrive(turn.index(other))
 
 
 @gluon.jit
@@ -303,21 +401,23 @@ def _pp_idle(k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, n_kv, ME:
     """
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
-    other: gl.constexpr = (ME + 1) % turn.shape[0]
+    CONSUMERS: gl.constexpr = turn.shape[0]
+    other: gl.constexpr = (ME + 1) % CONSUMERS
     _wait_loaded(k_ready, 0, K_STAGES)
     _pp_take_turn(turn, ME, 0)
-    mbarrier.arrive(turn.index(other))
-    mbarrier.arrive(k_empty.index(0))
+    _pp_pass_turn(turn, other)
+    _slot_release(k_empty, 0, K_FREE_BAR, CONSUMERS)
     for j in range(0, n_kv - 1):
         _wait_loaded(k_ready, j + 1, K_STAGES)
         _wait_loaded(v_ready, j, V_STAGES)
         _pp_take_turn(turn, ME, j + 1)
-        mbarrier.arrive(turn.index(other))
-        mbarrier.arrive(k_empty.index((j + 1) % K_STAGES))
-        mbarrier.arrive(v_empty.index(j % V_STAGES))
+        _pp_pass_turn(turn, other)
+        _slot_release(k_empty, (j + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
+        _slot_release(v_empty, j % V_STAGES, V_FREE_BAR, CONSUMERS)
     _wait_loaded(v_ready, n_kv - 1, V_STAGES)
     _pp_take_turn(turn, ME, n_kv)
-    mbarrier.arrive(turn.index(other))
+    _pp_pass_turn(turn, other, True)
+    _slot_release(v_empty, (n_kv - 1) % V_STAGES, V_FREE_BAR, CONSUMERS)
 
 
 @gluon.jit
@@ -374,7 +474,8 @@ def _pp_work(
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     rows_t: gl.constexpr = gl.SliceLayout(1, tail_layout)
-    other: gl.constexpr = (ME + 1) % q_smem.shape[0]  # the warpgroup whose turn comes next
+    CONSUMERS: gl.constexpr = q_smem.shape[0]
+    other: gl.constexpr = (ME + 1) % CONSUMERS  # the warpgroup whose turn comes next
 
     q = q_smem.index(ME).reshape([ROWS, HEAD_DIM])
     q_tail = q_tail_smem.index(ME).reshape([ROWS, TAIL])  # q itself where the head dim is not split
@@ -383,9 +484,9 @@ def _pp_work(
     _wait_loaded(k_ready, 0, K_STAGES)
     _pp_take_turn(turn, ME, 0)
     s = _scores(q, q_tail, k_ring, k_tail_ring, 0, zero_s, SPLIT)
-    mbarrier.arrive(turn.index(other))
+    _pp_pass_turn(turn, other)
     s = warpgroup_mma_wait(0, deps=(s,))
-    mbarrier.arrive(k_empty.index(0))
+    _slot_release(k_empty, 0, K_FREE_BAR, CONSUMERS)
     m_i = gl.full([ROWS], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([ROWS], gl.float32, rows_s)
     p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
@@ -404,16 +505,16 @@ def _pp_work(
             pv_tail = warpgroup_mma(
                 p_op, _tile(v_tail_ring, j % V_STAGES, BLOCK_N, TAIL), acc_tail, is_async=True
             )
-        mbarrier.arrive(turn.index(other))
+        _pp_pass_turn(turn, other)
         s = warpgroup_mma_wait(PV_GROUPS, deps=(s_next,))
-        mbarrier.arrive(k_empty.index((j + 1) % K_STAGES))
+        _slot_release(k_empty, (j + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
         p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
         if SPLIT:
             acc, acc_tail, p_op = warpgroup_mma_wait(0, deps=(pv, pv_tail, p_op))
             acc_tail = acc_tail * gl.convert_layout(alpha, rows_t)[:, None]
         else:
             acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
-        mbarrier.arrive(v_empty.index(j % V_STAGES))
+        _slot_release(v_empty, j % V_STAGES, V_FREE_BAR, CONSUMERS)
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
         p_op = gl.convert_layout(p.to(dtype), p_layout)
 
@@ -425,12 +526,13 @@ def _pp_work(
         acc_tail = warpgroup_mma(
             p_op, _tile(v_tail_ring, last % V_STAGES, BLOCK_N, TAIL), acc_tail, is_async=True
         )
-    mbarrier.arrive(turn.index(other))
+    _pp_pass_turn(turn, other, True)
     if SPLIT:
         acc, acc_tail = warpgroup_mma_wait(0, deps=(acc, acc_tail))
         q_tail.store((acc_tail / gl.convert_layout(l_i, rows_t)[:, None]).to(dtype))
     else:
         acc = warpgroup_mma_wait(0, deps=(acc,))
+    _slot_release(v_empty, last % V_STAGES, V_FREE_BAR, CONSUMERS)
 
     o = acc / gl.convert_layout(l_i, rows_o)[:, None]
     q.store(o.to(dtype))  # this warpgroup's Q slot is free: it holds the output on its way out
@@ -636,6 +738,10 @@ def _launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float,
     cfg: HopperConfig,
 ) -> None:  # fmt: skip
+    if cfg.pingpong and max(cfg.k_stages, cfg.v_stages) > MAX_RING_SLOTS:
+        raise ValueError(
+            f"the ping-pong forward has named barriers for {MAX_RING_SLOTS} ring slots, not {cfg}"
+        )
     batch, heads, n_q, head_dim = q.shape
     grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
     rows = cfg.rows if cfg.pingpong else cfg.block_m

@@ -37,9 +37,15 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .attention_hopper import (
+    K_FREE_BAR,
+    V_FREE_BAR,
     _kv_ring_barriers,
     _load_pieces,
+    _pp_pass_turn,
     _pp_take_turn,
+    _slot_drain,
+    _slot_release,
+    _slot_wait_free,
     _softmax_block,
     _tile,
     _wait_loaded,
@@ -78,13 +84,16 @@ def _ps_loader(
         for blk in range(n_kv):
             c = t * n_kv + blk  # the rings run on across tiles
             ks = c % K_STAGES
-            mbarrier.wait(k_empty.index(ks), ((c // K_STAGES) & 1) ^ 1)  # the first pass finds slots free
+            _slot_wait_free(k_empty, c, K_STAGES, K_FREE_BAR, CONSUMERS)
             k_box = k_ring.index(ks)
             _load_pieces(k_desc, k_desc, [b, h, blk * BLOCK_N, 0], k_ready.index(ks), k_box, k_box)
             vs = c % V_STAGES
-            mbarrier.wait(v_empty.index(vs), ((c // V_STAGES) & 1) ^ 1)
+            _slot_wait_free(v_empty, c, V_STAGES, V_FREE_BAR, CONSUMERS)
             v_box = v_ring.index(vs)
             _load_pieces(v_desc, v_desc, [b, h, blk * BLOCK_N, 0], v_ready.index(vs), v_box, v_box)
+    blocks = gl.cdiv(n_tiles - first, step) * n_kv
+    _slot_drain(blocks, K_STAGES, K_FREE_BAR, CONSUMERS)
+    _slot_drain(blocks, V_STAGES, V_FREE_BAR, CONSUMERS)
 
 
 @gluon.jit
@@ -123,7 +132,8 @@ def _ps_blocks(
     )
     p_layout: gl.constexpr = p_op.type.layout
     rows_o: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
-    other: gl.constexpr = (ME + 1) % turn.shape[0]
+    CONSUMERS: gl.constexpr = turn.shape[0]
+    other: gl.constexpr = (ME + 1) % CONSUMERS
     zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     for j in range(0, n_kv - 1):
         g = base + j
@@ -133,12 +143,12 @@ def _ps_blocks(
         k_next = _tile(k_ring, (g + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
         s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
         pv = warpgroup_mma(p_op, _tile(v_ring, g % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-        mbarrier.arrive(turn.index(other))
+        _pp_pass_turn(turn, other)
         s = warpgroup_mma_wait(1, deps=(s_next,))
-        mbarrier.arrive(k_empty.index((g + 1) % K_STAGES))
+        _slot_release(k_empty, (g + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
         p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
         acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
-        mbarrier.arrive(v_empty.index(g % V_STAGES))
+        _slot_release(v_empty, g % V_STAGES, V_FREE_BAR, CONSUMERS)
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
         p_op = gl.convert_layout(p.to(dtype), p_layout)
     return p_op, acc, m_i, l_i
@@ -182,9 +192,9 @@ def _ps_consumer(
     s = warpgroup_mma(
         q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True
     )
-    mbarrier.arrive(turn.index(other))
+    _pp_pass_turn(turn, other)
     s = warpgroup_mma_wait(0, deps=(s,))
-    mbarrier.arrive(k_empty.index(0))
+    _slot_release(k_empty, 0, K_FREE_BAR, CONSUMERS)
     p, _, m_i, l_i = _softmax_block(s, no_max, no_sum, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
     # P crosses the tile loop in float32 and becomes the P·V operand inside it: carried as bf16/fp16 instead,
     # it lived in 16-bit registers and the block loop re-packed all of them every step (PRMT in the SASS).
@@ -208,13 +218,13 @@ def _ps_consumer(
         k_next = _tile(k_ring, (g + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
         s_next = warpgroup_mma(q_next, k_next, zero_s, use_acc=False, is_async=True)
         pv = warpgroup_mma(p_op, _tile(v_ring, g % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-        mbarrier.arrive(turn.index(other))
+        _pp_pass_turn(turn, other)
         s = warpgroup_mma_wait(1, deps=(s_next,))
-        mbarrier.arrive(k_empty.index((g + 1) % K_STAGES))
+        _slot_release(k_empty, (g + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
         mbarrier.arrive(q_empty.index((t % 2) * CONSUMERS + ME))  # tile t's last Q·Kᵀ finished a step ago
         p, _, m_next, l_next = _softmax_block(s, no_max, no_sum, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
         acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
-        mbarrier.arrive(v_empty.index(g % V_STAGES))
+        _slot_release(v_empty, g % V_STAGES, V_FREE_BAR, CONSUMERS)
         _ps_store(acc, m_i, l_i, o_desc, o_smem, LSE, first + t * step, H, N_Q, ME, rows_s, rows_o)
         acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
         m_i = m_next
@@ -231,8 +241,9 @@ def _ps_consumer(
     _wait_loaded(v_ready, last, V_STAGES)
     _pp_take_turn(turn, ME, last + 1)
     acc = warpgroup_mma(p_op, _tile(v_ring, last % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-    mbarrier.arrive(turn.index(other))
+    _pp_pass_turn(turn, other, True)
     acc = warpgroup_mma_wait(0, deps=(acc,))
+    _slot_release(v_empty, last % V_STAGES, V_FREE_BAR, CONSUMERS)
     _ps_store(acc, m_i, l_i, o_desc, o_smem, LSE, first + t * step, H, N_Q, ME, rows_s, rows_o)
     tma.store_wait(0)
 

@@ -249,6 +249,7 @@ GLUON_SHAPES = [
     (1, 2, 129, 64, "bnhd"),
     (1, 1, 1, 64, "contiguous"),
     (2, 2, 1000, 128, "qkv"),
+    (1, 1, 1, 128, "contiguous"),  # one key block: every ring slot's release is drained at the end
     (1, 2, 4100, 128, "contiguous"),
     (1, 2, 4097, 80, "qkv"),  # head dims in two column pieces
     (2, 1, 130, 80, "bnhd"),
