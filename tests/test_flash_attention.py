@@ -570,6 +570,19 @@ def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pyt
     assert attention._gluon_backward_wins(q, q, gluon, triton_backward) and not ran
 
 
+def test_the_ping_pong_forward_refuses_more_ring_slots_than_it_has_named_barriers_for() -> None:
+    """Its K and V ring slots are released on named barriers 4-7 and 8-11: a fifth slot would collide."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+
+    q = torch.zeros(1, 1, 64, 64, dtype=torch.bfloat16)
+    lse = torch.zeros(1, 1, 64)
+    for k_stages, v_stages in ((hop.MAX_RING_SLOTS + 1, 2), (2, hop.MAX_RING_SLOTS + 1)):
+        cfg = hop.HopperConfig(128, 4, k_stages, v_stages, pingpong=True)
+        with pytest.raises(ValueError, match="ring slots"):
+            hop._launch(q, q, q, q, lse, 0.125, cfg)
+
+
 def test_the_persistent_forward_launches_at_most_one_cta_per_sm(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its grid is min(query tiles, SMs) (each CTA loops over tiles), its boxes are the tile's rows; it
     refuses a head dim it would have to split."""
