@@ -349,23 +349,15 @@ def _slot_release(empty, slot, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
 
 
 @gluon.jit
-def _turn_barrier(sync: gl.constexpr, me: gl.constexpr):
-    """Named barriers 13, 14, 15 hold the turns of warpgroups 0, 1, 2; each counts the waiting warpgroup
-    and the one before it (256 threads)."""
-    if sync:
-        if me == 0:
-            _named_barrier("bar.sync 13, 256;")
-        elif me == 1:
-            _named_barrier("bar.sync 14, 256;")
-        else:
-            _named_barrier("bar.sync 15, 256;")
+def _turn_barrier(op: gl.constexpr, me: gl.constexpr):
+    """``op`` ("bar.sync" or "bar.arrive") on warpgroup ``me``'s turn: named barriers 13, 14, 15 hold the turns
+    of warpgroups 0, 1, 2; each counts the waiting warpgroup and the one before it (256 threads)."""
+    if me == 0:
+        _named_barrier(op + " 13, 256;")
+    elif me == 1:
+        _named_barrier(op + " 14, 256;")
     else:
-        if me == 0:
-            _named_barrier("bar.arrive 13, 256;")
-        elif me == 1:
-            _named_barrier("bar.arrive 14, 256;")
-        else:
-            _named_barrier("bar.arrive 15, 256;")
+        _named_barrier(op + " 15, 256;")
 
 
 @gluon.jit
@@ -374,9 +366,9 @@ def _pp_take_turn(turn, me: gl.constexpr, event):
     previous one, for warpgroup 0, which goes first)."""
     if NAMED_BARRIERS:  # warpgroup 0's first turn is free: nobody arrives before it
         if me != 0:  # noqa: SIM114 (constexpr, then a runtime test: the form compiled and run on the GPU)
-            _turn_barrier(True, me)
+            _turn_barrier("bar.sync", me)
         elif event != 0:
-            _turn_barrier(True, me)
+            _turn_barrier("bar.sync", me)
     else:
         mbarrier.wait(turn.index(me), (event & 1) ^ (1 if me == 0 else 0))
 
@@ -387,7 +379,7 @@ def _pp_pass_turn(turn, other: gl.constexpr, final: gl.constexpr = False):
     nothing after it, so the last warpgroup leaves no arrival behind on a named barrier."""
     if NAMED_BARRIERS:
         if not (final and other == 0):
-            _turn_barrier(False, other)
+            _turn_barrier("bar.arrive", other)
     else:
         mbarrier.arrive(turn.index(other))
 
