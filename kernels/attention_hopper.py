@@ -72,7 +72,7 @@ CONSUMER_REGS = {2: 240, 3: 160}
 LOADER_REGS = 24
 # The ping-pong kernels' handshakes (turns, ring slots released) on named barriers (bar.sync / bar.arrive by
 # every thread) instead of mbarriers: Gluon 3.6 makes a warpgroup BAR.SYNC before each mbarrier arrive (one
-# thread arrives for the warpgroup), three on every consumer's critical path a step. Session 18: +0.5-3 % at
+# thread arrives for the warpgroup), three on every consumer's critical path a step. Session 18: +1-2 % at
 # head dim 128 and 4,096 tokens, level to +1 % elsewhere. PATHOFLASH_NAMED_BARRIERS=0 gives the mbarrier
 # handshakes back (A/B timing; read once, at import). Ids: Triton's warp specialisation takes 0 to the consumer
 # count (3 at most here); K slots 4-7, V slots 8-11, turns 13-15.
