@@ -196,33 +196,38 @@ def parse_shapes(spec: str) -> list[tuple[int, int, int, int]]:
 def ab(
     json_path: str | None, rounds: int, head_dims: tuple[int, ...],
     shapes: list[tuple[int, int, int, int]] | None = None, configs: list[hop.HopperConfig] | None = None,
+    fresh: bool = False,
 ) -> None:  # fmt: skip
     """cuDNN and every candidate of the head dim (or ``configs``), timed in alternation; each one's median
-    round. ``shapes`` replaces the issue's shapes."""
+    round, and in brackets its slowest. ``shapes`` replaces the issue's shapes; ``fresh`` draws new inputs
+    (new allocations) every round, as benchmarks/attention.py does."""
     rows = []
     shapes = shapes or [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
     for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
         b, h, n, d = shape
         torch.manual_seed(0)
-        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
         scale = 1 / math.sqrt(d)
-
-        def cudnn(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v) -> None:
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                F.scaled_dot_product_attention(q, k, v)
-
-        runs: dict[str, Any] = {"cudnn": cudnn}
-        for cfg in configs or hop.CANDIDATES[d]:
-            runs[_tag(cfg)] = lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)
-        times: dict[str, list[float]] = {name: [] for name in runs}
+        names = ["cudnn", *(_tag(cfg) for cfg in configs or hop.CANDIDATES[d])]
+        times: dict[str, list[float]] = {name: [] for name in names}
+        qkv: tuple[torch.Tensor, ...] = ()
         for _ in range(rounds):
-            for name, fn in runs.items():
-                times[name].append(bench(fn))
+            for name, cfg in zip(names, [None, *(configs or hop.CANDIDATES[d])], strict=True):
+                if fresh or not qkv:
+                    qkv = tuple(torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
+                q, k, v = qkv
+                if cfg is None:
+                    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                        times[name].append(
+                            bench(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+                        )
+                else:
+                    times[name].append(bench(lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)))
         row: dict[str, Any] = {"shape": shape, "dtype": str(dtype)[6:]}
         row.update({name: tflops(shape, sorted(t)[len(t) // 2]) for name, t in times.items()})
+        row["slowest"] = {name: tflops(shape, max(t)) for name, t in times.items()}
         rows.append(row)
         print(f"{shape} {row['dtype']}: " + " ".join(
-            f"{name}={row[name]:.0f}({row[name] / row['cudnn']:.3f})" for name in runs
+            f"{name}={row[name]:.0f}({row[name] / row['cudnn']:.3f})[{row['slowest'][name]:.0f}]" for name in names
         ), flush=True)  # fmt: skip
     if json_path:
         with open(json_path, "w") as fh:
@@ -298,6 +303,7 @@ def main() -> int:
     parser.add_argument("--head-dims", default="64,128", help="sweep: only shapes with these head dims")
     parser.add_argument("--shapes", help="ab: B,H,N,D;B,H,N,D;... instead of the issue's shapes")
     parser.add_argument("--configs", help="ab: pp:k2v2,persistent:k2v2,... instead of the candidates")
+    parser.add_argument("--fresh", action="store_true", help="ab: new inputs (allocations) every round")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
@@ -306,7 +312,7 @@ def main() -> int:
     if args.what == "ab":
         shapes = parse_shapes(args.shapes) if args.shapes else None
         configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
-        ab(args.json, args.rounds, head_dims, shapes, configs)
+        ab(args.json, args.rounds, head_dims, shapes, configs, args.fresh)
         return 0
     if args.what == "clocks":
         configs = [parse_config(c) for c in (args.configs or "pp:k2v2,persistent:k2v2").split(",")]
