@@ -73,13 +73,22 @@ LOADER_REGS = 24
 # The ping-pong kernels' handshakes (turns, ring slots released) on named barriers (bar.sync / bar.arrive by
 # every thread) instead of mbarriers: Gluon 3.6 makes a warpgroup BAR.SYNC before each mbarrier arrive (one
 # thread arrives for the warpgroup), three on every consumer's critical path a step. Session 18: +1-2 % at
-# head dim 128 and 4,096 tokens, level to +1 % elsewhere. PATHOFLASH_NAMED_BARRIERS=0 gives the mbarrier
-# handshakes back (A/B timing; read once, at import). Ids: Triton's warp specialisation takes 0 to the consumer
-# count (3 at most here); K slots 4-7, V slots 8-11, turns 13-15.
+# head dim 128 and 4,096 tokens. With three consumers (head dim 64) the mbarrier handshakes are 1-4 % faster
+# (session 19, H100, three processes each way), so those kernels keep them: see _named_handshakes.
+# PATHOFLASH_NAMED_BARRIERS=0 gives every kernel the mbarrier handshakes (A/B timing; read once, at import).
+# Ids: Triton's warp specialisation takes 0 to the consumer count (3 at most here); K slots 4-7, V slots 8-11,
+# turns 13-15.
 NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") != "0")
 K_FREE_BAR = gl.constexpr(4)
 V_FREE_BAR = gl.constexpr(8)
 MAX_RING_SLOTS = 4  # per ring: the named-barrier ids above leave room for four
+
+
+@triton.constexpr_function
+def _named_handshakes(enabled, consumers):  # type: ignore[no-untyped-def]
+    """Whether a ping-pong kernel with ``consumers`` warpgroups hands over on named barriers (``enabled``:
+    NAMED_BARRIERS, passed in so that Triton's cache key sees it): two consumers only."""
+    return bool(enabled) and consumers == 2
 
 
 @dataclass(frozen=True)
@@ -323,7 +332,7 @@ def _bar_op(asm: gl.constexpr, ident, count: gl.constexpr, WARPS: gl.constexpr):
 @gluon.jit
 def _slot_wait_free(empty, blk, STAGES: gl.constexpr, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
     """Loader: wait until every consumer has released ring slot ``blk % STAGES`` from block blk − STAGES."""
-    if NAMED_BARRIERS:
+    if _named_handshakes(NAMED_BARRIERS, CONSUMERS):
         if blk >= STAGES:
             _bar_op("mov.b32 $0, $1; bar.sync $1, $2;", BAR0 + blk % STAGES, 128 * CONSUMERS + 32, 1)
     else:
@@ -334,7 +343,7 @@ def _slot_wait_free(empty, blk, STAGES: gl.constexpr, BAR0: gl.constexpr, CONSUM
 def _slot_drain(blocks, STAGES: gl.constexpr, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
     """Loader, after its last load: take the releases of the last blocks, which no load waits for (a named
     barrier must not be left with arrivals when the CTA exits)."""
-    if NAMED_BARRIERS:
+    if _named_handshakes(NAMED_BARRIERS, CONSUMERS):
         for blk in range(gl.maximum(blocks - STAGES, 0), blocks):
             _bar_op("mov.b32 $0, $1; bar.sync $1, $2;", BAR0 + blk % STAGES, 128 * CONSUMERS + 32, 1)
 
@@ -342,7 +351,7 @@ def _slot_drain(blocks, STAGES: gl.constexpr, BAR0: gl.constexpr, CONSUMERS: gl.
 @gluon.jit
 def _slot_release(empty, slot, BAR0: gl.constexpr, CONSUMERS: gl.constexpr):
     """Consumer: this warpgroup is done reading ring slot ``slot`` (every consumer releases every block)."""
-    if NAMED_BARRIERS:
+    if _named_handshakes(NAMED_BARRIERS, CONSUMERS):
         _bar_op("mov.b32 $0, $1; bar.arrive $1, $2;", BAR0 + slot, 128 * CONSUMERS + 32, 4)
     else:
         mbarrier.arrive(empty.index(slot))
@@ -364,7 +373,9 @@ def _turn_barrier(op: gl.constexpr, me: gl.constexpr):
 def _pp_take_turn(turn, me: gl.constexpr, event):
     """Wait until the warpgroup before this one (round robin) has issued its GEMMs of this event (of the
     previous one, for warpgroup 0, which goes first)."""
-    if NAMED_BARRIERS:  # warpgroup 0's first turn is free: nobody arrives before it
+    CONSUMERS: gl.constexpr = turn.shape[0]
+    if _named_handshakes(NAMED_BARRIERS, CONSUMERS):
+        # warpgroup 0's first turn is free: nobody arrives before it
         if me != 0:  # noqa: SIM114 (constexpr, then a runtime test: the form compiled and run on the GPU)
             _turn_barrier("bar.sync", me)
         elif event != 0:
@@ -377,7 +388,8 @@ def _pp_take_turn(turn, me: gl.constexpr, event):
 def _pp_pass_turn(turn, other: gl.constexpr, final: gl.constexpr = False):
     """Let warpgroup ``other`` issue its GEMMs. ``final``: this warpgroup's last event; warpgroup 0 waits for
     nothing after it, so the last warpgroup leaves no arrival behind on a named barrier."""
-    if NAMED_BARRIERS:
+    CONSUMERS: gl.constexpr = turn.shape[0]
+    if _named_handshakes(NAMED_BARRIERS, CONSUMERS):
         if not (final and other == 0):
             _turn_barrier("bar.arrive", other)
     else:
