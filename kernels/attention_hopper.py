@@ -73,7 +73,7 @@ LOADER_REGS = 24
 # The ping-pong kernels' handshakes (turns, ring slots released) on named barriers (bar.sync / bar.arrive by
 # every thread) instead of mbarriers: Gluon 3.6 makes a warpgroup BAR.SYNC before each mbarrier arrive (one
 # thread arrives for the warpgroup), three on every consumer's critical path a step. Session 18: +1-2 % at
-# head dim 128 and 4,096 tokens. With three consumers (head dim 64) the mbarrier handshakes are 1-4 % faster
+# head dim 128 and 4,096 tokens. With three consumers (head dim 64) the mbarrier handshakes are 0-4 % faster
 # (session 19, H100, three processes each way), so those kernels keep them: see _named_handshakes.
 # PATHOFLASH_NAMED_BARRIERS=0 gives every kernel the mbarrier handshakes (A/B timing; read once, at import).
 # Ids: Triton's warp specialisation takes 0 to the consumer count (3 at most here); K slots 4-7, V slots 8-11,
