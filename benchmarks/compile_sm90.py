@@ -10,6 +10,11 @@
 Prints registers, local-memory bytes (spills), shared memory, the wgmma count and the ``wgmma.wait_group``
 depths in the PTX, and any ptxas note about serialised wgmmas; ``--out DIR`` also writes the TTGIR, PTX and
 SASS. ``--arch 80`` compiles the Triton kernels (``triton``, ``backward`` = dK/dV, ``dq``) for an A100 instead.
+``--every-candidate`` compiles each of a Triton kernel's autotuning candidates for the arch instead (one line
+each; ``--head-dim`` may list several) and exits 1 if one fails to compile or needs more shared memory than
+the card has:
+
+    python3 benchmarks/compile_sm90.py backward --arch 80 --dq-atomic 1 --head-dim 64,80,128 --every-candidate
 Integer arguments get the specialisations the runtime gives real tensors (multiples of 16, unit head-dim
 strides), otherwise the loads look unaligned and nothing is pipelined. Nothing here launches a kernel: it
 catches compile errors, spills and serialisation before a device call, not wrong results.
@@ -30,6 +35,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 _INTS = ("BH", "H", "N_Q", "N_KV", "N_BUCKET")
+# The most shared memory one CTA may use (opt-in), in bytes: A100 (sm_80), H100 (sm_90).
+SHARED_LIMIT = {80: 166_912, 90: 232_448}
 
 
 def _tool(name: str) -> str:
@@ -164,6 +171,39 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
     return source, {"num_warps": 4}
 
 
+def _table(args: argparse.Namespace) -> attention.ConfigTable:
+    if args.kernel == "triton":
+        return attention.FWD_CONFIGS
+    if args.kernel == "dq":
+        return attention.DQ_CONFIGS
+    if args.kernel == "backward":
+        return attention.DKDV_CONFIGS if args.dq_atomic == 0 else attention.FUSED_CONFIGS
+    raise SystemExit("--every-candidate is for the Triton kernels: triton, backward, dq")
+
+
+def _every_candidate(args: argparse.Namespace, head_dims: list[int]) -> int:
+    """Compile every candidate of the kernel's table for ``args.arch`` at each head dim; 1 if any fails or
+    needs more shared memory than the card has."""
+    table, failed = _table(args), 0
+    target = GPUTarget("cuda", args.arch, 32)
+    for head_dim in head_dims:
+        for cfg in table[(args.arch >= 90, head_dim <= 64)]:
+            args.head_dim, args.block_m, args.block_n = head_dim, cfg.block_m, cfg.block_n
+            args.warps, args.stages = cfg.num_warps, str(cfg.num_stages)
+            name = f"{args.kernel} D{head_dim} {cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
+            try:
+                source, options = _triton_source(args, args.dtype)
+                shared = triton.compile(source, target=target, options=options).metadata.shared
+            except Exception as exc:  # any compile error is the finding
+                print(f"{name}: FAILED {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                failed += 1
+                continue
+            fits = shared <= SHARED_LIMIT[args.arch]
+            failed += not fits
+            print(f"{name}: shared {shared} B{'' if fits else ' > the card: FAILED'}", flush=True)
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,7 +214,7 @@ def main() -> int:
     parser.add_argument(
         "--arch", type=int, choices=[80, 90], default=90, help="80: an A100 (the Triton kernels only)"
     )
-    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--head-dim", default="64", help="several, comma-separated, with --every-candidate")
     parser.add_argument("--block-m", type=int, default=128, help="triton kernel and hopper_bwd")
     parser.add_argument("--regs", type=int, default=240, help="hopper_bwd: registers per consumer")
     parser.add_argument("--block-n", type=int, default=128)
@@ -193,7 +233,16 @@ def main() -> int:
     parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
     parser.add_argument("--persistent", action="store_true", help="hopper_bwd: one CTA per SM (head dim 128)")
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
+    parser.add_argument(
+        "--every-candidate",
+        action="store_true",
+        help="Triton kernels: each autotuning candidate of its table",
+    )
     args = parser.parse_args()
+    head_dims = [int(d) for d in args.head_dim.split(",")]
+    if args.every_candidate:
+        return _every_candidate(args, head_dims)
+    args.head_dim = head_dims[0]
 
     if args.kernel in ("triton", "backward", "dq"):
         make = _triton_source
