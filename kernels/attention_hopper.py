@@ -12,18 +12,19 @@ work itself. Both kernels here follow FlashAttention-3's order inside a warpgrou
 * ``_attn_fwd_hopper_kernel``: one CTA of 4 or 8 warps that issues its own TMA loads. No longer a candidate
   (session 11: 1–2 % ahead only at N = 4100); ``benchmarks/probe_hopper.py`` still checks and sweeps it.
 * ``_attn_fwd_pingpong_kernel``: warp-specialised. Two or three consumer warpgroups of 64 query rows take
-  turns (round robin, on named barriers) issuing their GEMMs, so one's softmax overlaps the others'
+  turns (round robin) issuing their GEMMs, so one's softmax overlaps the others'
   GEMMs; a one-warp partition with 24 registers streams Q, K and V by TMA. Two consumers (240 registers
   each) at head dim 128; three (160 each, 192 rows per CTA) at head dim 64, where per-step overhead, not
   the exponentials, limited two (benchmarks/ATTENTION_NOTES.md). A consumer whose rows all lie past N only
   keeps the handshakes going.
 
-Keys and values arrive in rings of shared-memory slots with a "ready" mbarrier each (and, in the ping-pong
-kernel, a named barrier on which every consumer releases the slot and the loader waits). The rule that keeps
-it from hanging: block b goes into slot b % STAGES only after block b − STAGES has been consumed, and every
-block is issued before it is waited for. A named barrier counts threads, not phases, so every arrival must
-be matched by exactly one wait before the CTA exits: the loader takes the releases of the last blocks after
-its last load, and the last warpgroup does not pass a turn after its last one.
+Keys and values arrive in rings of shared-memory slots with a "ready" mbarrier each, and every consumer
+releases a slot for the loader once it is done with it. In the ping-pong kernel with two consumers the turns
+and the releases go over named barriers, with three over mbarriers (``_named_handshakes``). The rule that
+keeps it from hanging: block b goes into slot b % STAGES only after block b − STAGES has been consumed, and
+every block is issued before it is waited for. A named barrier counts threads, not phases, so every arrival
+must be matched by exactly one wait before the CTA exits: the loader takes the releases of the last blocks
+after its last load, and the last warpgroup does not pass a turn after its last one.
 Descriptors are four-dimensional over (B, H, N, D) with the tensor's own strides, so fused-qkv views are read
 in place and rows past N read as zero (the last key block is masked to ``-inf``; output rows past N are
 clipped by the TMA store). Gluon tensors must have power-of-two shapes, so head dims 48, 80 and 96 run in
