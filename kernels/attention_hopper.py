@@ -589,18 +589,36 @@ def _pp_consumer_2(
 @gluon.jit
 def _kv_ring_barriers(K_STAGES: gl.constexpr, V_STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
     """ready/empty mbarriers of the K and V rings of the ping-pong kernels: the loader's expect-tx fills a
-    slot, and every consumer releases it."""
+    slot, and every consumer releases it.
+
+    The empty ones are initialised only where the releases go through them, not through named barriers: an
+    mbarrier that is initialised and never used is dead to Triton's shared-memory allocator, which may put
+    other data on it, and PTX leaves an mbarrier's memory undefined for other use until it is invalidated.
+    (Triton 3.8 put warp_specialize's captured scalars on the unused turn barriers; with another process on
+    the GPU, the one-tile kernel then faulted with an illegal address: session 20.)"""
     k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(K_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=CONSUMERS)
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=CONSUMERS)
+    if not _named_handshakes(NAMED_BARRIERS, CONSUMERS):
+        for i in gl.static_range(K_STAGES):
+            mbarrier.init(k_empty.index(i), count=CONSUMERS)
+        for i in gl.static_range(V_STAGES):
+            mbarrier.init(v_empty.index(i), count=CONSUMERS)
     return k_ready, k_empty, v_ready, v_empty
+
+
+@gluon.jit
+def _init_turns(turn):
+    """The turn mbarriers, where the turns are not handed over on named barriers (see _kv_ring_barriers)."""
+    CONSUMERS: gl.constexpr = turn.shape[0]
+    if not _named_handshakes(NAMED_BARRIERS, CONSUMERS):
+        for i in gl.static_range(CONSUMERS):
+            mbarrier.init(turn.index(i), count=1)
 
 
 @gluon.jit
@@ -637,7 +655,7 @@ def _attn_fwd_pingpong_kernel(
     k_ready, k_empty, v_ready, v_empty = _kv_ring_barriers(K_STAGES, V_STAGES, CONSUMERS)
     for i in gl.static_range(CONSUMERS):
         mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(turn.index(i), count=1)
+    _init_turns(turn)
 
     consumer_args = (
         o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,

@@ -39,6 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from .attention_hopper import (
     K_FREE_BAR,
     V_FREE_BAR,
+    _init_turns,
     _kv_ring_barriers,
     _load_pieces,
     _pp_pass_turn,
@@ -305,8 +306,7 @@ def _attn_fwd_persistent_kernel(
     for i in gl.static_range(2 * CONSUMERS):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
-    for i in gl.static_range(CONSUMERS):
-        mbarrier.init(turn.index(i), count=1)
+    _init_turns(turn)
 
     consumer_args = (
         o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,

@@ -585,10 +585,30 @@ def test_the_ping_pong_forward_refuses_more_ring_slots_than_it_has_named_barrier
             hop._launch(q, q, q, q, lse, 0.125, cfg)
 
 
+def _stores_onto_mbarriers(ptx: str) -> tuple[set[int], list[int]]:
+    """(shared-memory offsets of the initialised mbarriers, offsets of plain stores that land on one).
+
+    Offsets are read where the PTX spells them: ``[global_smem+N]``, or a register set by ``add.s32 r, base,
+    N`` just before."""
+    offsets = dict(re.findall(r"add\.s32\s+(%r\d+), %r\d+, (\d+);", ptx))
+
+    def where(address: str) -> int | None:
+        if address.startswith("global_smem"):
+            return int(address.partition("+")[2] or 0)
+        return int(offsets[address]) if address in offsets else None
+
+    def found(pattern: str) -> set[int]:
+        return {at for at in map(where, re.findall(pattern, ptx)) if at is not None}
+
+    inits = found(r"mbarrier\.init\.shared(?:::cta)?\.b64\s+\[([^\]]+)\]")
+    stores = found(r"\bst\.shared(?:::cta)?[\w.]*\s+\[([^\]]+)\]")
+    return inits, sorted(at for at in stores if any(bar <= at < bar + 8 for bar in inits))
+
+
 @pytest.mark.parametrize(
     ("kernel", "head_dim", "consumers"),
-    [("pingpong", 128, 2), ("persistent", 128, 2), ("pingpong", 64, 3)],
-    ids=["pp", "persistent", "pp3"],
+    [("pingpong", 128, 2), ("persistent", 128, 2), ("pingpong", 64, 3), ("pingpong", 80, 2)],
+    ids=["pp", "persistent", "pp3", "pp-split"],
 )
 def test_triton_leaves_the_ping_pong_handshake_barriers_free(
     kernel: str, head_dim: int, consumers: int, tmp_path: Path
@@ -597,7 +617,12 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
     warp specialisation numbers its own from 0 (one per consumer warpgroup and the CTA). A Triton that took
     more would share a barrier with the handshakes: compile for sm_90 (no GPU needed) and read the PTX. The
     three-consumer kernel keeps its mbarrier handshakes (faster there), so it has no named barrier past
-    Triton's."""
+    Triton's.
+
+    And no plain store may land on an initialised mbarrier: Triton 3.8 put warp_specialize's captured
+    scalars on the turn mbarriers, initialised but unused with named barriers, and the one-tile kernel
+    faulted (illegal address) whenever another process shared the GPU (session 20; Triton 3.6 kept them
+    apart). Unused mbarriers are no longer initialised."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     from pathoflash.kernels import attention_hopper as hop
 
@@ -627,6 +652,9 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
     else:
         assert not turns & immediate and not releases, "three consumers should keep the mbarrier handshakes"
     assert max(immediate - turns) < hop.K_FREE_BAR, f"Triton uses named barriers {sorted(immediate - turns)}"
+    inits, clashes = _stores_onto_mbarriers(ptx)
+    assert len(inits) >= 4, f"the mbarrier inits were not found in the PTX: {sorted(inits)}"
+    assert not clashes, f"plain stores at shared offsets {clashes} overwrite mbarriers at {sorted(inits)}"
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 Each of q, k, v gets its own layout: zero strides (a key/value head broadcast over query heads with
 ``expand``), a storage offset that breaks 16-byte alignment, rows padded to a wider stride, every other
 column, views of a fused projection. Sizes, scales and magnitudes are drawn from a seeded generator, so a
-failure names a case that can be re-run. The last test puts element offsets past 2³¹ into one tensor.
+failure names a case that can be re-run. Two more tests put element offsets past 2³¹ into one tensor, and
+run every Hopper candidate while another process computes on the same GPU.
 
 Reference and tolerance as in test_flash_attention_gpu.py: float32 products, at most twice the error of the
 plain computation in the inputs' precision, plus a small floor. On an H100 (2026-11-27, torch 2.11, Triton
@@ -13,6 +14,8 @@ plain computation in the inputs' precision, plus a small floor. On an H100 (2026
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -164,3 +167,58 @@ def test_offsets_past_two_to_the_31_elements() -> None:
         got = {"o": o[:, head : head + 1, rows], "lse": lse[:, head : head + 1, rows]}
         plain = {"o": plain_o, "lse": plain_lse}
         assert_within_tolerance(got, plain, {"o": ref_o, "lse": ref_lse}, f"head {head} ")
+
+
+# Matrix products for at most two minutes, so that the GPU time-slices between two processes.
+_OTHER_PROCESS = """
+import time, torch
+a = torch.randn(4096, 4096, device="cuda")
+print("ready", flush=True)
+end = time.time() + 120
+while time.time() < end:
+    for _ in range(10):
+        a @ a
+    torch.cuda.synchronize()
+"""
+
+
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_every_hopper_candidate_runs_beside_another_process(head_dim: int) -> None:
+    """Launches of 15-30 ms while another process computes on the same GPU, so that the kernel is
+    preempted and resumed.
+
+    Under Triton 3.8 the two-consumer one-tile kernel faulted (illegal address) every time this happened:
+    Triton's allocator had put warp_specialize's captured scalars on mbarriers that were initialised but
+    unused (session 20). Each candidate runs three times on a fused (1, 4096, 3, 1024, D) projection; the
+    first and last heads are checked on a sample of rows.
+    """
+    from pathoflash.kernels import attention_hopper as hop
+
+    if not hop.hopper_usable(*(torch.empty(1, 1, 16, head_dim, device="cuda", dtype=torch.bfloat16),) * 3):
+        pytest.skip("needs an sm_90 GPU")
+    other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "ready"
+        b, h, n = 1, 1024, 4096
+        gen = torch.Generator(device="cuda").manual_seed(head_dim)
+        qkv = torch.randn(b, n, 3, h, head_dim, generator=gen, device="cuda").to(torch.bfloat16)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        rows = torch.cat([torch.arange(0, 64), torch.arange(n - 64, n)]).cuda()
+        for cfg in hop.CANDIDATES[head_dim]:
+            o = torch.empty((b, n, h, head_dim), device="cuda", dtype=q.dtype).permute(0, 2, 1, 3)
+            lse = torch.empty((b, h, n), device="cuda")
+            for _ in range(3):
+                hop._launch(q, k, v, o, lse, head_dim**-0.5, cfg)
+            torch.cuda.synchronize()
+            assert other.poll() is None, "the other process ended before the launches did"
+            for head in (0, h - 1):
+                qh, kh, vh = (t[:, head : head + 1] for t in (q, k, v))
+                qs = qh[:, :, rows]
+                plain_o, plain_lse = attention_reference(qs, kh, vh)
+                ref_o, ref_lse = attention_reference(qs.float(), kh.float(), vh.float())
+                got = {"o": o[:, head : head + 1, rows], "lse": lse[:, head : head + 1, rows]}
+                plain = {"o": plain_o, "lse": plain_lse}
+                assert_within_tolerance(got, plain, {"o": ref_o, "lse": ref_lse}, f"{cfg} head {head} ")
+    finally:
+        other.kill()
+        other.wait()
