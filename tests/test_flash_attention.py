@@ -658,6 +658,26 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
 
 
 @pytest.mark.parametrize(
+    "options",
+    [["--head-dim", "128", "--dq-halves", "--persistent"], ["--head-dim", "64"]],
+    ids=["persistent-128", "64"],
+)
+def test_no_store_of_the_gluon_backward_lands_on_an_mbarrier(options: list[str], tmp_path: Path) -> None:
+    """The forward's failure mode (plain data on initialised mbarriers, session 20) checked in the Hopper
+    backward's PTX too, at the configurations the chooser runs (head dim 128: persistent, dQ columns shared
+    out; 64: one key tile a CTA)."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    script = Path(__file__).parents[1] / "benchmarks" / "compile_sm90.py"
+    command = [sys.executable, str(script), "hopper_bwd", "--block-m", "64", *options, "--out", str(tmp_path)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    inits, clashes = _stores_onto_mbarriers((tmp_path / "kernel.ptx").read_text())
+    assert len(inits) >= 4, f"the mbarrier inits were not found in the PTX: {sorted(inits)}"
+    assert not clashes, f"plain stores at shared offsets {clashes} overwrite mbarriers at {sorted(inits)}"
+
+
+@pytest.mark.parametrize(
     "kernel",
     [["triton"], ["backward", "--dq-atomic", "0"], ["backward", "--dq-atomic", "1"], ["dq"]],
     ids=["forward", "dkdv", "one-pass", "dq"],
