@@ -184,7 +184,7 @@ while time.time() < end:
 
 @pytest.mark.parametrize("head_dim", [64, 80, 128])
 def test_every_hopper_candidate_runs_beside_another_process(head_dim: int) -> None:
-    """Launches of 15-30 ms while another process computes on the same GPU, so that the kernel is
+    """Launches of 10-15 ms while another process computes on the same GPU, so that the kernel is
     preempted and resumed.
 
     Under Triton 3.8 the two-consumer one-tile kernel faulted (illegal address) every time this happened:
