@@ -605,6 +605,26 @@ def _stores_onto_mbarriers(ptx: str) -> tuple[set[int], list[int]]:
     return inits, sorted(at for at in stores if any(bar <= at < bar + 8 for bar in inits))
 
 
+def _assert_no_store_on_mbarriers(ptx: str) -> None:
+    inits, clashes = _stores_onto_mbarriers(ptx)
+    assert len(inits) >= 4, f"the mbarrier inits were not found in the PTX: {sorted(inits)}"
+    assert not clashes, f"plain stores at shared offsets {clashes} overwrite mbarriers at {sorted(inits)}"
+
+
+def _compile_sm90(*args: str, timeout: int = 300, **env_changes: str | None) -> subprocess.CompletedProcess:
+    """benchmarks/compile_sm90.py with ``args``, outside the interpreter (``env_changes``: None unsets)."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    for key, value in env_changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    script = Path(__file__).parents[1] / "benchmarks" / "compile_sm90.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.mark.parametrize(
     ("kernel", "head_dim", "consumers"),
     [("pingpong", 128, 2), ("persistent", 128, 2), ("pingpong", 64, 3), ("pingpong", 80, 2)],
@@ -626,21 +646,10 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     from pathoflash.kernels import attention_hopper as hop
 
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env.pop("PATHOFLASH_NAMED_BARRIERS", None)
-    script = Path(__file__).parents[1] / "benchmarks" / "compile_sm90.py"
-    command = [
-        sys.executable,
-        str(script),
-        kernel,
-        "--head-dim",
-        str(head_dim),
-        "--consumers",
-        str(consumers),
-    ]
-    proc = subprocess.run(
-        [*command, "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = _compile_sm90(
+        kernel, "--head-dim", str(head_dim), "--consumers", str(consumers), "--out", str(tmp_path),
+        PATHOFLASH_NAMED_BARRIERS=None,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     ptx = (tmp_path / "kernel.ptx").read_text()
     immediate = {int(i) for i in re.findall(r"\b(?:bar\.sync|bar\.arrive|barrier\.sync)\s+(\d+)[,;]", ptx)}
@@ -652,9 +661,7 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
     else:
         assert not turns & immediate and not releases, "three consumers should keep the mbarrier handshakes"
     assert max(immediate - turns) < hop.K_FREE_BAR, f"Triton uses named barriers {sorted(immediate - turns)}"
-    inits, clashes = _stores_onto_mbarriers(ptx)
-    assert len(inits) >= 4, f"the mbarrier inits were not found in the PTX: {sorted(inits)}"
-    assert not clashes, f"plain stores at shared offsets {clashes} overwrite mbarriers at {sorted(inits)}"
+    _assert_no_store_on_mbarriers(ptx)
 
 
 @pytest.mark.parametrize(
@@ -667,14 +674,9 @@ def test_no_store_of_the_gluon_backward_lands_on_an_mbarrier(options: list[str],
     backward's PTX too, at the configurations the chooser runs (head dim 128: persistent, dQ columns shared
     out; 64: one key tile a CTA)."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    script = Path(__file__).parents[1] / "benchmarks" / "compile_sm90.py"
-    command = [sys.executable, str(script), "hopper_bwd", "--block-m", "64", *options, "--out", str(tmp_path)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    proc = _compile_sm90("hopper_bwd", "--block-m", "64", *options, "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    inits, clashes = _stores_onto_mbarriers((tmp_path / "kernel.ptx").read_text())
-    assert len(inits) >= 4, f"the mbarrier inits were not found in the PTX: {sorted(inits)}"
-    assert not clashes, f"plain stores at shared offsets {clashes} overwrite mbarriers at {sorted(inits)}"
+    _assert_no_store_on_mbarriers((tmp_path / "kernel.ptx").read_text())
 
 
 @pytest.mark.parametrize(
@@ -687,12 +689,7 @@ def test_every_triton_candidate_compiles_for_an_a100(kernel: list[str]) -> None:
     the dK/dV kernel, the dQ kernel and the opt-in one-pass backward (dQ by atomic adds, its form off Hopper)
     compiles for sm_80 at head dims 64, 80 (split) and 128 and fits the A100's shared memory. A Hopper-only
     construct in those paths fails here. (Triton 3.6 and 3.8 compile them all, every head dim, 2026-11-27.)"""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    script = Path(__file__).parents[1] / "benchmarks" / "compile_sm90.py"
-    command = [sys.executable, str(script), *kernel, "--arch", "80", "--head-dim", "64,80,128"]
-    proc = subprocess.run(
-        [*command, "--every-candidate"], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = _compile_sm90(*kernel, "--arch", "80", "--head-dim", "64,80,128", "--every-candidate", timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert proc.stdout.count("shared") >= 9, proc.stdout  # three candidates or more at each head dim
 
