@@ -43,6 +43,8 @@ import triton.language as tl
 
 from pathoflash.errors import PathoflashError
 
+from .launch import launch
+
 log = logging.getLogger(__name__)
 
 LOG2E = 1.4426950408889634
@@ -1331,10 +1333,10 @@ def _delta(
     if dlse is not None:
         dlse = dlse.to(torch.float32).contiguous()
     pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
-    _attn_bwd_preprocess_kernel[pre_grid](
-        o, do, delta if dlse is None else dlse, delta, delta if zero is None else zero, *o.stride(), *do.stride(),
-        heads, n_q, HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK,
-        HAS_DLSE=dlse is not None, HAS_ZERO=zero is not None,
+    launch(
+        _attn_bwd_preprocess_kernel, pre_grid, o, do, delta if dlse is None else dlse, delta,
+        delta if zero is None else zero, *o.stride(), *do.stride(), heads, n_q, HEAD_DIM=head_dim,
+        HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None, HAS_ZERO=zero is not None,
     )  # fmt: skip
     return delta
 
@@ -1344,9 +1346,9 @@ def _dq_cast(acc: torch.Tensor, scale: float, dq: torch.Tensor) -> None:
     2.2-2.6 TB/s on an H100, where torch.mul(acc, scale, out=dq) moved 2.0-2.3 (RESULTS.md run 12)."""
     batch, heads, n_q, head_dim = dq.shape
     grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
-    _dq_cast_kernel[grid](
-        acc, dq, scale, *dq.stride(), heads, n_q, HEAD_DIM=head_dim, HEAD_PAD=_head_pad(head_dim),
-        BLOCK_M=_PREPROCESS_BLOCK,
+    launch(
+        _dq_cast_kernel, grid, acc, dq, scale, *dq.stride(), heads, n_q, HEAD_DIM=head_dim,
+        HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK,
     )  # fmt: skip
 
 

@@ -61,6 +61,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .attention import LOG2E, capability
+from .launch import launch
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -780,19 +781,19 @@ def _launch(
             descriptor(v, cfg.block_n),
             descriptor(o, rows),
         )
-        _attn_fwd_persistent_kernel[(min(grid[0], sm_count(q.device)),)](
-            *descs, lse, batch * heads, *common[1:], K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages,
-            CONSUMER_REGS=CONSUMER_REGS[cfg.consumers], LOADER_REGS=LOADER_REGS, CONSUMERS=cfg.consumers,
-            num_warps=4,
+        launch(
+            _attn_fwd_persistent_kernel, (min(grid[0], sm_count(q.device)),), *descs, lse, batch * heads,
+            *common[1:], K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers],
+            LOADER_REGS=LOADER_REGS, CONSUMERS=cfg.consumers, num_warps=4,
         )  # fmt: skip
     elif cfg.pingpong:
         (q_d, q_t), (k_d, k_t), (v_d, v_t), (o_d, o_t) = (
             piece_descriptors(t, r) for t, r in ((q, rows), (k, cfg.block_n), (v, cfg.block_n), (o, rows))
         )
-        _attn_fwd_pingpong_kernel[grid](
-            q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, *common, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
-            V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers], LOADER_REGS=LOADER_REGS,
-            CONSUMERS=cfg.consumers, num_warps=4,
+        launch(
+            _attn_fwd_pingpong_kernel, grid, q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, *common, BLOCK_N=cfg.block_n,
+            K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers],
+            LOADER_REGS=LOADER_REGS, CONSUMERS=cfg.consumers, num_warps=4,
         )  # fmt: skip
     else:  # power-of-two head dims only
         descs = (
@@ -801,9 +802,9 @@ def _launch(
             descriptor(v, cfg.block_n),
             descriptor(o, rows),
         )
-        _attn_fwd_hopper_kernel[grid](
-            *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, K_STAGES=cfg.k_stages,
-            V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
+        launch(
+            _attn_fwd_hopper_kernel, grid, *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n,
+            K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
 
 

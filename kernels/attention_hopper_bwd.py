@@ -69,6 +69,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from .attention import LOG2E
 from .attention_hopper import descriptor, head_pieces, piece_descriptors, sm_count
+from .launch import launch
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
     _tma_add = tma.async_atomic_add
@@ -797,9 +798,10 @@ def hopper_backward(
     if cfg.dq_halves and head_dim == 128:
         half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
         pieces["dq"] = (half, half)
-    _attn_bwd_hopper_kernel[grid](
-        *(pieces[name][0] for name in tensors), *(pieces[name][1] for name in tensors), lse, delta,
-        heads, n_q, n_kv, batch * heads, scale * LOG2E, scale, STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS,
-        CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS, PERSISTENT=persistent, num_warps=4,
+    launch(
+        _attn_bwd_hopper_kernel, grid, *(pieces[name][0] for name in tensors),
+        *(pieces[name][1] for name in tensors), lse, delta, heads, n_q, n_kv, batch * heads, scale * LOG2E, scale,
+        STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS, CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS,
+        PERSISTENT=persistent, num_warps=4,
     )  # fmt: skip
     return dq_acc

@@ -474,3 +474,43 @@ def test_tensors_on_another_device_than_the_current_one(head_dim: int) -> None:
     assert torch.cuda.current_device() == 0
     assert all(t.device == dev for t in got.values())
     assert_within_tolerance(got, plain, exact)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon kernels run on sm_90 only")
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_repeated_calls_launch_directly_and_stay_correct(
+    head_dim: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second forward+backward of a shape launches every kernel directly (``launch.py``), none through
+    ``kernel[grid]``, on new inputs of the same shape, and still matches the reference; the forward gives
+    the bits Triton's own launch gave."""
+    from pathoflash.kernels import launch
+    from triton.runtime.jit import JITFunction
+
+    monkeypatch.setattr(attention, "_gluon_bwd_override", True)
+    through_triton = []
+    original = JITFunction.run
+
+    def counted(self: JITFunction, *args: object, **kwargs: object) -> object:
+        through_triton.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(JITFunction, "run", counted)
+    torch.manual_seed(head_dim)
+    shape = (2, 3, 1031, head_dim, "qkv")
+    _check(*shape, torch.bfloat16)  # first: through Triton, keys kept
+    assert through_triton
+    through_triton.clear()
+    q, k, v = _inputs(*shape, torch.bfloat16)
+    do = torch.randn(2, 1031, 3, head_dim, device="cuda", dtype=torch.bfloat16).transpose(1, 2)  # as _check's
+    got = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+    assert through_triton == [], "a repeated call went through kernel[grid]"
+    assert_within_tolerance(
+        got,
+        _grads(attention_reference, q, k, v, do),
+        _grads(attention_reference, q.float(), k.float(), v.float(), do),
+    )
+    monkeypatch.setattr(launch, "ENABLED", False)
+    again = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+    assert through_triton, "with the switch off the launches go through Triton"
+    assert torch.equal(got["o"], again["o"]) and torch.equal(got["lse"], again["lse"])

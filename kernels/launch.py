@@ -1,0 +1,137 @@
+"""Launch a compiled Triton or Gluon kernel again without Triton's per-call argument binding.
+
+``kernel[grid](*args, **kwargs)`` binds every argument on every call: it specialises each one (type, 16-byte
+alignment, an int equal to 1), hashes the whole specialisation (a Gluon tensor descriptor hashes its layout)
+into a cache key, looks the compiled kernel up and only then launches it. At the small shapes of a
+forward+backward call that is a large part of the host time, which exceeded the GPU time (H100, session 20,
+``benchmarks/ATTENTION_NOTES.md``).
+
+:func:`launch` keeps the compiled kernel under a key of its own that is finer than Triton's: every int by
+value, every float as a float, every tensor by dtype and 16-byte alignment, every descriptor by dtype, block
+shape and layout, every constexpr and option by value, and the device. Two calls with equal keys therefore
+get the same compiled kernel from Triton too, so a key seen before is launched directly
+(``CompiledKernel.run``, the call ``JITFunction.run`` makes; the same in Triton 3.6 and 3.8). Anything else
+goes through ``kernel[grid]``: a new key (whose compiled kernel is then kept), an argument of a type it does
+not know, launch hooks (a profiler), the interpreter's functions, or ``PATHOFLASH_DIRECT_LAUNCH=0``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import triton
+from triton import knobs
+from triton.runtime.jit import JITFunction
+
+ENABLED = os.environ.get("PATHOFLASH_DIRECT_LAUNCH", "1") != "0"
+MAX_KERNELS = 256  # compiled kernels kept (least recently used dropped): a model has a few shapes
+
+_compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_param_names: dict[Any, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+_UNKNOWN = object()
+
+
+def _arg_key(arg: Any) -> Any:
+    """What Triton may specialise ``arg`` on, or finer; ``_UNKNOWN`` for a type this module does not key."""
+    kind = type(arg)
+    if kind is int:
+        return arg
+    if kind is float:
+        return float
+    if kind is bool:
+        return (bool, arg)
+    if arg is None:
+        return None
+    if isinstance(arg, torch.Tensor):
+        return (arg.dtype, arg.data_ptr() % 16 == 0)
+    layout = getattr(arg, "layout", None)
+    base = getattr(arg, "base", None)
+    if layout is not None and isinstance(base, torch.Tensor):  # a Gluon host tensor descriptor
+        return (base.dtype, tuple(arg.block_shape), layout, getattr(arg, "padding", None))
+    return _UNKNOWN
+
+
+def _names_and_defaults(fn: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The kernel's parameters in order and their defaults (``_UNKNOWN`` where there is none)."""
+    found = _param_names.get(fn)
+    if found is None:
+        params = fn.signature.parameters.values()
+        found = (
+            tuple(p.name for p in params),
+            tuple(_UNKNOWN if p.default is p.empty else p.default for p in params),
+        )
+        _param_names[fn] = found
+    return found
+
+
+def _ordered(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
+    """Every parameter's value in the kernel's order (constexprs included, as ``JITFunction.run`` passes
+    them), or None if one is missing."""
+    names, defaults = _names_and_defaults(fn)
+    values = list(args)
+    for name, default in zip(names[len(args) :], defaults[len(args) :], strict=True):
+        value = kwargs.get(name, default)
+        if value is _UNKNOWN:
+            return None
+        values.append(value)
+    return values
+
+
+def _current_stream(device: int) -> int:
+    """The raw CUDA stream Triton would launch on (torch's current stream of ``device``)."""
+    return int(triton.runtime.driver.active.get_current_stream(device))
+
+
+def _hooked() -> bool:
+    """Whether a launch hook is set (a profiler): such launches go through Triton, which calls it."""
+    if getattr(knobs.runtime, "add_stages_inspection_hook", None) is not None:  # 3.8: custom pipelines
+        return True
+    for hook in (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook):
+        # Triton 3.6 and 3.8 keep a chain of hooks there, empty unless one is added; anything else counts as set
+        if hook is not None and getattr(hook, "calls", True):
+            return True
+    return False
+
+
+def launch(fn: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
+    """``fn[grid](*args, **kwargs)``, launched directly when these arguments' key has been launched before."""
+    if not ENABLED or not isinstance(fn, JITFunction) or _hooked():  # the interpreter's functions are not
+        fn[grid](*args, **kwargs)
+        return
+    key_parts = [fn, torch.cuda.current_device(), knobs.runtime.debug]
+    for arg in args:
+        part = _arg_key(arg)
+        if part is _UNKNOWN:
+            fn[grid](*args, **kwargs)
+            return
+        key_parts.append(part)
+    for name, value in kwargs.items():
+        part = _arg_key(value)
+        if part is _UNKNOWN:
+            fn[grid](*args, **kwargs)
+            return
+        key_parts.append((name, part))
+    key = tuple(key_parts)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = fn[grid](*args, **kwargs)  # compiles or finds it, and launches
+        if compiled is not None and hasattr(compiled, "run"):
+            _compiled[key] = compiled
+            if len(_compiled) > MAX_KERNELS:
+                _compiled.popitem(last=False)
+        return
+    values = _ordered(fn, args, kwargs)
+    if values is None:
+        fn[grid](*args, **kwargs)
+        return
+    _compiled.move_to_end(key)
+    stream = _current_stream(key[1])
+    grid_y = grid[1] if len(grid) > 1 else 1
+    grid_z = grid[2] if len(grid) > 2 else 1
+    # No launch metadata and no hooks: what JITFunction.run passes amounts to that when no hook is set.
+    compiled.run(
+        grid[0], grid_y, grid_z, stream, compiled.function, compiled.packed_metadata, None, None, None, *values,
+    )  # fmt: skip
