@@ -24,26 +24,22 @@ from pathoflash.kernels import attention, attention_hopper, attention_hopper_bwd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
-SLEEP_CYCLES = 400_000_000  # ~0.2 s on an H100: longer than any batch of calls below
+SLEEP_CYCLES = 200_000_000  # ~0.1 s on an H100: longer than any batch of calls below
 
 
-def host_us(fn: Callable[[], object], calls: int, batches: int = 5) -> tuple[float, bool]:
-    """Median host microseconds per call of ``fn`` while the GPU sleeps; False if a batch outlasted the sleep."""
-    for _ in range(3):
+def host_us(fn: Callable[[], object], calls: int) -> tuple[float, bool]:
+    """Host microseconds per call of one batch of ``calls`` calls while the GPU sleeps; False if the batch
+    outlasted the sleep (then a call may have waited for the GPU)."""
+    torch.cuda._sleep(SLEEP_CYCLES)
+    asleep = torch.cuda.Event()
+    asleep.record()
+    start = time.perf_counter()
+    for _ in range(calls):
         fn()
+    took = (time.perf_counter() - start) / calls * 1e6
+    clean = not asleep.query()
     torch.cuda.synchronize()
-    times, clean = [], True
-    for _ in range(batches):
-        torch.cuda._sleep(SLEEP_CYCLES)
-        asleep = torch.cuda.Event()
-        asleep.record()
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls * 1e6)
-        clean &= not asleep.query()
-        torch.cuda.synchronize()
-    return statistics.median(times), clean
+    return took, clean
 
 
 def gpu_us(fn: Callable[[], object], calls: int) -> float:
@@ -100,7 +96,13 @@ def stages(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
         o, _ = attention._FlashAttentionFunction.apply(q, k, v, scale)
         return torch.autograd.grad(o, (q, k, v), do)
 
+    graph_out = flash_attention(q, k, v)
+
+    def backward_only() -> object:  # the autograd engine and our Function's backward, on a kept graph
+        return torch.autograd.grad(graph_out, (q, k, v), do, retain_graph=True)
+
     return {
+        "bwd only, kept graph": backward_only,
         "fwd+bwd, Function.apply": function_only,
         "fwd+bwd, empty Function": lambda: torch.autograd.grad(Passthrough.apply(q, k, v), (q, k, v), do),
         "fwd+bwd (autograd.grad)": lambda: torch.autograd.grad(flash_attention(q, k, v), (q, k, v), do),
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--shapes", default="2x16x4100x64,4x8x4096x128")
     parser.add_argument("--dtype", default="bf16", choices=["fp16", "bf16"])
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--batches", type=int, default=9)
     parser.add_argument("--profile", action="store_true", help="cProfile a call and _backward too")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
@@ -133,18 +136,28 @@ def main() -> None:
     for text in args.shapes.split(","):
         shape = tuple(map(int, text.split("x")))
         runs = stages(shape, dtype)
-        print(
-            f"\n{text}: host us per call (median of 5 batches of {args.calls}); '!' = a batch outlasted the sleep"
-        )
-        print(f"{'stage':26s} {'kernel[grid]':>13s} {'direct':>9s} {'ratio':>6s}")
+        print(f"\n{text}: host us per call, min and median of {args.batches} batches of {args.calls} calls")
+        print(f"{'stage':26s} {'kernel[grid]':>17s} {'direct':>17s} {'min ratio':>9s}")
         for name, fn in runs.items():
-            row = []
-            for enabled in (False, True):
+            times: dict[bool, list[float]] = {False: [], True: []}
+            clean = True
+            for enabled in (False, True):  # compile and warm both ways
                 launch.ENABLED = enabled
-                us, clean = host_us(fn, args.calls)
-                row.append(f"{us:8.1f}{' ' if clean else '!'}")
-            ratio = float(row[1][:-1]) / float(row[0][:-1])
-            print(f"{name:26s} {row[0]:>13s} {row[1]:>9s} {ratio:6.2f}")
+                for _ in range(3):
+                    fn()
+            torch.cuda.synchronize()
+            for _ in range(args.batches):  # the two ways alternate, so drifts of the host hit both
+                for enabled in (False, True):
+                    launch.ENABLED = enabled
+                    us, ok = host_us(fn, args.calls)
+                    times[enabled].append(us)
+                    clean &= ok
+            low = {e: min(t) for e, t in times.items()}
+            mid = {e: statistics.median(t) for e, t in times.items()}
+            print(
+                f"{name:26s} {low[False]:8.1f} {mid[False]:8.1f} {low[True]:8.1f} {mid[True]:8.1f}"
+                f" {low[True] / low[False]:6.2f}{'' if clean else '  (a batch outlasted the sleep)'}"
+            )
         for name in ("fwd+bwd (autograd.grad)", "cuDNN fwd+bwd"):
             for enabled in (False, True):
                 launch.ENABLED = enabled
@@ -152,10 +165,43 @@ def main() -> None:
                 bench = triton.testing.do_bench(runs[name], warmup=25, rep=200, return_mode="median") * 1e3
                 print(f"{name:26s} direct={enabled!s:5s} GPU {gpu:7.1f} us  do_bench {bench:7.1f} us")
         launch.ENABLED = True
+        _split_backward(runs["bwd only, kept graph"], args.calls)
         if args.profile:
             for name in ("fwd+bwd (autograd.grad)", "_backward (4 launches)"):
                 print(f"\ncProfile of {name!r}, 60 calls, direct launches, the GPU asleep")
                 _profile(runs[name])
+
+
+def _split_backward(backward_only: Callable[[], object], calls: int) -> None:
+    """Where a backward call's host time goes: the engine, our Function's backward, the ``_backward`` in it."""
+    spent = {"Function.backward": 0.0, "_backward": 0.0}
+    function = attention._FlashAttentionFunction
+    original_backward, original_inner = function.__dict__["backward"], attention._backward
+
+    def timed(name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def run(*a: object, **kw: object) -> object:
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return run
+
+    function.backward = staticmethod(timed("Function.backward", function.backward))  # type: ignore[assignment]
+    attention._backward = timed("_backward", original_inner)  # type: ignore[assignment]
+    try:
+        for _ in range(3):
+            backward_only()
+        spent.update({name: 0.0 for name in spent})
+        total, clean = host_us(backward_only, calls)
+    finally:
+        function.backward, attention._backward = original_backward, original_inner  # type: ignore[method-assign]
+    inner = {name: t / calls * 1e6 for name, t in spent.items()}
+    print(
+        f"bwd only, split: {total:.1f} us a call{'' if clean else ' (outlasted the sleep)'}; in Function.backward"
+        f" {inner['Function.backward']:.1f}, of which _backward {inner['_backward']:.1f}; the engine the rest"
+    )
 
 
 def _profile(fn: Callable[[], object]) -> None:
