@@ -6,7 +6,8 @@ keeps the GPU busy, so no call ever waits for the GPU (checked: the sleep must s
 calls are queued, or the row is marked). Every stage runs twice, Triton's launches (``kernel[grid]``) and
 ``pathoflash.kernels.launch``'s direct ones, and the GPU time and ``do_bench`` of a whole call beside it:
 
-    python3 benchmarks/probe_host.py [--shapes 2x16x4100x64,4x8x4096x128] [--dtype bf16] [--calls 30] [--profile]
+    python3 benchmarks/probe_host.py [--shapes 2x16x4100x64,4x8x4096x128] [--dtype bf16] [--calls 30]
+        [--profile] [--torch-profile]
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--batches", type=int, default=9)
     parser.add_argument("--profile", action="store_true", help="cProfile a call and _backward too")
+    parser.add_argument("--torch-profile", action="store_true", help="torch.profiler's CPU table of a call")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     print(
@@ -166,6 +168,8 @@ def main() -> None:
                 print(f"{name:26s} direct={enabled!s:5s} GPU {gpu:7.1f} us  do_bench {bench:7.1f} us")
         launch.ENABLED = True
         _split_backward(runs["bwd only, kept graph"], args.calls)
+        if args.torch_profile:
+            _torch_profile(runs["fwd+bwd (autograd.grad)"])
         if args.profile:
             for name in ("fwd+bwd (autograd.grad)", "_backward (4 launches)"):
                 print(f"\ncProfile of {name!r}, 60 calls, direct launches, the GPU asleep")
@@ -202,6 +206,22 @@ def _split_backward(backward_only: Callable[[], object], calls: int) -> None:
         f"bwd only, split: {total:.1f} us a call{'' if clean else ' (outlasted the sleep)'}; in Function.backward"
         f" {inner['Function.backward']:.1f}, of which _backward {inner['_backward']:.1f}; the engine the rest"
     )
+
+
+def _torch_profile(fn: Callable[[], object]) -> None:
+    """torch.profiler's CPU view of 20 calls, the autograd thread included: what the engine spends time on."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(SLEEP_CYCLES)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(20):
+            fn()
+    torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=20, max_name_column_width=60))
 
 
 def _profile(fn: Callable[[], object]) -> None:
