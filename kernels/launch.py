@@ -17,6 +17,7 @@ not know, launch hooks (a profiler), the interpreter's functions, or ``PATHOFLAS
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from typing import Any
@@ -37,7 +38,7 @@ _UNKNOWN = object()
 def _arg_key(arg: Any) -> Any:
     """What Triton may specialise ``arg`` on, or finer; ``_UNKNOWN`` for a type this module does not key."""
     kind = type(arg)
-    if kind is int:
+    if kind is int or kind is str:  # str: a constexpr, specialised by value
         return arg
     if kind is float:
         return float
@@ -127,7 +128,8 @@ def launch(fn: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     if values is None:
         fn[grid](*args, **kwargs)
         return
-    _compiled.move_to_end(key)
+    with contextlib.suppress(KeyError):  # dropped meanwhile by a launch on another thread (autograd's)
+        _compiled.move_to_end(key)
     stream = _current_stream(key[1])
     grid_y = grid[1] if len(grid) > 1 else 1
     grid_z = grid[2] if len(grid) > 2 else 1
