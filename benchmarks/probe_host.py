@@ -3,8 +3,8 @@
 Session 20 found our forward+backward call host-bound at (2, 16, 4100, 64): more host time per call than GPU
 time (ATTENTION_NOTES "Session 20", item 4). Each stage here is timed on the host while a long sleep kernel
 keeps the GPU busy, so no call ever waits for the GPU (checked: the sleep must still be running when the
-calls are queued, or the row is marked). Every stage runs twice, Triton's launches (``kernel[grid]``) and
-``pathoflash.kernels.launch``'s direct ones, and the GPU time and ``do_bench`` of a whole call beside it:
+calls are queued, or the row is marked). Every stage runs twice, Triton's launches (``kernel[grid]``, checked
+descriptors) and ``pathoflash.kernels.launch``'s direct ones (descriptors built unchecked), and the GPU time and ``do_bench`` of a whole call beside it:
 
     python3 benchmarks/probe_host.py [--shapes 2x16x4100x64,4x8x4096x128] [--dtype bf16] [--calls 30]
         [--profile] [--torch-profile]
@@ -55,6 +55,15 @@ def gpu_us(fn: Callable[[], object], calls: int) -> float:
     end.record()
     end.synchronize()
     return begin.elapsed_time(end) / calls * 1e3
+
+
+_DESCRIPTOR_DEFAULTS = attention_hopper._DESCRIPTOR_DEFAULTS
+
+
+def _fast_paths(enabled: bool) -> None:
+    """Direct launches and unchecked descriptors (session 21) on, or Triton's launch and checked descriptors."""
+    launch.ENABLED = enabled
+    attention_hopper._DESCRIPTOR_DEFAULTS = _DESCRIPTOR_DEFAULTS if enabled else None
 
 
 def stages(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[], object]]:
@@ -129,6 +138,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--batches", type=int, default=9)
     parser.add_argument("--profile", action="store_true", help="cProfile a call and _backward too")
+    parser.add_argument("--no-table", action="store_true", help="skip the stage table")
     parser.add_argument("--torch-profile", action="store_true", help="torch.profiler's CPU table of a call")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
@@ -139,18 +149,18 @@ def main() -> None:
         shape = tuple(map(int, text.split("x")))
         runs = stages(shape, dtype)
         print(f"\n{text}: host us per call, min and median of {args.batches} batches of {args.calls} calls")
-        print(f"{'stage':26s} {'kernel[grid]':>17s} {'direct':>17s} {'min ratio':>9s}")
-        for name, fn in runs.items():
+        print(f"{'stage':26s} {'Triton launch':>17s} {'direct':>17s} {'min ratio':>9s}")
+        for name, fn in runs.items() if not args.no_table else ():
             times: dict[bool, list[float]] = {False: [], True: []}
             clean = True
             for enabled in (False, True):  # compile and warm both ways
-                launch.ENABLED = enabled
+                _fast_paths(enabled)
                 for _ in range(3):
                     fn()
             torch.cuda.synchronize()
             for _ in range(args.batches):  # the two ways alternate, so drifts of the host hit both
                 for enabled in (False, True):
-                    launch.ENABLED = enabled
+                    _fast_paths(enabled)
                     us, ok = host_us(fn, args.calls)
                     times[enabled].append(us)
                     clean &= ok
@@ -162,16 +172,16 @@ def main() -> None:
             )
         for name in ("fwd+bwd (autograd.grad)", "cuDNN fwd+bwd"):
             for enabled in (False, True):
-                launch.ENABLED = enabled
+                _fast_paths(enabled)
                 gpu = gpu_us(runs[name], args.calls)
                 bench = triton.testing.do_bench(runs[name], warmup=25, rep=200, return_mode="median") * 1e3
                 print(f"{name:26s} direct={enabled!s:5s} GPU {gpu:7.1f} us  do_bench {bench:7.1f} us")
-        launch.ENABLED = True
+        _fast_paths(True)
         _split_backward(runs["bwd only, kept graph"], args.calls)
         if args.torch_profile:
             _torch_profile(runs["fwd+bwd (autograd.grad)"])
         if args.profile:
-            for name in ("fwd+bwd (autograd.grad)", "_backward (4 launches)"):
+            for name in ("fwd, no grad", "_backward (4 launches)", "hopper_backward"):
                 print(f"\ncProfile of {name!r}, 60 calls, direct launches, the GPU asleep")
                 _profile(runs[name])
 
@@ -232,7 +242,7 @@ def _profile(fn: Callable[[], object]) -> None:
         fn()
     profile.disable()
     torch.cuda.synchronize()
-    pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(45)
 
 
 if __name__ == "__main__":

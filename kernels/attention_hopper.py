@@ -40,6 +40,7 @@ to back (``HopperConfig.persistent``). Only the forward runs here; the Hopper ba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -691,13 +692,43 @@ def _box_layout(rows: int, head_dim: int, dtype: torch.dtype) -> gl.NVMMASharedL
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gl_dtype)
 
 
+def _descriptor_defaults() -> dict[str, object] | None:
+    """Gluon's TensorDescriptor fields past base, shape, strides, block_shape and layout, with their defaults
+    (``padding``; Triton 3.8 adds ``round_f32_to_tf32``); None if it is not a dataclass of such fields."""
+    if not dataclasses.is_dataclass(TensorDescriptor):
+        return None
+    defaults: dict[str, object] = {}
+    for field in dataclasses.fields(TensorDescriptor):
+        if field.name in ("base", "shape", "strides", "block_shape", "layout"):
+            continue
+        if field.default is dataclasses.MISSING:
+            return None
+        defaults[field.name] = field.default
+    return defaults
+
+
+_DESCRIPTOR_DEFAULTS = _descriptor_defaults()
+
+
 def descriptor(t: torch.Tensor, rows: int, cols: int | None = None) -> TensorDescriptor:
     """A TMA descriptor over the whole (B, H, N, D) tensor with its own strides; boxes of (1, 1, rows, cols)
-    (cols: all D by default)."""
+    (cols: all D by default).
+
+    Built without the dataclass's own checks (16-byte aligned base and strides, unit last stride, power-of-two
+    box), which cost as much as the rest of a launch's Python: every tensor given here passed
+    :func:`hopper_usable` or was allocated by the launchers, and the CUDA driver checks the same again when
+    Triton encodes the descriptor. Same fields, same values (``tests/test_flash_attention.py``).
+    """
     cols = cols or t.shape[3]
-    return TensorDescriptor(
-        t, list(t.shape), list(t.stride()), [1, 1, rows, cols], _box_layout(rows, cols, t.dtype)
+    layout = _box_layout(rows, cols, t.dtype)
+    if _DESCRIPTOR_DEFAULTS is None:
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols], layout)
+    made = object.__new__(TensorDescriptor)
+    made.__dict__.update(_DESCRIPTOR_DEFAULTS)
+    made.__dict__.update(
+        base=t, shape=list(t.shape), strides=list(t.stride()), block_shape=[1, 1, rows, cols], layout=layout
     )
+    return made
 
 
 def head_pieces(head_dim: int) -> tuple[int, int]:

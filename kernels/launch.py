@@ -11,15 +11,14 @@ value, every float as a float, every tensor by dtype and 16-byte alignment, ever
 shape and layout, every constexpr and option by value, and the device. Two calls with equal keys therefore
 get the same compiled kernel from Triton too, so a key seen before is launched directly
 (``CompiledKernel.run``, the call ``JITFunction.run`` makes; the same in Triton 3.6 and 3.8). Anything else
-goes through ``kernel[grid]``: a new key (whose compiled kernel is then kept), an argument of a type it does
-not know, launch hooks (a profiler), the interpreter's functions, or ``PATHOFLASH_DIRECT_LAUNCH=0``.
+goes through ``kernel[grid]``: a new key (whose compiled kernel is then kept, up to :data:`MAX_KERNELS`), an
+argument of a type it does not know, launch hooks (a profiler), the interpreter's functions, or
+``PATHOFLASH_DIRECT_LAUNCH=0``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -28,9 +27,9 @@ from triton import knobs
 from triton.runtime.jit import JITFunction
 
 ENABLED = os.environ.get("PATHOFLASH_DIRECT_LAUNCH", "1") != "0"
-MAX_KERNELS = 256  # compiled kernels kept (least recently used dropped): a model has a few shapes
+MAX_KERNELS = 256  # compiled kernels kept; past that many the cache starts over
 
-_compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_compiled: dict[tuple[Any, ...], Any] = {}
 _param_names: dict[Any, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 _UNKNOWN = object()
 
@@ -97,40 +96,46 @@ def _hooked() -> bool:
     return False
 
 
+def _key(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The key of this launch (see the module's docstring), or None if an argument has a type it does not key.
+
+    The common types are tested inline: this runs on every launch, where a call per argument costs."""
+    parts: list[Any] = [fn, torch.cuda.current_device(), knobs.runtime.debug]
+    append = parts.append
+    for arg in (*args, *kwargs.values()):
+        kind = type(arg)
+        if kind is int:
+            append(arg)
+        elif kind is torch.Tensor:
+            append((arg.dtype, arg.data_ptr() % 16 == 0))
+        else:
+            part = _arg_key(arg)
+            if part is _UNKNOWN:
+                return None
+            append(part)
+    parts.extend(kwargs)  # the names, in the call's order (fixed per call site)
+    return tuple(parts)
+
+
 def launch(fn: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     """``fn[grid](*args, **kwargs)``, launched directly when these arguments' key has been launched before."""
     if not ENABLED or not isinstance(fn, JITFunction) or _hooked():  # the interpreter's functions are not
         fn[grid](*args, **kwargs)
         return
-    key_parts = [fn, torch.cuda.current_device(), knobs.runtime.debug]
-    for arg in args:
-        part = _arg_key(arg)
-        if part is _UNKNOWN:
-            fn[grid](*args, **kwargs)
-            return
-        key_parts.append(part)
-    for name, value in kwargs.items():
-        part = _arg_key(value)
-        if part is _UNKNOWN:
-            fn[grid](*args, **kwargs)
-            return
-        key_parts.append((name, part))
-    key = tuple(key_parts)
-    compiled = _compiled.get(key)
+    key = _key(fn, args, kwargs)
+    compiled = None if key is None else _compiled.get(key)
     if compiled is None:
         compiled = fn[grid](*args, **kwargs)  # compiles or finds it, and launches
-        if compiled is not None and hasattr(compiled, "run"):
+        if key is not None and compiled is not None and hasattr(compiled, "run"):
+            if len(_compiled) >= MAX_KERNELS:
+                _compiled.clear()  # a model has a few shapes: past that many, start over
             _compiled[key] = compiled
-            if len(_compiled) > MAX_KERNELS:
-                _compiled.popitem(last=False)
         return
     values = _ordered(fn, args, kwargs)
     if values is None:
         fn[grid](*args, **kwargs)
         return
-    with contextlib.suppress(KeyError):  # dropped meanwhile by a launch on another thread (autograd's)
-        _compiled.move_to_end(key)
-    stream = _current_stream(key[1])
+    stream = _current_stream(key[1])  # type: ignore[index]
     grid_y = grid[1] if len(grid) > 1 else 1
     grid_z = grid[2] if len(grid) > 2 else 1
     # No launch metadata and no hooks: what JITFunction.run passes amounts to that when no hook is set.

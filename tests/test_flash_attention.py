@@ -766,6 +766,27 @@ def test_the_persistent_backward_runs_at_head_dim_128_with_at_most_one_cta_per_s
         launch(1, 2, 300, 80, bwd.BackwardConfig(persistent=True))
 
 
+def test_descriptors_equal_what_the_checked_constructor_makes() -> None:
+    """``attention_hopper.descriptor`` skips the TensorDescriptor dataclass's checks (they cost as much as the
+    rest of a launch's Python): the object must still be what the installed Triton's constructor makes, field
+    for field, defaults included (3.8 added one)."""
+    gluon = pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+
+    assert hop._DESCRIPTOR_DEFAULTS is not None, "the fast path is off with this Triton: check why"
+    fused = torch.zeros(2, 100, 3, 4, 80, dtype=torch.bfloat16)
+    for t, rows, cols in (
+        (fused[:, :, 1].transpose(1, 2)[..., :64], 128, None),  # head dim 80's two pieces
+        (fused[:, :, 0].transpose(1, 2)[..., 64:], 64, None),
+        (torch.zeros(1, 2, 30, 128, dtype=torch.float32), 64, 64),
+    ):
+        made = hop.descriptor(t, rows, cols)
+        cols = cols or t.shape[3]
+        layout = hop._box_layout(rows, cols, t.dtype)
+        checked = gluon.TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols], layout)
+        assert type(made) is type(checked) and vars(made) == vars(checked)
+
+
 @pytest.mark.parametrize(
     ("head_dim", "pieces"),
     [(48, (32, 16)), (64, (64, 64)), (80, (64, 16)), (96, (64, 32)), (128, (128, 128))],

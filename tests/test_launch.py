@@ -49,7 +49,7 @@ class _Kernel(JITFunction):
 @pytest.fixture
 def kernel(monkeypatch: pytest.MonkeyPatch) -> _Kernel:
     monkeypatch.setattr(fast, "ENABLED", True)
-    monkeypatch.setattr(fast, "_compiled", type(fast._compiled)())
+    monkeypatch.setattr(fast, "_compiled", {})
     monkeypatch.setattr(fast, "_current_stream", lambda device: 1234)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     return _Kernel()
@@ -121,13 +121,14 @@ def test_unknown_arguments_hooks_and_the_switch_go_through_triton(
     assert len(kernel.triton_calls) == 5 and len(kernel.compiled[2].launches) == 1
 
 
-def test_only_the_most_recent_kernels_are_kept(kernel: _Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_kept_kernels_are_bounded(kernel: _Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fast, "MAX_KERNELS", 2)
     x = torch.zeros(64)
-    for n in (16, 32, 16, 48):  # 32 is then the oldest and dropped
+    for n in (16, 32, 16, 48):  # 48 is a third key: the cache starts over with it
         fast.launch(kernel, (1,), x, n, 0.5, FLAG=1)
-    assert len(kernel.triton_calls) == 3
-    fast.launch(kernel, (1,), x, 32, 0.5, FLAG=1)
+    assert len(kernel.triton_calls) == 3 and len(fast._compiled) == 1
+    fast.launch(kernel, (1,), x, 48, 0.5, FLAG=1)  # kept
+    fast.launch(kernel, (1,), x, 16, 0.5, FLAG=1)  # dropped: through Triton again
     assert len(kernel.triton_calls) == 4
 
 
@@ -143,7 +144,7 @@ def test_an_interpreted_kernel_is_called_as_is() -> None:
     assert calls == [((3,), (1, 2), {"FLAG": 1})] * 2
 
 
-def test_equal_keys_mean_equal_triton_specialisations() -> None:
+def test_equal_keys_mean_equal_triton_specialisations(kernel: _Kernel) -> None:
     """The safety of the direct launch: wherever two arguments get equal keys, Triton's own specialisation of
     them (type, 16-byte alignment, ints equal to 1, i32 or i64) is equal too."""
     native = pytest.importorskip("triton._C.libtriton").native_specialize_impl
@@ -165,7 +166,7 @@ def test_equal_keys_mean_equal_triton_specialisations() -> None:
     ]  # fmt: skip
     equal_keys = 0
     for a, b in itertools.combinations(args, 2):
-        if fast._arg_key(a) == fast._arg_key(b):
+        if fast._key(kernel, (a,), {}) == fast._key(kernel, (b,), {}):  # what launch() keys them by
             equal_keys += 1
             spec_a = native(CUDABackend, a, False, True, True)
             spec_b = native(CUDABackend, b, False, True, True)
