@@ -3,8 +3,9 @@
 Session 20 found our forward+backward call host-bound at (2, 16, 4100, 64): more host time per call than GPU
 time (ATTENTION_NOTES "Session 20", item 4). Each stage here is timed on the host while a long sleep kernel
 keeps the GPU busy, so no call ever waits for the GPU (checked: the sleep must still be running when the
-calls are queued, or the row is marked). Every stage runs twice, Triton's launches (``kernel[grid]``, checked
-descriptors) and ``pathoflash.kernels.launch``'s direct ones (descriptors built unchecked), and the GPU time and ``do_bench`` of a whole call beside it:
+calls are queued, or the row is marked). Every stage runs twice, Triton's launches (``kernel[grid]``,
+checked descriptors) and ``pathoflash.kernels.launch``'s direct ones (descriptors built unchecked), and the
+GPU time and ``do_bench`` of a whole call beside it:
 
     python3 benchmarks/probe_host.py [--shapes 2x16x4100x64,4x8x4096x128] [--dtype bf16] [--calls 30]
         [--profile] [--torch-profile]
