@@ -61,7 +61,10 @@ def configs(d: int) -> list[hop.HopperConfig]:
     return out
 
 
-def check(pp_only: bool = False, consumers: int | None = None) -> bool:
+def check(
+    pp_only: bool = False, consumers: int | None = None, only: list[hop.HopperConfig] | None = None
+) -> bool:
+    """Every configuration (or those in ``only``) against a float32 reference."""
     ok = True
     torch.manual_seed(0)
     cases = [(1, 2, n, d) for d in (64, 128) for n in (1, 7, 64, 129, 300, 1000)]
@@ -78,7 +81,7 @@ def check(pp_only: bool = False, consumers: int | None = None) -> bool:
         if not hop.hopper_usable(q, k, v):
             print(f"SKIP {b}x{h}x{n}x{d} {dtype} fused={fused}: not usable")
             continue
-        for cfg in configs(d):
+        for cfg in configs(d) if only is None else only:
             if (pp_only and not cfg.pingpong) or (
                 consumers and (cfg.consumers != consumers or not cfg.pingpong)
             ):
@@ -302,12 +305,13 @@ def main() -> int:
     parser.add_argument("--consumers", type=int, help="check only ping-pong configurations with this many")
     parser.add_argument("--head-dims", default="64,128", help="sweep: only shapes with these head dims")
     parser.add_argument("--shapes", help="ab: B,H,N,D;B,H,N,D;... instead of the issue's shapes")
-    parser.add_argument("--configs", help="ab: pp:k2v2,persistent:k2v2,... instead of the candidates")
+    parser.add_argument("--configs", help="ab, check: pp:k2v2,persistent:k2v2,... instead of the candidates")
     parser.add_argument("--fresh", action="store_true", help="ab: new inputs (allocations) every round")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
-        return 0 if check(args.pp_only, args.consumers) else 1
+        only = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
+        return 0 if check(args.pp_only, args.consumers, only) else 1
     head_dims = tuple(int(d) for d in args.head_dims.split(","))
     if args.what == "ab":
         shapes = parse_shapes(args.shapes) if args.shapes else None
