@@ -116,7 +116,10 @@ def _gluon_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, dict
         constants.update(HEAD_DIM=args.head_dim, num_warps=args.warps)
     signature = {"q_desc": desc(rows), "k_desc": desc(args.block_n), "v_desc": desc(args.block_n)}
     signature.update({"o_desc": desc(rows), "LSE": "*fp32", "qk_scale": "fp32"})
-    if args.kernel == "pingpong":  # the second column piece (the first again where the head dim is unsplit)
+    tails = ("q_tail_desc", "o_tail_desc", "k_tail_desc", "v_tail_desc")
+    if args.kernel == "pingpong" and tail == first:  # unsplit: None, as attention_hopper._launch passes
+        constants.update(dict.fromkeys(tails))
+    elif args.kernel == "pingpong":  # the second column piece
         signature.update({"q_tail_desc": desc(rows, tail), "o_tail_desc": desc(rows, tail)})
         signature.update({n: desc(args.block_n, tail) for n in ("k_tail_desc", "v_tail_desc")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
@@ -154,7 +157,9 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
     if "PERSISTENT" in fn.arg_names:
         constants["PERSISTENT"] = args.persistent
     signature: dict = {}
-    for suffix, cols in (("", first), ("_tail", tail)):  # the tail is the first piece again if unsplit
+    if tail == first:  # unsplit: None for the second pieces, as attention_hopper_bwd.hopper_backward passes
+        constants.update(dict.fromkeys(f"{n}_tail_desc" for n in ("q", "do", "k", "v", "dk", "dv", "dq")))
+    for suffix, cols in (("", first), ("_tail", tail)) if tail != first else (("", first),):
         signature.update({f"{n}{suffix}_desc": desc(args.block_m, cols) for n in ("q", "do")})
         signature.update({f"{n}{suffix}_desc": desc(bwd.ROWS.value, cols) for n in ("k", "v", "dk", "dv")})
         dq_cols = cols // 2 if args.dq_halves else cols

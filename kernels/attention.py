@@ -1438,15 +1438,23 @@ def _prepared(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, width - t.shape[-1]))
 
 
+def _forward_padded(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The inputs as the kernels take them (:func:`_prepared`), and ``o`` and ``lse`` at that width."""
+    width = exact_head_dim(q.shape[3])
+    prepared = (_prepared(q, width), _prepared(k, width), _prepared(v, width))
+    o, lse = _forward(*prepared, scale)
+    return prepared, o, lse
+
+
 class _FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         head_dim = q.shape[3]
-        width = exact_head_dim(head_dim)
-        q, k, v = (_prepared(t, width) for t in (q, k, v))
-        o, lse = _forward(q, k, v, scale)
+        (q, k, v), o, lse = _forward_padded(q, k, v, scale)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.scale, ctx.head_dim = scale, head_dim
         ctx.set_materialize_grads(False)
@@ -1568,5 +1576,9 @@ def flash_attention(
         o, lse = torch.ops.pathoflash.flash_attention(q, k, v, scale)
     else:
         scale = default_scale(q.shape[3]) if scale is None else scale
-        o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
+        else:  # inference: no graph to record, and autograd's apply costs host time at every call
+            _, o, lse = _forward_padded(q, k, v, scale)
+            o = o[..., : q.shape[3]]
     return (o, lse) if return_lse else o

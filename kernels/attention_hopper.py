@@ -29,8 +29,8 @@ Descriptors are four-dimensional over (B, H, N, D) with the tensor's own strides
 in place and rows past N read as zero (the last key block is masked to ``-inf``; output rows past N are
 clipped by the TMA store). Gluon tensors must have power-of-two shapes, so head dims 48, 80 and 96 run in
 two column pieces (80 = 64 + 16, :func:`head_pieces`): the ping-pong kernel then chains two wgmmas for S and
-keeps two output accumulators. Where the head dim is one piece the "tail" arguments repeat the first piece and
-the kernels compile as before.
+keeps two output accumulators. Where the head dim is one piece the "tail" arguments are None (a constexpr: no
+TMA map is encoded for them at launch) and the kernel passes the first piece in their place.
 
 ``attention_hopper_persistent.py`` is the ping-pong kernel with one CTA per SM that runs its query tiles back
 to back (``HopperConfig.persistent``). Only the forward runs here; the Hopper backward is
@@ -629,6 +629,12 @@ def _attn_fwd_pingpong_kernel(
     qk_scale, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, CONSUMERS: gl.constexpr,
 ):  # fmt: skip
+    # An unsplit head dim: no second piece was passed (so none was encoded at launch); the first stands in.
+    if q_tail_desc is None:
+        q_tail_desc = q_desc
+        k_tail_desc = k_desc
+        v_tail_desc = v_desc
+        o_tail_desc = o_desc
     ROWS: gl.constexpr = q_desc.block_type.shape[2]  # per consumer warpgroup; the CTA covers CONSUMERS · ROWS
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     TAIL: gl.constexpr = q_tail_desc.block_type.shape[3]
@@ -822,6 +828,10 @@ def _launch(
         (q_d, q_t), (k_d, k_t), (v_d, v_t), (o_d, o_t) = (
             piece_descriptors(t, r) for t, r in ((q, rows), (k, cfg.block_n), (v, cfg.block_n), (o, rows))
         )
+        if (
+            q_t is q_d
+        ):  # unsplit: the kernel reuses the first pieces, and Triton encodes four TMA maps, not eight
+            q_t = k_t = v_t = o_t = None
         launch(
             _attn_fwd_pingpong_kernel, grid, q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, *common, BLOCK_N=cfg.block_n,
             K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers],

@@ -664,6 +664,15 @@ def _attn_bwd_hopper_kernel(
     STAGES: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
     PERSISTENT: gl.constexpr,
 ):  # fmt: skip
+    # An unsplit head dim: no second piece was passed (so none was encoded at launch); the first stands in.
+    if q_tail_desc is None:
+        q_tail_desc = q_desc
+        k_tail_desc = k_desc
+        v_tail_desc = v_desc
+        do_tail_desc = do_desc
+        dk_tail_desc = dk_desc
+        dv_tail_desc = dv_desc
+        dq_tail_desc = dq_desc
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]  # the first column piece (all of an unsplit one)
     TAIL: gl.constexpr = q_tail_desc.block_type.shape[3]
@@ -798,9 +807,11 @@ def hopper_backward(
     if cfg.dq_halves and head_dim == 128:
         half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
         pieces["dq"] = (half, half)
+    # Unsplit: None for the second pieces (the kernel reuses the first), so Triton encodes 7 TMA maps, not 14.
+    tails = [None] * len(tensors) if head_pieces(head_dim)[0] == head_dim else [p[1] for p in pieces.values()]
     launch(
-        _attn_bwd_hopper_kernel, grid, *(pieces[name][0] for name in tensors),
-        *(pieces[name][1] for name in tensors), lse, delta, heads, n_q, n_kv, batch * heads, scale * LOG2E, scale,
+        _attn_bwd_hopper_kernel, grid, *(pieces[name][0] for name in tensors), *tails, lse, delta, heads, n_q,
+        n_kv, batch * heads, scale * LOG2E, scale,
         STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS, CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS,
         PERSISTENT=persistent, num_warps=4,
     )  # fmt: skip
