@@ -820,6 +820,37 @@ def test_the_persistent_backward_runs_at_head_dim_128_with_at_most_one_cta_per_s
         launch(1, 2, 300, 80, bwd.BackwardConfig(persistent=True))
 
 
+def test_unsplit_head_dims_pass_no_second_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a head dim is one column piece, the ping-pong forward and the backward get None for the second
+    pieces (the kernels use the first), so Triton encodes 4 and 7 TMA maps per launch instead of 8 and 14;
+    split head dims still get both pieces."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+    from pathoflash.kernels import attention_hopper_bwd as bwd
+
+    launches: list[list] = []
+
+    class FakeKernel:
+        def __getitem__(self, grid: tuple[int, ...]):  # type: ignore[no-untyped-def]
+            return lambda *args, **kwargs: launches.append(list(args))
+
+    monkeypatch.setattr(hop, "_attn_fwd_pingpong_kernel", FakeKernel())
+    monkeypatch.setattr(bwd, "_attn_bwd_hopper_kernel", FakeKernel())
+    monkeypatch.setattr(bwd, "sm_count", lambda device: 132)
+    cfg = hop.HopperConfig(128, 4, 2, 2, pingpong=True, consumers=3)
+    for head_dim, tail in ((64, None), (128, None), (80, 16), (48, 16)):
+        t = torch.zeros(1, 2, 300, head_dim, dtype=torch.bfloat16)
+        lse = torch.zeros(1, 2, 300)
+        hop._launch(t, t, t, t, lse, 0.1, cfg)
+        bwd.hopper_backward(t, t, t, t, lse, lse, t, t, 0.1, dq_acc=torch.zeros(t.shape))
+        forward, backward = launches[-2][4:8], launches[-1][7:14]
+        if tail is None:
+            assert forward == [None] * 4 and backward == [None] * 7, head_dim
+        else:
+            assert {d.block_shape[3] for d in forward + backward} == {tail}, head_dim
+            assert all(d.base.data_ptr() == t.data_ptr() + 2 * (head_dim - tail) for d in forward[:1])
+
+
 def test_descriptors_equal_what_the_checked_constructor_makes() -> None:
     """``attention_hopper.descriptor`` skips the TensorDescriptor dataclass's checks (about a fifth of a
     backward launch's Python): the object must still be what the installed Triton's constructor makes, field
