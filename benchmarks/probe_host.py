@@ -8,7 +8,10 @@ checked descriptors) and ``pathoflash.kernels.launch``'s direct ones (descriptor
 GPU time and ``do_bench`` of a whole call beside it:
 
     python3 benchmarks/probe_host.py [--shapes 2x16x4100x64,4x8x4096x128] [--dtype bf16] [--calls 30]
-        [--profile] [--torch-profile]
+        [--profile] [--torch-profile] [--compare s21|s22]
+
+``--compare s22`` turns session 22's cuts off and on instead (see ``_fast_paths``), e.g. at a batch-1
+ViT-S call: ``--compare s22 --shapes 1x6x4096x64``.
 """
 
 from __future__ import annotations
@@ -61,8 +64,17 @@ def gpu_us(fn: Callable[[], object], calls: int) -> float:
 _DESCRIPTOR_DEFAULTS = attention_hopper._DESCRIPTOR_DEFAULTS
 
 
+COMPARE = "s21"  # which cuts the table turns off and on (--compare)
+
+
 def _fast_paths(enabled: bool) -> None:
-    """Direct launches and unchecked descriptors (session 21) on, or Triton's launch and checked descriptors."""
+    """The compared cuts on or off. s21: direct launches and unchecked descriptors against Triton's launch and
+    checked descriptors. s22: calls without a graph skipping ``Function.apply`` and None second pieces at
+    unsplit head dims, against autograd's apply and both pieces encoded (session 21's cuts on in both)."""
+    if COMPARE == "s22":
+        attention._skip_apply_without_grad = enabled
+        attention_hopper._unsplit_tails_as_none = enabled
+        return
     launch.ENABLED = enabled
     attention_hopper._DESCRIPTOR_DEFAULTS = _DESCRIPTOR_DEFAULTS if enabled else None
 
@@ -141,7 +153,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile a call and _backward too")
     parser.add_argument("--no-table", action="store_true", help="skip the stage table")
     parser.add_argument("--torch-profile", action="store_true", help="torch.profiler's CPU table of a call")
+    parser.add_argument(
+        "--compare", choices=["s21", "s22"], default="s21", help="the cuts to turn off and on"
+    )
     args = parser.parse_args()
+    global COMPARE
+    COMPARE = args.compare
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     print(
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, {args.dtype}"
@@ -150,7 +167,8 @@ def main() -> None:
         shape = tuple(map(int, text.split("x")))
         runs = stages(shape, dtype)
         print(f"\n{text}: host us per call, min and median of {args.batches} batches of {args.calls} calls")
-        print(f"{'stage':26s} {'Triton launch':>17s} {'direct':>17s} {'min ratio':>9s}")
+        off, on = ("Triton launch", "direct") if COMPARE == "s21" else ("before s22", "s22 cuts")
+        print(f"{'stage':26s} {off:>17s} {on:>17s} {'min ratio':>9s}")
         for name, fn in runs.items() if not args.no_table else ():
             times: dict[bool, list[float]] = {False: [], True: []}
             clean = True

@@ -1002,6 +1002,9 @@ PREFER_GLUON_BACKWARD = os.environ.get("PATHOFLASH_GLUON_BACKWARD", "1") != "0"
 _gluon_bwd_override: bool | None = None
 _hopper_bwd: Any = None  # (hopper_usable, hopper_backward) once imported; False where they are unavailable
 _gluon_bwd_chosen: dict[tuple[int, torch.dtype, int, int], bool] = {}
+# Calls that record no graph run the forward without autograd's Function.apply (host time; session 22).
+# benchmarks/probe_host.py turns it off to time the difference in one process.
+_skip_apply_without_grad = True
 
 
 def _tma_allocator(size: int, alignment: int, stream: int | None) -> torch.Tensor:
@@ -1576,7 +1579,8 @@ def flash_attention(
         o, lse = torch.ops.pathoflash.flash_attention(q, k, v, scale)
     else:
         scale = default_scale(q.shape[3]) if scale is None else scale
-        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        graph = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+        if graph or not _skip_apply_without_grad:
             o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
         else:  # inference: no graph to record, and autograd's apply costs host time at every call
             _, o, lse = _forward_padded(q, k, v, scale)

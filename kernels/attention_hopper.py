@@ -85,6 +85,9 @@ NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") !
 K_FREE_BAR = gl.constexpr(4)
 V_FREE_BAR = gl.constexpr(8)
 MAX_RING_SLOTS = 4  # per ring: the named-barrier ids above leave room for four
+# Unsplit head dims pass None for the second column pieces (Triton then encodes half the TMA maps at launch;
+# session 22); benchmarks/probe_host.py turns it off to time the difference in one process.
+_unsplit_tails_as_none = True
 
 
 @triton.constexpr_function
@@ -828,9 +831,8 @@ def _launch(
         (q_d, q_t), (k_d, k_t), (v_d, v_t), (o_d, o_t) = (
             piece_descriptors(t, r) for t, r in ((q, rows), (k, cfg.block_n), (v, cfg.block_n), (o, rows))
         )
-        if (
-            q_t is q_d
-        ):  # unsplit: the kernel reuses the first pieces, and Triton encodes four TMA maps, not eight
+        # Unsplit: the kernel reuses the first pieces, and Triton encodes four TMA maps, not eight.
+        if q_t is q_d and _unsplit_tails_as_none:
             q_t = k_t = v_t = o_t = None
         launch(
             _attn_fwd_pingpong_kernel, grid, q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, *common, BLOCK_N=cfg.block_n,

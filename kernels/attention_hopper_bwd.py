@@ -67,6 +67,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import attention_hopper
 from .attention import LOG2E
 from .attention_hopper import descriptor, head_pieces, piece_descriptors, sm_count
 from .launch import launch
@@ -808,7 +809,8 @@ def hopper_backward(
         half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
         pieces["dq"] = (half, half)
     # Unsplit: None for the second pieces (the kernel reuses the first), so Triton encodes 7 TMA maps, not 14.
-    tails = [None] * len(tensors) if head_pieces(head_dim)[0] == head_dim else [p[1] for p in pieces.values()]
+    unsplit = head_pieces(head_dim)[0] == head_dim and attention_hopper._unsplit_tails_as_none
+    tails = [None] * len(tensors) if unsplit else [p[1] for p in pieces.values()]
     launch(
         _attn_bwd_hopper_kernel, grid, *(pieces[name][0] for name in tensors), *tails, lse, delta, heads, n_q,
         n_kv, batch * heads, scale * LOG2E, scale,

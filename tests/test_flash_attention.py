@@ -328,8 +328,13 @@ def _inference_path(fa: object) -> dict[str, object]:
         k_only = fa.flash_attention(plain[0], k, plain[2])  # type: ignore[attr-defined]
         out["k_only_calls"] = len(calls) - 1
         out["k_only_has_grad_fn"] = k_only.grad_fn is not None
+        fa._skip_apply_without_grad = False  # type: ignore[attr-defined]  # the benchmarks' switch: the old path
+        with torch.no_grad():
+            fa.flash_attention(q, k, v)  # type: ignore[attr-defined]
+        out["switched_off_calls"] = len(calls) - 2
     finally:
         function.apply = original
+        fa._skip_apply_without_grad = True  # type: ignore[attr-defined]
     return out
 
 
@@ -477,6 +482,7 @@ def test_calls_without_a_graph_skip_autograd_and_match(interpreted_results: dict
             res,
         )
     assert res["k_only_calls"] == 1 and res["k_only_has_grad_fn"] is True, res
+    assert res["switched_off_calls"] == 1, res
 
 
 def test_a_second_derivative_raises_a_clear_error(interpreted_results: dict) -> None:
@@ -849,6 +855,14 @@ def test_unsplit_head_dims_pass_no_second_pieces(monkeypatch: pytest.MonkeyPatch
         else:
             assert {d.block_shape[3] for d in forward + backward} == {tail}, head_dim
             assert all(d.base.data_ptr() == t.data_ptr() + 2 * (head_dim - tail) for d in forward[:1])
+    # The benchmarks' switch off: the first pieces passed again as the second.
+    monkeypatch.setattr(hop, "_unsplit_tails_as_none", False)
+    t = torch.zeros(1, 2, 300, 64, dtype=torch.bfloat16)
+    hop._launch(t, t, t, t, torch.zeros(1, 2, 300), 0.1, cfg)
+    bwd.hopper_backward(
+        t, t, t, t, torch.zeros(1, 2, 300), torch.zeros(1, 2, 300), t, t, 0.1, dq_acc=t.float()
+    )
+    assert launches[-2][4:8] == launches[-2][:4] and launches[-1][7:14] == launches[-1][:7]
 
 
 def test_descriptors_equal_what_the_checked_constructor_makes() -> None:
