@@ -82,6 +82,13 @@ LOADER_REGS = 24
 # Ids: Triton's warp specialisation takes 0 to the consumer count (3 at most here); K slots 4-7, V slots 8-11,
 # turns 13-15.
 NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") != "0")
+# PATHOFLASH_PACKED_P=1 (read once, at import; off by default, and NOT YET TIMED ON A GPU): the ping-pong
+# forward carries P across its step loop as 32-bit words of two 16-bit values (_pack_p / _unpack_p) instead
+# of 16-bit values, which ptxas re-packs with 32 PRMT a step in some consumers' loops (Triton 3.8: every
+# three-consumer loop; 3.6: one of three). Compiled for sm_90 it leaves no PRMT (and 3.6's three-consumer
+# kernel without spills), but adds ~10 instructions a step where there were none (two consumers).
+# ATTENTION_NOTES "Session 22", item 6.
+PACKED_P = gl.constexpr(os.environ.get("PATHOFLASH_PACKED_P", "0") == "1")
 K_FREE_BAR = gl.constexpr(4)
 V_FREE_BAR = gl.constexpr(8)
 MAX_RING_SLOTS = 4  # per ring: the named-barrier ids above leave room for four
@@ -458,6 +465,46 @@ def _scores(q, q_tail, k_ring, k_tail_ring, slot, zero_s, SPLIT: gl.constexpr):
 
 
 @gluon.jit
+def _pack_p(p, dtype: gl.constexpr):
+    """P (float32, [rows, cols]) rounded to ``dtype`` as int32 [rows, cols / 2]: word c holds column 2c in its
+    low half and 2c + 1 in its high half (``cvt.rn.*x2.f32 d, a, b`` puts a high, b low)."""
+    ROWS: gl.constexpr = p.shape[0]
+    COLS: gl.constexpr = p.shape[1]
+    even, odd = gl.split(gl.reshape(p, [ROWS, COLS // 2, 2]))
+    if dtype == gl.bfloat16:
+        packed = gl.inline_asm_elementwise(
+            "cvt.rn.bf16x2.f32 $0, $2, $1;", "=r,r,r", [even, odd], dtype=gl.int32, is_pure=True, pack=1
+        )
+    else:
+        packed = gl.inline_asm_elementwise(
+            "cvt.rn.f16x2.f32 $0, $2, $1;", "=r,r,r", [even, odd], dtype=gl.int32, is_pure=True, pack=1
+        )
+    return packed
+
+
+@gluon.jit
+def _unpack_p(packed, dtype: gl.constexpr, layout: gl.constexpr):
+    """:func:`_pack_p`'s words as the ``dtype`` P·V operand in ``layout`` (``mov.b32 {lo, hi}``: nothing for
+    ptxas to do when the words are already in registers)."""
+    ROWS: gl.constexpr = packed.shape[0]
+    COLS: gl.constexpr = packed.shape[1] * 2
+    if dtype == gl.bfloat16:
+        lo, hi = gl.inline_asm_elementwise(
+            "mov.b32 {$0, $1}, $2;",
+            "=h,=h,r",
+            [packed],
+            dtype=(gl.bfloat16, gl.bfloat16),
+            is_pure=True,
+            pack=1,
+        )
+    else:
+        lo, hi = gl.inline_asm_elementwise(
+            "mov.b32 {$0, $1}, $2;", "=h,=h,r", [packed], dtype=(gl.float16, gl.float16), is_pure=True, pack=1
+        )
+    return gl.convert_layout(gl.reshape(gl.join(lo, hi), [ROWS, COLS]), layout)
+
+
+@gluon.jit
 def _pp_work(
     o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
     k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
@@ -505,7 +552,11 @@ def _pp_work(
     if SPLIT:
         acc_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
 
+    if PACKED_P:
+        p_w = _pack_p(p, dtype)
     for j in range(0, n_kv - 1):
+        if PACKED_P:
+            p_op = _unpack_p(p_w, dtype, p_layout)
         _wait_loaded(k_ready, j + 1, K_STAGES)
         _wait_loaded(v_ready, j, V_STAGES)
         _pp_take_turn(turn, ME, j + 1)
@@ -526,8 +577,13 @@ def _pp_work(
             acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
         _slot_release(v_empty, j % V_STAGES, V_FREE_BAR, CONSUMERS)
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
+        if PACKED_P:
+            p_w = _pack_p(p, dtype)
+        else:
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
 
+    if PACKED_P:
+        p_op = _unpack_p(p_w, dtype, p_layout)
     last = n_kv - 1
     _wait_loaded(v_ready, last, V_STAGES)
     _pp_take_turn(turn, ME, n_kv)
