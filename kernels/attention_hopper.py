@@ -82,13 +82,17 @@ LOADER_REGS = 24
 # Ids: Triton's warp specialisation takes 0 to the consumer count (3 at most here); K slots 4-7, V slots 8-11,
 # turns 13-15.
 NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") != "0")
-# PATHOFLASH_PACKED_P=1 (read once, at import; off by default, and NOT YET TIMED ON A GPU): the ping-pong
-# forward carries P across its step loop as 32-bit words of two 16-bit values (_pack_p / _unpack_p) instead
-# of 16-bit values, which ptxas re-packs with 32 PRMT a step in some consumers' loops (Triton 3.8: every
-# three-consumer loop; 3.6: one of three). Compiled for sm_90 it leaves no PRMT (and 3.6's three-consumer
-# kernel without spills), but adds ~10 instructions a step where there were none (two consumers).
-# ATTENTION_NOTES "Session 22", item 6.
-PACKED_P = gl.constexpr(os.environ.get("PATHOFLASH_PACKED_P", "0") == "1")
+# P carried across the three-consumer ping-pong's step loop as 32-bit words of two 16-bit values (_pack_p /
+# _unpack_p) instead of 16-bit values, which ptxas re-packs with 32 PRMT a step in some consumers' loops
+# (Triton 3.8: every three-consumer loop; 3.6: one of three). Session 23 (H100, four processes each way,
+# against cuDNN in each): under Triton 3.8 +0-1 % at 4,096 and 16,384 tokens and +1-4 % at N = 4100; under 3.6
+# 1-2 % slower at 4,096 and 16,384 tokens, +2 % at 4100. So on from Triton 3.7 on; PATHOFLASH_PACKED_P=0 / 1
+# overrides (read once, at import). Two consumers never pack: they have no PRMT to save, and ~10 instructions a
+# step to add. ATTENTION_NOTES "Session 22", item 6, and "Session 23".
+_TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
+PACKED_P = gl.constexpr(
+    os.environ.get("PATHOFLASH_PACKED_P", "1" if _TRITON_VERSION >= (3, 7) else "0") == "1"
+)
 K_FREE_BAR = gl.constexpr(4)
 V_FREE_BAR = gl.constexpr(8)
 MAX_RING_SLOTS = 4  # per ring: the named-barrier ids above leave room for four
@@ -533,6 +537,7 @@ def _pp_work(
     rows_t: gl.constexpr = gl.SliceLayout(1, tail_layout)
     CONSUMERS: gl.constexpr = q_smem.shape[0]
     other: gl.constexpr = (ME + 1) % CONSUMERS  # the warpgroup whose turn comes next
+    PACK: gl.constexpr = PACKED_P and CONSUMERS == 3  # P kept as packed words between steps
 
     q = q_smem.index(ME).reshape([ROWS, HEAD_DIM])
     q_tail = q_tail_smem.index(ME).reshape([ROWS, TAIL])  # q itself where the head dim is not split
@@ -552,10 +557,10 @@ def _pp_work(
     if SPLIT:
         acc_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
 
-    if PACKED_P:
+    if PACK:
         p_w = _pack_p(p, dtype)
     for j in range(0, n_kv - 1):
-        if PACKED_P:
+        if PACK:
             p_op = _unpack_p(p_w, dtype, p_layout)
         _wait_loaded(k_ready, j + 1, K_STAGES)
         _wait_loaded(v_ready, j, V_STAGES)
@@ -577,12 +582,12 @@ def _pp_work(
             acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
         _slot_release(v_empty, j % V_STAGES, V_FREE_BAR, CONSUMERS)
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
-        if PACKED_P:
+        if PACK:
             p_w = _pack_p(p, dtype)
         else:
             p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-    if PACKED_P:
+    if PACK:
         p_op = _unpack_p(p_w, dtype, p_layout)
     last = n_kv - 1
     _wait_loaded(v_ready, last, V_STAGES)

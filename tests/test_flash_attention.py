@@ -724,19 +724,23 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
     _assert_no_store_on_mbarriers(ptx)
 
 
-def test_the_packed_p_experiment_compiles_without_re_packing(tmp_path: Path) -> None:
-    """``PATHOFLASH_PACKED_P=1`` (an untimed experiment, off by default) carries P across the ping-pong step
-    loop as 32-bit words. It must still compile for sm_90, and its point is that ptxas then has no 16-bit
-    values to re-pack: no PRMT in the SASS of the three-consumer head-dim-64 kernel, where the default code
-    has 32 a step in some consumers' loops (Triton 3.6 and 3.8, session 22)."""
+@pytest.mark.parametrize("packed", [None, "0", "1"], ids=["version-default", "off", "on"])
+def test_three_consumers_carry_p_packed_from_triton_3_7(packed: str | None, tmp_path: Path) -> None:
+    """The three-consumer ping-pong carries P across its step loop as 32-bit words from Triton 3.7 on
+    (``PATHOFLASH_PACKED_P`` overrides): ptxas then has no 16-bit values to re-pack, so its SASS has no PRMT,
+    where the unpacked code has 32 a step in some consumers' loops (Triton 3.6 and 3.8, session 22). Unpacked,
+    the PRMT must be back, or this test no longer tells the two apart."""
+    triton = pytest.importorskip("triton")
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     proc = _compile_sm90(
-        "pingpong", "--head-dim", "64", "--consumers", "3", "--out", str(tmp_path), PATHOFLASH_PACKED_P="1"
+        "pingpong", "--head-dim", "64", "--consumers", "3", "--out", str(tmp_path), PATHOFLASH_PACKED_P=packed
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     sass = (tmp_path / "kernel.sass").read_text()
     assert sass.count("HGMMA") >= 40, "no SASS to read"
-    assert " PRMT " not in sass, "P is re-packed in the step loop again"
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    expect_packed = packed == "1" or (packed is None and version >= (3, 7))
+    assert (" PRMT " not in sass) == expect_packed, "P packed where it should not be, or the other way round"
 
 
 @pytest.mark.parametrize(
