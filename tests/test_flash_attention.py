@@ -725,8 +725,8 @@ def test_triton_leaves_the_ping_pong_handshake_barriers_free(
 
 
 @pytest.mark.parametrize("packed", [None, "0", "1"], ids=["version-default", "off", "on"])
-def test_three_consumers_carry_p_packed_from_triton_3_7(packed: str | None, tmp_path: Path) -> None:
-    """The three-consumer ping-pong carries P across its step loop as 32-bit words from Triton 3.7 on
+def test_three_consumers_carry_p_packed_from_triton_3_8(packed: str | None, tmp_path: Path) -> None:
+    """The three-consumer ping-pong carries P across its step loop as 32-bit words from Triton 3.8 on
     (``PATHOFLASH_PACKED_P`` overrides): ptxas then has no 16-bit values to re-pack, so its SASS has no PRMT,
     where the unpacked code has 32 a step in some consumers' loops (Triton 3.6 and 3.8, session 22). Unpacked,
     the PRMT must be back, or this test no longer tells the two apart."""
@@ -739,7 +739,7 @@ def test_three_consumers_carry_p_packed_from_triton_3_7(packed: str | None, tmp_
     sass = (tmp_path / "kernel.sass").read_text()
     assert sass.count("HGMMA") >= 40, "no SASS to read"
     version = tuple(int(part) for part in triton.__version__.split(".")[:2])
-    expect_packed = packed == "1" or (packed is None and version >= (3, 7))
+    expect_packed = packed == "1" or (packed is None and version >= (3, 8))
     assert (" PRMT " not in sass) == expect_packed, "P packed where it should not be, or the other way round"
 
 
