@@ -64,6 +64,15 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .attention import LOG2E, capability
 from .launch import launch
 
+# The TMA copies: async_load / async_store from Triton 3.8 on (3.8 keeps the old names as aliases, 3.9 drops
+# them), async_copy_global_to_shared / async_copy_shared_to_global before.
+tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+# A barrier of every thread of the CTA: gl.barrier from Triton 3.7 on, gl.thread_barrier before.
+cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
+# shared_memory_descriptor.reinterpret is public from Triton 3.9 on (_reinterpret before).
+PUBLIC_REINTERPRET = gl.constexpr(hasattr(gl.shared_memory_descriptor, "reinterpret"))
+
 log = logging.getLogger(__name__)
 K = TypeVar("K")
 
@@ -138,9 +147,7 @@ def _issue_load(desc, ring, ready, block, n_blocks, b, h, BLOCK: gl.constexpr, S
     slot = block % STAGES
     pred = block < n_blocks
     mbarrier.expect(ready.index(slot), desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(
-        desc, [b, h, block * BLOCK, 0], ready.index(slot), ring.index(slot), pred=pred
-    )
+    tma_load(desc, [b, h, block * BLOCK, 0], ready.index(slot), ring.index(slot), pred=pred)
 
 
 @gluon.jit
@@ -219,7 +226,7 @@ def _attn_fwd_hopper_kernel(
         mbarrier.init(v_ready.index(i), count=1)
 
     mbarrier.expect(q_ready, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [b, h, start_m, 0], q_ready, q_smem)
+    tma_load(q_desc, [b, h, start_m, 0], q_ready, q_smem)
     for i in gl.static_range(K_STAGES):
         _issue_load(k_desc, k_ring, k_ready, i, n_kv, b, h, BLOCK_N, K_STAGES)
     for i in gl.static_range(V_STAGES):
@@ -233,7 +240,7 @@ def _attn_fwd_hopper_kernel(
         q, _tile(k_ring, 0, BLOCK_N, HEAD_DIM).permute((1, 0)), zero_s, use_acc=False, is_async=True
     )
     s = warpgroup_mma_wait(0, deps=(s,))
-    gl.thread_barrier()  # every warp is past the wgmma that read K(0): its slot takes K(K_STAGES)
+    cta_barrier()  # every warp is past the wgmma that read K(0): its slot takes K(K_STAGES)
     _issue_load(k_desc, k_ring, k_ready, K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([BLOCK_M], gl.float32, rows_s)
@@ -250,7 +257,7 @@ def _attn_fwd_hopper_kernel(
         s = warpgroup_mma_wait(1, deps=(s_next,))  # S(j+1) is done; O += P(j)·V(j) still runs ...
         p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
         acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))  # ... beside this softmax
-        gl.thread_barrier()  # every warp is past the wgmmas that read K(j+1) and V(j)
+        cta_barrier()  # every warp is past the wgmmas that read K(j+1) and V(j)
         _issue_load(k_desc, k_ring, k_ready, j + 1 + K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
         _issue_load(v_desc, v_ring, v_ready, j + V_STAGES, n_kv, b, h, BLOCK_N, V_STAGES)
         acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
@@ -270,7 +277,7 @@ def _attn_fwd_hopper_kernel(
     o = acc / gl.convert_layout(l_i, rows_o)[:, None]
     q_smem.reshape([BLOCK_M, HEAD_DIM]).store(o.to(dtype))  # Q's slot is free: reuse it for the output
     fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [b, h, start_m, 0], q_smem)
+    tma_store(o_desc, [b, h, start_m, 0], q_smem)
 
     rows = start_m + gl.arange(0, BLOCK_M, rows_s)
     lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
@@ -291,10 +298,10 @@ def _load_pieces(desc, tail_desc, coord, bar, dst, tail_dst):
     SPLIT: gl.constexpr = tail_desc.block_type.shape[3] != desc.block_type.shape[3]
     if SPLIT:
         mbarrier.expect(bar, desc.block_type.nbytes + tail_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(tail_desc, coord, bar, tail_dst)
+        tma_load(tail_desc, coord, bar, tail_dst)
     else:
         mbarrier.expect(bar, desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(desc, coord, bar, dst)
+    tma_load(desc, coord, bar, dst)
 
 
 @gluon.jit
@@ -608,9 +615,9 @@ def _pp_work(
     o = acc / gl.convert_layout(l_i, rows_o)[:, None]
     q.store(o.to(dtype))  # this warpgroup's Q slot is free: it holds the output on its way out
     fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [b, h, start_m + ROWS * ME, 0], q_smem.index(ME))
+    tma_store(o_desc, [b, h, start_m + ROWS * ME, 0], q_smem.index(ME))
     if SPLIT:
-        tma.async_copy_shared_to_global(o_tail_desc, [b, h, start_m + ROWS * ME, 0], q_tail_smem.index(ME))
+        tma_store(o_tail_desc, [b, h, start_m + ROWS * ME, 0], q_tail_smem.index(ME))
     rows = start_m + ROWS * ME + gl.arange(0, ROWS, rows_s)
     lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
     gl.store(LSE + pid_bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)

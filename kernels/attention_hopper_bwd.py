@@ -69,7 +69,15 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import attention_hopper
 from .attention import LOG2E
-from .attention_hopper import descriptor, head_pieces, piece_descriptors, sm_count
+from .attention_hopper import (
+    PUBLIC_REINTERPRET,
+    descriptor,
+    head_pieces,
+    piece_descriptors,
+    sm_count,
+    tma_load,
+    tma_store,
+)
 from .launch import launch
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
@@ -156,14 +164,12 @@ def _bwd_loader(
             mbarrier.expect(
                 kv_ready.index(c), kv_bytes + k_tail_desc.block_type.nbytes + v_tail_desc.block_type.nbytes
             )
-            tma.async_copy_global_to_shared(
-                k_tail_desc, key, kv_ready.index(c), k_tail_smem.slice(ROWS * c, ROWS, 2)
-            )
-            tma.async_copy_global_to_shared(v_tail_desc, key, kv_ready.index(c), v_tail_smem.index(c))
+            tma_load(k_tail_desc, key, kv_ready.index(c), k_tail_smem.slice(ROWS * c, ROWS, 2))
+            tma_load(v_tail_desc, key, kv_ready.index(c), v_tail_smem.index(c))
         else:
             mbarrier.expect(kv_ready.index(c), kv_bytes)
-        tma.async_copy_global_to_shared(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
-        tma.async_copy_global_to_shared(v_desc, key, kv_ready.index(c), v_smem.index(c))
+        tma_load(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
+        tma_load(v_desc, key, kv_ready.index(c), v_smem.index(c))
     row_base = pid_bh.to(gl.int64) * N_Q
     for i in range(n_q):
         slot = i % STAGES
@@ -173,12 +179,12 @@ def _bwd_loader(
             mbarrier.expect(
                 ready.index(slot), qdo_bytes + q_tail_desc.block_type.nbytes + do_tail_desc.block_type.nbytes
             )
-            tma.async_copy_global_to_shared(q_tail_desc, row, ready.index(slot), q_tail_ring.index(slot))
-            tma.async_copy_global_to_shared(do_tail_desc, row, ready.index(slot), do_tail_ring.index(slot))
+            tma_load(q_tail_desc, row, ready.index(slot), q_tail_ring.index(slot))
+            tma_load(do_tail_desc, row, ready.index(slot), do_tail_ring.index(slot))
         else:
             mbarrier.expect(ready.index(slot), qdo_bytes)
-        tma.async_copy_global_to_shared(q_desc, row, ready.index(slot), q_ring.index(slot))
-        tma.async_copy_global_to_shared(do_desc, row, ready.index(slot), do_ring.index(slot))
+        tma_load(q_desc, row, ready.index(slot), q_ring.index(slot))
+        tma_load(do_desc, row, ready.index(slot), do_ring.index(slot))
         _stage_rows(
             LSE, DELTA, row_base, ((first + i) % n_q) * BLOCK_M, N_Q, lse_ring, delta_ring, ready, slot
         )
@@ -470,11 +476,11 @@ def _bwd_work(
         v_tail.store(dv_tail.to(dtype))
     fence_async_shared()
     key = [b, h, start_n + ROWS * ME, 0]
-    tma.async_copy_shared_to_global(dk_desc, key, k_smem.slice(ME * ROWS, ROWS, 2))
-    tma.async_copy_shared_to_global(dv_desc, key, v_smem.index(ME))
+    tma_store(dk_desc, key, k_smem.slice(ME * ROWS, ROWS, 2))
+    tma_store(dv_desc, key, v_smem.index(ME))
     if SPLIT:
-        tma.async_copy_shared_to_global(dk_tail_desc, key, k_tail_smem.slice(ME * ROWS, ROWS, 2))
-        tma.async_copy_shared_to_global(dv_tail_desc, key, v_tail_smem.index(ME))
+        tma_store(dk_tail_desc, key, k_tail_smem.slice(ME * ROWS, ROWS, 2))
+        tma_store(dv_tail_desc, key, v_tail_smem.index(ME))
     tma.store_wait(0)
 
 
@@ -533,8 +539,8 @@ def _pbwd_loader(
         for c in gl.static_range(CONSUMERS):
             key = [b, h, pid_n * CONSUMERS * ROWS + ROWS * c, 0]
             mbarrier.expect(kv_ready.index(c), kv_bytes)
-            tma.async_copy_global_to_shared(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
-            tma.async_copy_global_to_shared(v_desc, key, kv_ready.index(c), v_smem.index(c))
+            tma_load(k_desc, key, kv_ready.index(c), k_smem.slice(ROWS * c, ROWS, 2))
+            tma_load(v_desc, key, kv_ready.index(c), v_smem.index(c))
         row_base = pid_bh.to(gl.int64) * N_Q
         for i in range(n_q):
             g = t * n_q + i  # steps of every tile of this CTA
@@ -542,10 +548,8 @@ def _pbwd_loader(
             mbarrier.wait(empty.index(slot), ((g // STAGES) & 1) ^ 1)
             start_m = ((first + i) % n_q) * BLOCK_M
             mbarrier.expect(ready.index(slot), qdo_bytes)
-            tma.async_copy_global_to_shared(q_desc, [b, h, start_m, 0], ready.index(slot), q_ring.index(slot))
-            tma.async_copy_global_to_shared(
-                do_desc, [b, h, start_m, 0], ready.index(slot), do_ring.index(slot)
-            )
+            tma_load(q_desc, [b, h, start_m, 0], ready.index(slot), q_ring.index(slot))
+            tma_load(do_desc, [b, h, start_m, 0], ready.index(slot), do_ring.index(slot))
             _stage_rows(LSE, DELTA, row_base, start_m, N_Q, lse_ring, delta_ring, ready, slot)
 
 
@@ -616,22 +620,27 @@ def _pbwd_work(
         if HALVES:
             # dK through the staging buffer that the next tile's first add takes: its store_wait(1) finds it
             # read (dV's store is the newer group then).
-            dk_stage = dq_stage.index(2 * ME + (g + 1) % 2)._reinterpret(
-                dtype, [1, 1, ROWS, HEAD_DIM], dk_desc.layout
-            )
-            dv_stage = dq_stage.index(2 * ME + g % 2)._reinterpret(
-                dtype, [1, 1, ROWS, HEAD_DIM], dv_desc.layout
-            )
+            dk_buf = dq_stage.index(2 * ME + (g + 1) % 2)
+            dv_buf = dq_stage.index(2 * ME + g % 2)
+            if PUBLIC_REINTERPRET:
+                dk_stage = dk_buf.reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dk_desc.layout)
+                dv_stage = dv_buf.reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dv_desc.layout)
+            else:
+                dk_stage = dk_buf._reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dk_desc.layout)
+                dv_stage = dv_buf._reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dv_desc.layout)
         else:  # one float32 buffer holds both (the next add waits for every store)
-            both = dq_stage.index(ME)._reinterpret(dtype, [2, 1, 1, ROWS, HEAD_DIM], dk_desc.layout)
+            if PUBLIC_REINTERPRET:
+                both = dq_stage.index(ME).reinterpret(dtype, [2, 1, 1, ROWS, HEAD_DIM], dk_desc.layout)
+            else:
+                both = dq_stage.index(ME)._reinterpret(dtype, [2, 1, 1, ROWS, HEAD_DIM], dk_desc.layout)
             dk_stage = both.index(0)
             dv_stage = both.index(1)
         dk_stage.reshape([ROWS, HEAD_DIM]).store((dk * sm_scale).to(dtype))
         dv_stage.reshape([ROWS, HEAD_DIM]).store(dv.to(dtype))
         fence_async_shared()
         key = [b, h, pid_n * KEYS + ROWS * ME, 0]
-        tma.async_copy_shared_to_global(dk_desc, key, dk_stage)
-        tma.async_copy_shared_to_global(dv_desc, key, dv_stage)
+        tma_store(dk_desc, key, dk_stage)
+        tma_store(dv_desc, key, dv_stage)
     tma.store_wait(0)
 
 

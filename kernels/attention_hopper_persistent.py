@@ -50,6 +50,7 @@ from .attention_hopper import (
     _softmax_block,
     _tile,
     _wait_loaded,
+    tma_store,
 )
 
 
@@ -109,7 +110,7 @@ def _ps_store(
     o = acc / gl.convert_layout(l_i, rows_o)[:, None]
     o_smem.index(ME).reshape([ROWS, o_smem.shape[4]]).store(o.to(o_desc.dtype))
     fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [b, h, start_m + ROWS * ME, 0], o_smem.index(ME))
+    tma_store(o_desc, [b, h, start_m + ROWS * ME, 0], o_smem.index(ME))
     rows = start_m + ROWS * ME + gl.arange(0, ROWS, rows_s)
     lse = (m_i + gl.log2(l_i)) * 0.6931471805599453  # natural log
     gl.store(LSE + bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)

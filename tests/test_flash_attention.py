@@ -743,6 +743,16 @@ def test_three_consumers_carry_p_packed_from_triton_3_8(packed: str | None, tmp_
     assert (" PRMT " not in sass) == expect_packed, "P packed where it should not be, or the other way round"
 
 
+def test_the_single_warpgroup_hopper_forward_compiles(tmp_path: Path) -> None:
+    """The Gluon forward without warp specialisation (``HopperConfig(pingpong=False)``: no candidate, but the
+    probes sweep it) compiles under the installed Triton. Under 3.8 it did not, unnoticed: its CTA barrier was
+    ``gl.thread_barrier``, which 3.7 renamed ``gl.barrier`` (``attention_hopper.cta_barrier`` takes either)."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    proc = _compile_sm90("hopper", "--head-dim", "64", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "kernel.sass").read_text().count("HGMMA") >= 8, "no wgmma in the SASS"
+
+
 @pytest.mark.parametrize(
     "options",
     [["--head-dim", "128", "--dq-halves", "--persistent"], ["--head-dim", "64"]],
