@@ -94,10 +94,11 @@ NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") !
 # P carried across the three-consumer ping-pong's step loop as 32-bit words of two 16-bit values (_pack_p /
 # _unpack_p) instead of 16-bit values, which ptxas re-packs with 32 PRMT a step in some consumers' loops
 # (Triton 3.8: every three-consumer loop; 3.6: one of three). Session 23 (H100, four processes each way,
-# against cuDNN in each): under Triton 3.8 +0-1 % at 4,096 and 16,384 tokens and +1-4 % at N = 4100; under 3.6
-# 1-2 % slower at 4,096 and 16,384 tokens, +2 % at 4100. So on from Triton 3.8 on (3.7, untimed, compiles to
-# SASS like 3.6's: PRMT in one loop of three); PATHOFLASH_PACKED_P=0 / 1 overrides (read once, at import). Two consumers never pack: they have no PRMT to save, and ~10 instructions a
-# step to add. ATTENTION_NOTES "Session 22", item 6, and "Session 23".
+# against cuDNN in each): under Triton 3.8 level to +1 % at 4,096 and 16,384 tokens and +1-4 % at N = 4100;
+# under 3.6 1-2 % slower at 4,096 and 16,384 tokens, +2 % at 4100. So on from Triton 3.8 on (3.7, untimed,
+# compiles to SASS like 3.6's); PATHOFLASH_PACKED_P=0 / 1 overrides (read once, at import). Two consumers
+# never pack: they have no PRMT to save, and ~10 instructions a step to add. ATTENTION_NOTES "Session 22",
+# item 6, and "Session 23".
 _TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
 PACKED_P = gl.constexpr(
     os.environ.get("PATHOFLASH_PACKED_P", "1" if _TRITON_VERSION >= (3, 8) else "0") == "1"
