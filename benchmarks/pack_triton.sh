@@ -5,12 +5,16 @@
 #   bash benchmarks/pack_triton.sh 3.8.0            # writes .whl/triton-3.8.0-py312.tar.xz (~52 MB)
 #   # on the device, with .whl in the run's carry:
 #   python3 -c "import tarfile; tarfile.open('.whl/triton-3.8.0-py312.tar.xz').extractall('/tmp/t')"
-#   PYTHONPATH=/tmp/t:$PYTHONPATH python3 -m pytest tests/test_flash_attention_gpu.py -k "not torch_compile"
+#   TRITON_BACKENDS_IN_TREE=1 PYTHONPATH=/tmp/t:$PYTHONPATH python3 -m pytest tests/test_flash_attention_gpu.py \
+#     -k "not torch_compile"
 #
 # The wheel is ~250 MB. What goes: debug symbols of libtriton.so (505 → 192 MB), the profiler (libproton,
-# CUPTI), the Blackwell ptxas, the instrumentation and plugin libraries, FileCheck; what is left compiles and
-# launches every kernel here (session 20). torch.compile does not work with it (torch 2.11's Inductor
-# expects its own Triton), hence `-k "not torch_compile"`.
+# CUPTI), the Blackwell ptxas, the instrumentation and plugin libraries, FileCheck, and the AMD backend
+# (3.9's alone is 101 MB); what is left compiles and launches every kernel here (session 20). Without the AMD
+# backend Triton must find its backends by directory, not by the installed packages' entry points (the device's
+# own Triton lists AMD there): hence TRITON_BACKENDS_IN_TREE=1, which Triton 3.6 and newer read.
+# torch.compile does not work with it (torch 2.11's Inductor expects its own Triton), hence
+# `-k "not torch_compile"`.
 set -euo pipefail
 version=${1:?usage: pack_triton.sh VERSION}
 cd "$(dirname "$0")/.."
@@ -23,7 +27,7 @@ mkdir "$work/tree"
 cd "$work/tree"
 rm -rf triton/backends/nvidia/lib/cupti triton/backends/nvidia/lib/cupti-blackwell \
   triton/backends/nvidia/bin/ptxas-blackwell triton/instrumentation triton/plugins triton/FileCheck \
-  triton/_C/libproton.so
+  triton/_C/libproton.so triton/backends/amd
 strip --strip-unneeded triton/_C/libtriton.so
 chmod +x triton/backends/nvidia/bin/*
 cd - >/dev/null

@@ -12,6 +12,9 @@ GPU time and ``do_bench`` of a whole call beside it:
 
 ``--compare s22`` turns session 22's cuts off and on instead (see ``_fast_paths``), e.g. at a batch-1
 ViT-S call: ``--compare s22 --shapes 1x6x4096x64``.
+
+``--ladder`` times each layer of a forward and of a backward call instead (every function with the one it
+calls, down to Triton's launcher and one TMA encode), with all cuts on: where a call's host time goes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import triton
@@ -71,6 +75,8 @@ def _fast_paths(enabled: bool) -> None:
     """The compared cuts on or off. s21: direct launches and unchecked descriptors against Triton's launch and
     checked descriptors. s22: calls without a graph skipping ``Function.apply`` and None second pieces at
     unsplit head dims, against autograd's apply and both pieces encoded (session 21's cuts on in both)."""
+    attention._fwd_plans.clear()  # plans bind launches (launch.Site) to what these switches chose
+    attention._bwd_plans.clear()
     if COMPARE == "s22":
         attention._skip_apply_without_grad = enabled
         attention_hopper._unsplit_tails_as_none = enabled
@@ -144,6 +150,220 @@ def stages(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
     }
 
 
+def _captured_launch(call: Callable[[], object]) -> list[tuple[object, tuple, tuple, dict]]:
+    """The ``launch(fn, grid, *args, **kwargs)`` calls ``call`` makes through our kernels' modules."""
+    seen: list[tuple[object, tuple, tuple, dict]] = []
+    modules = (attention, attention_hopper, attention_hopper_bwd)
+    originals = [m.launch for m in modules]
+
+    def capture(fn: object, grid: tuple, *args: object, **kwargs: object) -> None:
+        seen.append((fn, grid, args, kwargs))
+        launch.launch(fn, grid, *args, **kwargs)
+
+    for m in modules:
+        m.launch = capture  # type: ignore[attr-defined]
+    try:
+        call()
+    finally:
+        for m, original in zip(modules, originals, strict=True):
+            m.launch = original  # type: ignore[attr-defined]
+    return seen
+
+
+def _direct(fn: object, grid: tuple, args: tuple, kwargs: dict) -> tuple[Callable[[], object], Any]:
+    """Triton's launcher of one captured launch, called as ``launch.launch`` calls it; and the args it gets."""
+    key = launch._key(fn, args, kwargs)
+    compiled = launch._compiled[key]
+    values = launch._ordered(fn, args, kwargs)
+    stream = launch._current_stream(torch.cuda.current_device())
+    grid3 = (*grid, 1, 1)[:3]
+
+    def run() -> object:
+        return compiled.run(
+            *grid3, stream, compiled.function, compiled.packed_metadata, None, None, None, *values
+        )
+
+    return run, compiled
+
+
+def ladder(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+    """Each layer of a forward call (no graph) and of a backward, outermost first."""
+    import inspect
+
+    from triton.backends.nvidia import driver as nv_driver
+
+    q, k, v = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(3))
+    do = torch.randn(shape, device="cuda", dtype=dtype)
+    scale = shape[3] ** -0.5
+    o, lse = attention._forward(q, k, v, scale)
+    key = (shape[3], dtype, triton.next_power_of_2(shape[2]), triton.next_power_of_2(shape[2]))
+    cfg = attention_hopper._chosen[key]
+    (fwd_launch,) = _captured_launch(lambda: attention_hopper.hopper_forward(q, k, v, o, lse, scale, cfg))
+    fwd_run, fwd_compiled = _direct(*fwd_launch)
+    descs = [a for a in fwd_launch[2] if hasattr(a, "block_shape")]
+    metas = getattr(fwd_compiled.metadata, "tensordesc_meta", None) or [None] * len(descs)
+    n_params = len(inspect.signature(nv_driver.make_tensordesc_arg).parameters)
+    extra = (None,) * (n_params - 2)
+
+    dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
+    acc = torch.zeros(shape, device="cuda", dtype=torch.float32)
+    delta = attention._delta(o, do, None, zero=acc)
+    attention._backward(q, k, v, o, lse, do, None, scale)  # chooses Gluon or Triton's backward
+    gluon = attention._gluon_backward(q, k, v, o, lse, do, None, dq, dk, dv, scale)
+    assert gluon is not None, "the Gluon backward is not the one chosen here"
+    planned = hasattr(attention, "_fwd_plans")  # False: code from before session 24's plans, as a baseline
+    fwd_plan: Any = attention._fwd_plans[attention._signature(q, k, v)] if planned else None
+    bwd_launches = _captured_launch(
+        lambda: attention_hopper_bwd.hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, dq_acc=acc)
+    )
+    bwd_run, _ = _direct(*bwd_launches[-1])
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+    kept = flash_attention(qg, kg, vg)
+
+    def cudnn_fwd() -> object:
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION), torch.no_grad():
+            return scaled_dot_product_attention(q, k, v)
+
+    layers: dict[str, Callable[[], object]] = {
+        "cuDNN fwd, no grad": cudnn_fwd,
+        "flash_attention, no grad": lambda: flash_attention(q, k, v),
+        ". _check_inputs+_backend": lambda: (attention._check_inputs(q, k, v), attention._check_backend(q)),
+        ". _forward_padded": lambda: attention._forward_padded(q, k, v, scale),
+        ". . _forward": lambda: attention._forward(q, k, v, scale),
+        ". . . allocate o, lse": lambda: (
+            torch.empty((shape[0], shape[2], shape[1], shape[3]), device=q.device, dtype=dtype).permute(
+                0, 2, 1, 3
+            ),
+            torch.empty(shape[:3], device=q.device, dtype=torch.float32),
+        ),
+        ". . . _gluon_forward": lambda: attention._gluon_forward(q, k, v, o, lse, scale),
+        ". . . . hopper_usable": lambda: attention_hopper.hopper_usable(q, k, v),
+        ". . . . hopper_forward": lambda: attention_hopper.hopper_forward(q, k, v, o, lse, scale),
+        ". . . . . hopper_forward(cfg)": lambda: attention_hopper.hopper_forward(q, k, v, o, lse, scale, cfg),
+        ". . . . . . 4 piece_descriptors": lambda: [
+            attention_hopper.piece_descriptors(t, 128) for t in (q, k, v, o)
+        ],
+        ". . . . . . launch.launch": lambda: launch.launch(
+            fwd_launch[0], fwd_launch[1], *fwd_launch[2], **fwd_launch[3]
+        ),
+        ". . . . . . . launch._key": lambda: launch._key(fwd_launch[0], fwd_launch[2], fwd_launch[3]),
+        ". . . . . . . Triton's launcher": fwd_run,
+        ". . . . . . . . make_tensordesc_arg x4": lambda: [
+            nv_driver.make_tensordesc_arg(d, m, *extra) for d, m in zip(descs, metas, strict=True)
+        ],
+        "torch.cuda.current_device()": torch.cuda.current_device,
+        "o[..., :D]": lambda: o[..., : shape[3]],
+        "bwd only, kept graph": lambda: torch.autograd.grad(kept, (qg, kg, vg), do, retain_graph=True),
+        ". _backward": lambda: attention._backward(q, k, v, o, lse, do, None, scale),
+        ". . empty_like x3": lambda: (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)),
+        ". . _gluon_backward (lookup)": lambda: attention._gluon_backward(
+            q, k, v, o, lse, do, None, dq, dk, dv, scale
+        ),
+        ". . plan call": (lambda: gluon(q, k, v, o, lse, do, None, dq, dk, dv, scale)) if planned else gluon,
+        ". . . acc = torch.empty": lambda: torch.empty(shape, device="cuda", dtype=torch.float32),
+        ". . . _delta": lambda: attention._delta(o, do, None, zero=acc),
+        ". . . hopper_backward": lambda: attention_hopper_bwd.hopper_backward(
+            q, k, v, do, lse, delta, dk, dv, scale, dq_acc=acc
+        ),
+        ". . . . Triton's launcher": bwd_run,
+        ". . . _dq_cast": lambda: attention._dq_cast(acc, scale, dq),
+    }
+    if planned:
+        layers[". . . . ForwardPlan call"] = lambda: fwd_plan(q, k, v, o, lse, scale)
+        layers[". . . . . _forward_args"] = lambda: attention_hopper._forward_args(
+            fwd_plan.cfg, q, k, v, o, lse, scale
+        )
+        layers[". . . BackwardPlan call"] = lambda: gluon.kernel(q, k, v, do, lse, delta, dk, dv, scale, acc)
+    return layers
+
+
+def run_threads(shape: tuple[int, ...], dtype: torch.dtype, calls: int, batches: int) -> None:
+    """Why Python runs slower inside autograd's backward: the same ``_backward`` (and a pure-Python loop, and
+    a torch-op loop) timed on the main thread, in a loop on another thread, and handed to another thread one
+    call at a time (as the engine's device thread gets each backward)."""
+    import queue
+    import threading
+
+    q, k, v, do = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(4))
+    scale = shape[3] ** -0.5
+    o, lse = attention._forward(q, k, v, scale)
+    x = torch.randn(16, device="cuda")
+
+    def python_only() -> object:
+        total = 0
+        for i in range(400):
+            total += i * 3 % 7
+        return total
+
+    def torch_ops() -> object:
+        return [x.view(4, 4).t()[..., :2] for _ in range(20)]
+
+    work = {
+        "_backward": lambda: attention._backward(q, k, v, o, lse, do, None, scale),
+        "python loop (400 adds)": python_only,
+        "20 views of a CUDA tensor": torch_ops,
+    }
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+
+    def worker() -> None:
+        torch.cuda.set_device(q.device)
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            job()
+            done.put(None)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+
+    def handed(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> None:
+            jobs.put(fn)
+            done.get()
+
+        return run
+
+    def looped(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> None:  # one hand-off for `calls` calls: a timed batch is one call of this
+            jobs.put(lambda: [fn() for _ in range(calls)])
+            done.get()
+
+        return run
+
+    print(f"{'work':28s} {'main':>7s} {'loop, thread':>12s} {'handed':>7s}  min host us per call")
+    for name, fn in work.items():
+        rows = []
+        for way, batch in ((fn, calls), (looped(fn), 1), (handed(fn), calls)):
+            for _ in range(3):
+                way()
+            torch.cuda.synchronize()
+            # a batch of `batch` calls of `way` is `calls` calls of fn either way
+            times = [host_us(way, batch)[0] * batch / calls for _ in range(batches)]
+            rows.append(min(times))
+        print(f"{name:28s} {rows[0]:7.1f} {rows[1]:12.1f} {rows[2]:7.1f}")
+    jobs.put(None)
+
+
+def run_ladder(shape: tuple[int, ...], dtype: torch.dtype, calls: int, batches: int) -> None:
+    layers = ladder(shape, dtype)
+    print(f"{'layer':40s} {'min':>7s} {'median':>7s}  host us per call")
+    for name, fn in layers.items():
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        times, clean = [], True
+        for _ in range(batches):
+            us, ok = host_us(fn, calls)
+            times.append(us)
+            clean &= ok
+        print(
+            f"{name:40s} {min(times):7.1f} {statistics.median(times):7.1f}"
+            f"{'' if clean else '  (a batch outlasted the sleep)'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="2x16x4100x64,4x8x4096x128")
@@ -152,6 +372,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=9)
     parser.add_argument("--profile", action="store_true", help="cProfile a call and _backward too")
     parser.add_argument("--no-table", action="store_true", help="skip the stage table")
+    parser.add_argument("--ladder", action="store_true", help="time each layer of a call instead")
+    parser.add_argument("--threads", action="store_true", help="time _backward on and off the main thread")
     parser.add_argument("--torch-profile", action="store_true", help="torch.profiler's CPU table of a call")
     parser.add_argument(
         "--compare", choices=["s21", "s22"], default="s21", help="the cuts to turn off and on"
@@ -165,6 +387,14 @@ def main() -> None:
     )
     for text in args.shapes.split(","):
         shape = tuple(map(int, text.split("x")))
+        if args.threads:
+            print(f"\n{text}: threads, {args.batches} batches of {args.calls} calls")
+            run_threads(shape, dtype, args.calls, args.batches)
+            continue
+        if args.ladder:
+            print(f"\n{text}: the ladder, {args.batches} batches of {args.calls} calls")
+            run_ladder(shape, dtype, args.calls, args.batches)
+            continue
         runs = stages(shape, dtype)
         print(f"\n{text}: host us per call, min and median of {args.batches} batches of {args.calls} calls")
         off, on = ("Triton launch", "direct") if COMPARE == "s21" else ("before s22", "s22 cuts")

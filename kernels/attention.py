@@ -43,7 +43,7 @@ import triton.language as tl
 
 from pathoflash.errors import PathoflashError
 
-from .launch import launch
+from .launch import Site, launch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,17 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 MAX_HEAD_DIM = 128
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def cdiv(a: int, b: int) -> int:
+    """⌈a / b⌉ of two ints, for launch grids. ``triton.cdiv`` gives the same, but it is a constexpr function
+    whose every host call costs ~3 µs (Triton 3.6 and 3.8), a few per attention call."""
+    return -(-a // b)
+
+
+def pow2_at_least(n: int) -> int:
+    """The smallest power of two ≥ ``n`` (n ≥ 1): ``triton.next_power_of_2`` without its 3–6 µs host call."""
+    return 1 << (n - 1).bit_length()
 
 
 def capability(device: torch.device) -> tuple[int, int]:
@@ -1033,7 +1044,7 @@ def _use_tma(tensors: tuple[torch.Tensor, ...]) -> bool:
 
 
 def _head_pad(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
+    return max(16, pow2_at_least(head_dim))
 
 
 def head_split(head_dim: int, use_tma: bool = False) -> tuple[int, int, bool]:
@@ -1042,7 +1053,7 @@ def head_split(head_dim: int, use_tma: bool = False) -> tuple[int, int, bool]:
     head_a = max(16, 1 << (head_dim.bit_length() - 1))  # largest power of two ≤ head_dim
     if use_tma or head_a >= head_dim or _split_override is False:
         return pad, 16, False
-    head_b = max(16, triton.next_power_of_2(head_dim - head_a))
+    head_b = max(16, pow2_at_least(head_dim - head_a))
     if head_a + head_b >= pad:
         return pad, 16, False
     return head_a, head_b, True
@@ -1062,7 +1073,7 @@ def _common_meta(q: torch.Tensor, use_tma: bool) -> dict[str, Any]:
 
 
 def _n_bucket(n_q: int, n_kv: int) -> int:
-    return triton.next_power_of_2(max(n_q, n_kv))
+    return pow2_at_least(max(n_q, n_kv))
 
 
 def _fwd_launch(
@@ -1130,10 +1141,10 @@ def _run(
     elif config is None and meta["DOT_PRECISION"] == "ieee":
         config = _FLOAT32_CONFIG  # float32 is the exact path, not a fast one: nothing to tune
     if config is None:
-        tuned[lambda m: (triton.cdiv(rows, m[block]) * batch_heads,)](*args, **meta)
+        tuned[lambda m: (cdiv(rows, m[block]) * batch_heads,)](*args, **meta)
         return
     size = config.block_m if block == "BLOCK_M" else config.block_n
-    grid = (triton.cdiv(rows, size) * batch_heads,)
+    grid = (cdiv(rows, size) * batch_heads,)
     kernel[grid](
         *args, **meta, **config.kwargs(forward), num_warps=config.num_warps, num_stages=config.num_stages
     )
@@ -1166,8 +1177,9 @@ def _forward(
     batch, heads, n_q, head_dim = q.shape
     # Output stored (B, N, H, D) and returned as a (B, H, N, D) view: the usual transpose back to
     # (B, N, H·D) after attention is then free.
-    o = torch.empty((batch, n_q, heads, head_dim), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
-    lse = torch.empty((batch, heads, n_q), device=q.device, dtype=torch.float32)
+    # (new_empty_strided and new_empty are the cheapest allocations on the host: this runs at every call.)
+    o = q.new_empty_strided(q.shape, (n_q * heads * head_dim, head_dim, heads * head_dim, 1))
+    lse = q.new_empty((batch, heads, n_q), dtype=torch.float32)
     if config is None and _gluon_forward(q, k, v, o, lse, scale):
         return o, lse
     use_tma = _use_tma((q, k, v, o))
@@ -1178,6 +1190,31 @@ def _forward(
         rows=n_q, batch_heads=batch * heads, block="BLOCK_M", forward=True, config=config,
     )  # fmt: skip
     return o, lse
+
+
+# Plans: what a Gluon call works out once per signature of its tensors (_signature), so that a repeated call
+# only allocates, builds descriptors and launches. Host time is what limits a call at batch-1 sizes (an H100
+# spent ~100 µs of host time on a forward whose kernel runs ~55 µs: ATTENTION_NOTES "Session 24").
+MAX_PLANS = 256  # per direction; past that many the cache starts over
+_fwd_plans: dict[tuple[Any, ...], Any] = {}
+_bwd_plans: dict[tuple[Any, ...], Any] = {}
+_MISSING = object()
+
+
+def _signature(*tensors: torch.Tensor) -> tuple[Any, ...]:
+    """What a plan is keyed on: each tensor's dtype, shape, strides and whether its data is 16-byte aligned,
+    and the device. That fixes every kernel, grid and non-data argument of the launches (``launch.Site``
+    relies on it): Triton specialises on dtypes, ints and alignment, never on the data."""
+    key: list[Any] = [tensors[0].device]
+    for t in tensors:
+        key += (t.dtype, t.shape, t.stride(), t.data_ptr() % 16 == 0)
+    return tuple(key)
+
+
+def _keep(plans: dict[tuple[Any, ...], Any], key: tuple[Any, ...], plan: Any) -> None:
+    if len(plans) >= MAX_PLANS:
+        plans.clear()  # a model has a few shapes: past that many, start over
+    plans[key] = plan
 
 
 def _gluon_forward(
@@ -1198,11 +1235,17 @@ def _gluon_forward(
             _hopper = False
             return False
         _hopper = attention_hopper
-    if not _hopper.hopper_usable(q, k, v):
-        return False
-    log.debug("flash_attention forward %s %s gluon", tuple(q.shape), q.dtype)
+    key = _signature(q, k, v)
+    plan = _fwd_plans.get(key, _MISSING)
     try:
-        _hopper.hopper_forward(q, k, v, o, lse, scale)
+        if plan is _MISSING:
+            usable = _hopper.hopper_usable(q, k, v)
+            plan = _hopper.forward_plan(q, k, v, o, lse, scale) if usable else None
+            log.debug("flash_attention forward %s %s: gluon %s", tuple(q.shape), q.dtype, plan and plan.cfg)
+            _keep(_fwd_plans, key, plan)
+        if plan is None:
+            return False
+        plan(q, k, v, o, lse, scale)
     except triton.CompilationError as exc:  # a Triton whose Gluon differs from the 3.6 this was written for
         log.warning("Gluon attention failed to compile (%s); using the Triton kernel", exc)
         _hopper = False
@@ -1222,6 +1265,39 @@ def _dq_atomic_mode(q: torch.Tensor) -> int:
     return 2 if capability(q.device)[0] >= 9 else 1
 
 
+class _GluonBackward:
+    """The Gluon backward at one signature (:func:`_signature`): delta (which also zeroes the dQ accumulator),
+    the one-pass kernel, and the dQ cast, each launch bound once (``launch.Site``)."""
+
+    __slots__ = ("cast", "contiguous_do", "delta", "kernel")
+
+    def __init__(self, q: torch.Tensor, kernel: Any, dlse_given: bool, contiguous_do: bool) -> None:
+        batch, heads, n_q, head_dim = q.shape
+        grid = (cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
+        common = {"HEAD_DIM": head_dim, "HEAD_PAD": _head_pad(head_dim), "BLOCK_M": _PREPROCESS_BLOCK}
+        self.delta = Site(_attn_bwd_preprocess_kernel, grid, **common, HAS_DLSE=dlse_given, HAS_ZERO=True)
+        self.cast = Site(_dq_cast_kernel, grid, **common)
+        self.kernel = kernel  # attention_hopper_bwd.BackwardPlan
+        self.contiguous_do = contiguous_do
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+        do: torch.Tensor, dlse: torch.Tensor | None, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
+        scale: float,
+    ) -> None:  # fmt: skip
+        batch, heads, n_q, _ = q.shape
+        if self.contiguous_do:
+            do = do.contiguous()  # e.g. an expanded gradient with zero strides
+        acc = q.new_empty(q.shape, dtype=torch.float32)  # dQ / scale, summed by the kernel
+        delta = q.new_empty((batch, heads, n_q), dtype=torch.float32)
+        if dlse is not None:
+            dlse = dlse.to(torch.float32).contiguous()
+        rows = delta if dlse is None else dlse
+        self.delta(o, do, rows, delta, acc, *o.stride(), *do.stride(), heads, n_q)  # zeroes acc on the way
+        self.kernel(q, k, v, do, lse, delta, dk, dv, scale, acc)
+        self.cast(acc, dq, scale, *dq.stride(), heads, n_q)
+
+
 def _gluon_backward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -1234,9 +1310,10 @@ def _gluon_backward(
     dk: torch.Tensor,
     dv: torch.Tensor,
     scale: float,
-) -> Callable[[], None] | None:
-    """The Hopper Gluon backward for these tensors (a call writes dq, dk, dv), or None where it does not
-    apply: not sm_90 or not a head dim/dtype/stride it takes, the switch off, or deterministic mode."""
+) -> _GluonBackward | None:
+    """The Hopper Gluon backward for tensors like these (a call writes dq, dk, dv), or None where it does not
+    apply: not sm_90 or not a head dim/dtype/stride it takes, the switch off, deterministic mode, or the Triton
+    backward timed faster in this length bucket (:func:`_gluon_backward_wins`). Planned once per signature."""
     global _hopper_bwd
     wanted = PREFER_GLUON_BACKWARD if _gluon_bwd_override is None else _gluon_bwd_override
     if not wanted or _INTERPRETED or not q.is_cuda or _hopper_bwd is False:
@@ -1250,22 +1327,39 @@ def _gluon_backward(
             log.warning("Gluon backward unavailable (%s: %s); using Triton's", type(exc).__name__, exc)
             _hopper_bwd = False
             return None
-        _hopper_bwd = (attention_hopper.hopper_usable, attention_hopper_bwd.hopper_backward)
-    usable, backward = _hopper_bwd
+        _hopper_bwd = (attention_hopper.hopper_usable, attention_hopper_bwd.BackwardPlan)
+    key = (*_signature(q, k, v, o, do), _gluon_bwd_override)
+    if dlse is not None:
+        key += _signature(dlse)
+    plan = _bwd_plans.get(key, _MISSING)
+    if plan is _MISSING:
+        plan = _plan_gluon_backward(q, k, v, o, lse, do, dlse, dq, dk, dv, scale)
+        _keep(_bwd_plans, key, plan)
+    return plan  # type: ignore[no-any-return]
+
+
+def _plan_gluon_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, do: torch.Tensor,
+    dlse: torch.Tensor | None, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, scale: float,
+) -> _GluonBackward | None:  # fmt: skip
+    usable, backward_plan = _hopper_bwd
     if not usable(q, k, v):
         return None
-    if not usable(do, dk, dv):
-        do = do.contiguous()  # e.g. an expanded gradient with zero strides
-        if not usable(do, dk, dv):
-            return None
+    contiguous_do = not usable(do, dk, dv)
+    if contiguous_do and not usable(do.contiguous(), dk, dv):
+        return None
+    plan = _GluonBackward(q, backward_plan(q, k), dlse is not None, contiguous_do)
 
-    def run() -> None:
-        acc = torch.empty(q.shape, device=q.device, dtype=torch.float32)  # dQ / scale, summed by the kernel
-        delta = _delta(o, do, dlse, zero=acc)  # zeroes acc on the way
-        backward(q, k, v, do, lse, delta, dk, dv, scale, dq_acc=acc)
-        _dq_cast(acc, scale, dq)
+    def gluon() -> None:  # each timed as a whole, delta included
+        plan(q, k, v, o, lse, do, dlse, dq, dk, dv, scale)
 
-    return run
+    def triton_backward() -> None:
+        _triton_path(q, k, v, o, lse, do, dlse, dq, dk, dv, scale, None)
+
+    if not _gluon_backward_wins(q, k, gluon, triton_backward):
+        return None
+    log.debug("flash_attention backward %s %s: gluon", tuple(q.shape), q.dtype)
+    return plan
 
 
 def _gluon_backward_wins(
@@ -1280,7 +1374,7 @@ def _gluon_backward_wins(
     global _hopper_bwd
     if _gluon_bwd_override:
         return True
-    key = (q.shape[3], q.dtype, triton.next_power_of_2(q.shape[2]), triton.next_power_of_2(k.shape[2]))
+    key = (q.shape[3], q.dtype, pow2_at_least(q.shape[2]), pow2_at_least(k.shape[2]))
     if key not in _gluon_bwd_chosen:
         from pathoflash.kernels.attention_hopper import fastest
 
@@ -1306,24 +1400,27 @@ def _backward(
     configs: tuple[KernelConfig, KernelConfig] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if configs is None:
+        gluon = _gluon_backward(q, k, v, o, lse, do, dlse, dq, dk, dv, scale)
+        if gluon is not None:
+            gluon(q, k, v, o, lse, do, dlse, dq, dk, dv, scale)
+            return dq, dk, dv
+    _triton_path(q, k, v, o, lse, do, dlse, dq, dk, dv, scale, configs)
+    return dq, dk, dv
+
+
+def _triton_path(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, do: torch.Tensor,
+    dlse: torch.Tensor | None, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, scale: float,
+    configs: tuple[KernelConfig, KernelConfig] | None,
+) -> None:  # fmt: skip
+    """The Triton backward: delta, then dK/dV and dQ by this file's kernels."""
     use_tma = _use_tma((q, k, v, dq, dk, dv))
     if use_tma and _tma_override is None and not _tma_compatible(do):
         do = do.contiguous()  # e.g. an expanded gradient with zero strides
         use_tma = _tma_compatible(do)
     log.debug("flash_attention backward %s %s tma=%s", tuple(q.shape), q.dtype, use_tma)
-
-    gluon = None if configs is not None else _gluon_backward(q, k, v, o, lse, do, dlse, dq, dk, dv, scale)
-    if gluon is not None:
-
-        def triton_backward() -> None:  # each timed as a whole, delta included
-            _triton_backward(q, k, v, do, lse, _delta(o, do, dlse), dq, dk, dv, scale, None, use_tma)
-
-        if _gluon_backward_wins(q, k, gluon, triton_backward):
-            log.debug("flash_attention backward %s %s gluon", tuple(q.shape), q.dtype)
-            gluon()
-            return dq, dk, dv
     _triton_backward(q, k, v, do, lse, _delta(o, do, dlse), dq, dk, dv, scale, configs, use_tma)
-    return dq, dk, dv
 
 
 def _delta(
@@ -1335,7 +1432,7 @@ def _delta(
     delta = torch.empty((batch, heads, n_q), device=o.device, dtype=torch.float32)
     if dlse is not None:
         dlse = dlse.to(torch.float32).contiguous()
-    pre_grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
+    pre_grid = (cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     launch(
         _attn_bwd_preprocess_kernel, pre_grid, o, do, delta if dlse is None else dlse, delta,
         delta if zero is None else zero, *o.stride(), *do.stride(), heads, n_q, HEAD_DIM=head_dim,
@@ -1348,7 +1445,7 @@ def _dq_cast(acc: torch.Tensor, scale: float, dq: torch.Tensor) -> None:
     """dq = scale · acc (a contiguous float32 shaped as dq) in dq's dtype and strides, by one Triton kernel:
     2.2-2.6 TB/s on an H100, where torch.mul(acc, scale, out=dq) moved 2.0-2.3 (RESULTS.md run 12)."""
     batch, heads, n_q, head_dim = dq.shape
-    grid = (triton.cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
+    grid = (cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     launch(
         _dq_cast_kernel, grid, acc, dq, scale, *dq.stride(), heads, n_q, HEAD_DIM=head_dim,
         HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK,
@@ -1461,7 +1558,7 @@ class _FlashAttentionFunction(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.scale, ctx.head_dim = scale, head_dim
         ctx.set_materialize_grads(False)
-        return o[..., :head_dim], lse
+        return (o if o.shape[3] == head_dim else o[..., :head_dim]), lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # a second derivative: a clear error, not a missing path
@@ -1472,6 +1569,8 @@ class _FlashAttentionFunction(torch.autograd.Function):
         do = torch.zeros_like(o) if do is None else _prepared(do, o.shape[3])
         dq, dk, dv = _backward(q, k, v, o, lse, do, dlse, ctx.scale)
         head_dim = ctx.head_dim
+        if dq.shape[3] == head_dim:
+            return dq, dk, dv, None
         return dq[..., :head_dim], dk[..., :head_dim], dv[..., :head_dim], None
 
 
@@ -1584,5 +1683,5 @@ def flash_attention(
             o, lse = _FlashAttentionFunction.apply(q, k, v, scale)
         else:  # inference: no graph to record, and autograd's apply costs host time at every call
             _, o, lse = _forward_padded(q, k, v, scale)
-            o = o[..., : q.shape[3]]
+            o = o if o.shape[3] == q.shape[3] else o[..., : q.shape[3]]
     return (o, lse) if return_lse else o

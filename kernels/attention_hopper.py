@@ -46,7 +46,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import triton
@@ -61,8 +61,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .attention import LOG2E, capability
-from .launch import launch
+from .attention import LOG2E, capability, cdiv, pow2_at_least
+from .launch import Site, launch
 
 # The TMA copies: async_load / async_store from Triton 3.8 on (3.8 keeps the old names as aliases, 3.9 drops
 # them), async_copy_global_to_shared / async_copy_shared_to_global before.
@@ -868,57 +868,129 @@ CANDIDATES = {
 _chosen: dict[tuple[int, torch.dtype, int, int], HopperConfig] = {}
 
 
-def _launch(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float,
-    cfg: HopperConfig,
-) -> None:  # fmt: skip
+def _forward_kernel(
+    cfg: HopperConfig, q: torch.Tensor, k: torch.Tensor
+) -> tuple[Any, tuple[int], dict[str, Any]]:
+    """The kernel, grid and constexpr arguments of ``cfg``'s forward for queries ``q`` (B, H, N, D)."""
     if cfg.pingpong and max(cfg.k_stages, cfg.v_stages) > MAX_RING_SLOTS:
         raise ValueError(
             f"the ping-pong forward has named barriers for {MAX_RING_SLOTS} ring slots, not {cfg}"
         )
     batch, heads, n_q, head_dim = q.shape
-    grid = (triton.cdiv(n_q, cfg.block_m) * batch * heads,)
-    rows = cfg.rows if cfg.pingpong else cfg.block_m
-    common = (lse, heads, n_q, k.shape[2], scale * LOG2E)
+    grid = (cdiv(n_q, cfg.block_m) * batch * heads,)
+    stages = {"K_STAGES": cfg.k_stages, "V_STAGES": cfg.v_stages}
     if cfg.persistent:
         from .attention_hopper_persistent import _attn_fwd_persistent_kernel
 
         if head_pieces(head_dim)[0] != head_dim:
             raise ValueError(f"the persistent forward takes power-of-two head dims, not {head_dim}")
-        descs = (
-            descriptor(q, rows),
-            descriptor(k, cfg.block_n),
-            descriptor(v, cfg.block_n),
-            descriptor(o, rows),
-        )
-        launch(
-            _attn_fwd_persistent_kernel, (min(grid[0], sm_count(q.device)),), *descs, lse, batch * heads,
-            *common[1:], K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers],
-            LOADER_REGS=LOADER_REGS, CONSUMERS=cfg.consumers, num_warps=4,
-        )  # fmt: skip
-    elif cfg.pingpong:
+        warp_groups = {"CONSUMER_REGS": CONSUMER_REGS[cfg.consumers], "LOADER_REGS": LOADER_REGS}
+        static = {**stages, **warp_groups, "CONSUMERS": cfg.consumers, "num_warps": 4}
+        return _attn_fwd_persistent_kernel, (min(grid[0], sm_count(q.device)),), static
+    if cfg.pingpong:
+        static = {
+            "BLOCK_N": cfg.block_n, **stages, "CONSUMER_REGS": CONSUMER_REGS[cfg.consumers],
+            "LOADER_REGS": LOADER_REGS, "CONSUMERS": cfg.consumers, "num_warps": 4,
+        }  # fmt: skip
+        return _attn_fwd_pingpong_kernel, grid, static
+    # power-of-two head dims only
+    static = {"HEAD_DIM": head_dim, "BLOCK_N": cfg.block_n, **stages, "num_warps": cfg.num_warps}
+    return _attn_fwd_hopper_kernel, grid, static
+
+
+def _forward_args(
+    cfg: HopperConfig, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+    scale: float,
+) -> tuple[Any, ...]:  # fmt: skip
+    """The positional arguments of ``cfg``'s forward kernel (:func:`_forward_kernel`) for these tensors."""
+    batch, heads, n_q, _ = q.shape
+    rows = cfg.rows if cfg.pingpong else cfg.block_m
+    common = (heads, n_q, k.shape[2], scale * LOG2E)
+    if cfg.pingpong and not cfg.persistent:
         (q_d, q_t), (k_d, k_t), (v_d, v_t), (o_d, o_t) = (
             piece_descriptors(t, r) for t, r in ((q, rows), (k, cfg.block_n), (v, cfg.block_n), (o, rows))
         )
         # Unsplit: the kernel reuses the first pieces, and Triton encodes four TMA maps, not eight.
         if q_t is q_d and _unsplit_tails_as_none:
             q_t = k_t = v_t = o_t = None
-        launch(
-            _attn_fwd_pingpong_kernel, grid, q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, *common, BLOCK_N=cfg.block_n,
-            K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, CONSUMER_REGS=CONSUMER_REGS[cfg.consumers],
-            LOADER_REGS=LOADER_REGS, CONSUMERS=cfg.consumers, num_warps=4,
-        )  # fmt: skip
-    else:  # power-of-two head dims only
-        descs = (
-            descriptor(q, rows),
-            descriptor(k, cfg.block_n),
-            descriptor(v, cfg.block_n),
-            descriptor(o, rows),
+        return (q_d, k_d, v_d, o_d, q_t, k_t, v_t, o_t, lse, *common)
+    descs = (descriptor(q, rows), descriptor(k, cfg.block_n), descriptor(v, cfg.block_n), descriptor(o, rows))
+    if cfg.persistent:
+        return (*descs, lse, batch * heads, *common)
+    return (*descs, lse, *common)
+
+
+def _launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float,
+    cfg: HopperConfig,
+) -> None:  # fmt: skip
+    fn, grid, static = _forward_kernel(cfg, q, k)
+    launch(fn, grid, *_forward_args(cfg, q, k, v, o, lse, scale), **static)
+
+
+def rebased(template: TensorDescriptor, t: torch.Tensor) -> TensorDescriptor:
+    """``template`` pointed at ``t``: every other field shared. Only for a ``t`` of the template's dtype,
+    shape and strides (a plan's signature fixes them): ~0.4 µs against :func:`descriptor`'s ~2 (CPU)."""
+    made = object.__new__(TensorDescriptor)
+    fields = made.__dict__
+    fields.update(template.__dict__)
+    fields["base"] = t
+    return made
+
+
+class ForwardPlan:
+    """The forward at one signature of (q, k, v): shapes, strides, dtype, device and 16-byte alignment, on
+    which attention.py keys its plans. The configuration is chosen and the launch bound once (``launch.Site``);
+    a call then only re-points the first call's descriptors at its tensors (:func:`rebased`; head dims of one
+    column piece) and launches."""
+
+    __slots__ = ("_descs", "_ints", "_middle", "cfg", "site")
+
+    def __init__(self, cfg: HopperConfig, q: torch.Tensor, k: torch.Tensor) -> None:
+        fn, grid, static = _forward_kernel(cfg, q, k)
+        self.cfg, self.site = cfg, Site(fn, grid, **static)
+        self._descs: tuple[TensorDescriptor, ...] | None = None
+        self._middle: tuple[None, ...] = ()
+        self._ints: tuple[int, ...] = ()
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        o: torch.Tensor,
+        lse: torch.Tensor,
+        scale: float,
+    ) -> None:
+        descs = self._descs
+        if descs is None:
+            args = _forward_args(self.cfg, q, k, v, o, lse, scale)
+            self._remember(args, (q, k, v, o), lse)
+            self.site(*args)
+            return
+        q_d, k_d, v_d, o_d = (
+            rebased(descs[0], q),
+            rebased(descs[1], k),
+            rebased(descs[2], v),
+            rebased(descs[3], o),
         )
-        launch(
-            _attn_fwd_hopper_kernel, grid, *descs, *common, HEAD_DIM=head_dim, BLOCK_N=cfg.block_n,
-            K_STAGES=cfg.k_stages, V_STAGES=cfg.v_stages, num_warps=cfg.num_warps,
-        )  # fmt: skip
+        self.site(q_d, k_d, v_d, o_d, *self._middle, lse, *self._ints, scale * LOG2E)
+
+    def _remember(self, args: tuple[Any, ...], tensors: tuple[torch.Tensor, ...], lse: torch.Tensor) -> None:
+        """Keep the descriptors of q, k, v, o and the ints, where the kernel's arguments are those four
+        descriptors, Nones, lse, ints and the scale (not where a head dim is split into pieces)."""
+        at = next(i for i, arg in enumerate(args) if arg is lse)
+        whole = all(getattr(d, "base", None) is t for d, t in zip(args[:4], tensors, strict=True))
+        if _DESCRIPTOR_DEFAULTS is not None and whole and all(arg is None for arg in args[4:at]):
+            self._descs, self._middle, self._ints = args[:4], args[4:at], args[at + 1 : -1]
+
+
+def forward_plan(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float
+) -> ForwardPlan:
+    """The plan for tensors like these (:class:`ForwardPlan`); where their length bucket has no chosen
+    configuration yet, the candidates are first timed on these tensors (which writes ``o`` and ``lse``)."""
+    return ForwardPlan(_choose(q, k, v, o, lse, scale), q, k)
 
 
 @functools.cache
@@ -969,7 +1041,7 @@ def fastest(runs: dict[K, Callable[[], None]], rounds: int = 7) -> K:
 def _choose(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float
 ) -> HopperConfig:
-    key = (q.shape[3], q.dtype, triton.next_power_of_2(q.shape[2]), triton.next_power_of_2(k.shape[2]))
+    key = (q.shape[3], q.dtype, pow2_at_least(q.shape[2]), pow2_at_least(k.shape[2]))
     if key not in _chosen:
         runs: dict[HopperConfig, Callable[[], None]] = {}
         for cfg in CANDIDATES[q.shape[3]]:

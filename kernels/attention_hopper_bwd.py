@@ -54,9 +54,9 @@ versions without the adds) are in commit d188820 (``BackwardConfig.dq_mode``, ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -68,17 +68,18 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from . import attention_hopper
-from .attention import LOG2E
+from .attention import LOG2E, cdiv
 from .attention_hopper import (
     PUBLIC_REINTERPRET,
     descriptor,
     head_pieces,
     piece_descriptors,
+    rebased,
     sm_count,
     tma_load,
     tma_store,
 )
-from .launch import launch
+from .launch import Site, launch
 
 if hasattr(tma, "async_atomic_add"):  # Triton 3.7 and newer
     _tma_add = tma.async_atomic_add
@@ -780,6 +781,94 @@ def _attn_bwd_hopper_kernel(
     )
 
 
+def _backward_kernel(
+    cfg: BackwardConfig, q: torch.Tensor, k: torch.Tensor
+) -> tuple[Any, tuple[int], dict[str, Any]]:
+    """The kernel, grid and constexpr arguments of ``cfg``'s backward for ``q`` and ``k``."""
+    batch, heads, _, head_dim = q.shape
+    grid = (cdiv(k.shape[2], cfg.block_n) * batch * heads,)
+    persistent = head_dim == 128 if cfg.persistent is None else cfg.persistent
+    if persistent and head_pieces(head_dim)[1] != head_dim:
+        raise ValueError(f"the persistent backward takes power-of-two head dims, not {head_dim}")
+    if persistent:
+        grid = (min(grid[0], sm_count(q.device)),)
+    static = {
+        "STAGES": cfg.stages, "CONSUMERS": CONSUMER_WARPGROUPS, "CONSUMER_REGS": cfg.regs,
+        "LOADER_REGS": LOADER_REGS, "PERSISTENT": persistent, "num_warps": 4,
+    }  # fmt: skip
+    return _attn_bwd_hopper_kernel, grid, static
+
+
+def _backward_args(
+    cfg: BackwardConfig, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, lse: torch.Tensor,
+    delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, scale: float, dq_acc: torch.Tensor,
+) -> tuple[Any, ...]:  # fmt: skip
+    """The positional arguments of ``cfg``'s backward kernel (:func:`_backward_kernel`) for these tensors."""
+    batch, heads, n_q, head_dim = q.shape
+    block_m = cfg.block_m
+    q_d, q_t = piece_descriptors(q, block_m)
+    do_d, do_t = piece_descriptors(do, block_m)
+    k_d, k_t = piece_descriptors(k, ROWS.value)
+    v_d, v_t = piece_descriptors(v, ROWS.value)
+    dk_d, dk_t = piece_descriptors(dk, ROWS.value)
+    dv_d, dv_t = piece_descriptors(dv, ROWS.value)
+    if cfg.dq_halves and head_dim == 128:
+        dq_d = dq_t = descriptor(dq_acc, block_m, cols=head_dim // 2)
+    else:
+        dq_d, dq_t = piece_descriptors(dq_acc, block_m)
+    # Unsplit: None for the second pieces (the kernel reuses the first), so Triton encodes 7 TMA maps, not 14.
+    if head_pieces(head_dim)[0] == head_dim and attention_hopper._unsplit_tails_as_none:
+        tails: tuple[Any, ...] = (None,) * 7
+    else:
+        tails = (q_t, k_t, v_t, do_t, dk_t, dv_t, dq_t)
+    return (
+        q_d, k_d, v_d, do_d, dk_d, dv_d, dq_d, *tails, lse, delta, heads, n_q, k.shape[2], batch * heads,
+        scale * LOG2E, scale,
+    )  # fmt: skip
+
+
+class BackwardPlan:
+    """The backward kernel at one signature of its tensors (shapes, strides, dtype, device, alignment:
+    attention.py keys its plans on them), bound once (:class:`launch.Site`). Later calls re-point the first
+    call's descriptors at their tensors (``attention_hopper.rebased``; head dims of one column piece)."""
+
+    __slots__ = ("_descs", "_ints", "cfg", "site")
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, config: BackwardConfig | None = None) -> None:
+        self.cfg = config or BackwardConfig()
+        fn, grid, static = _backward_kernel(self.cfg, q, k)
+        self.site = Site(fn, grid, **static)
+        self._descs: tuple[Any, ...] | None = None
+        self._ints: tuple[int, ...] = ()
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, lse: torch.Tensor,
+        delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, scale: float, dq_acc: torch.Tensor,
+    ) -> None:  # fmt: skip
+        d = self._descs
+        if d is None:
+            args = _backward_args(self.cfg, q, k, v, do, lse, delta, dk, dv, scale, dq_acc)
+            whole = all(
+                getattr(desc, "base", None) is t
+                for desc, t in zip(args[:7], (q, k, v, do, dk, dv, dq_acc), strict=True)
+            )
+            if (
+                attention_hopper._DESCRIPTOR_DEFAULTS is not None
+                and whole
+                and all(a is None for a in args[7:14])
+            ):
+                self._descs, self._ints = args[:7], args[16:-2]
+            self.site(*args)
+            return
+        self.site(
+            rebased(d[0], q), rebased(d[1], k), rebased(d[2], v), rebased(d[3], do), rebased(d[4], dk),
+            rebased(d[5], dv), rebased(d[6], dq_acc), *_NO_TAILS, lse, delta, *self._ints, scale * LOG2E, scale,
+        )  # fmt: skip
+
+
+_NO_TAILS = (None,) * 7
+
+
 def hopper_backward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -800,30 +889,9 @@ def hopper_backward(
     both (B, H, N) contiguous float32. Every tensor must pass ``attention_hopper.hopper_usable``'s checks.
     Head dims that are not powers of two run in two column pieces (``attention_hopper.head_pieces``).
     """
-    batch, heads, n_q, head_dim = q.shape
-    n_kv = k.shape[2]
     cfg = config or BackwardConfig()
     if dq_acc is None:
-        dq_acc = torch.zeros((batch, heads, n_q, head_dim), device=q.device, dtype=torch.float32)
-    grid = (triton.cdiv(n_kv, cfg.block_n) * batch * heads,)
-    persistent = head_dim == 128 if cfg.persistent is None else cfg.persistent
-    if persistent and head_pieces(head_dim)[1] != head_dim:
-        raise ValueError(f"the persistent backward takes power-of-two head dims, not {head_dim}")
-    if persistent:
-        grid = (min(grid[0], sm_count(q.device)),)
-    rows = {"q": cfg.block_m, "do": cfg.block_m, "dq": cfg.block_m}
-    tensors = {"q": q, "k": k, "v": v, "do": do, "dk": dk, "dv": dv, "dq": dq_acc}
-    pieces = {name: piece_descriptors(t, rows.get(name, ROWS.value)) for name, t in tensors.items()}
-    if cfg.dq_halves and head_dim == 128:
-        half = descriptor(dq_acc, cfg.block_m, cols=head_dim // 2)
-        pieces["dq"] = (half, half)
-    # Unsplit: None for the second pieces (the kernel reuses the first), so Triton encodes 7 TMA maps, not 14.
-    unsplit = head_pieces(head_dim)[0] == head_dim and attention_hopper._unsplit_tails_as_none
-    tails = [None] * len(tensors) if unsplit else [p[1] for p in pieces.values()]
-    launch(
-        _attn_bwd_hopper_kernel, grid, *(pieces[name][0] for name in tensors), *tails, lse, delta, heads, n_q,
-        n_kv, batch * heads, scale * LOG2E, scale,
-        STAGES=cfg.stages, CONSUMERS=CONSUMER_WARPGROUPS, CONSUMER_REGS=cfg.regs, LOADER_REGS=LOADER_REGS,
-        PERSISTENT=persistent, num_warps=4,
-    )  # fmt: skip
+        dq_acc = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    fn, grid, static = _backward_kernel(cfg, q, k)
+    launch(fn, grid, *_backward_args(cfg, q, k, v, do, lse, delta, dk, dv, scale, dq_acc), **static)
     return dq_acc

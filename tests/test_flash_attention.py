@@ -935,3 +935,108 @@ def test_gluon_head_dims_split_into_power_of_two_views(head_dim: int, pieces: tu
         assert desc.base.data_ptr() == q.data_ptr() + offset * q.element_size()
         assert list(desc.strides) == list(q.stride())
         assert list(desc.shape) == [2, 4, 100, pieces[0] if desc is first else pieces[1]]
+
+
+def test_the_host_grid_helpers_agree_with_tritons() -> None:
+    """``cdiv`` and ``pow2_at_least`` stand in for ``triton.cdiv`` and ``triton.next_power_of_2`` on the host
+    (each call of Triton's costs microseconds); they must give the same numbers."""
+    import triton
+    from pathoflash.kernels import attention as fa
+
+    for n in [*range(1, 300), 4095, 4096, 4097, 4100, 16384, 65536, 65537]:
+        assert fa.pow2_at_least(n) == triton.next_power_of_2(n), n
+        for block in (1, 16, 64, 128, 192):
+            assert fa.cdiv(n, block) == triton.cdiv(n, block), (n, block)
+
+
+def test_a_plan_signature_sees_everything_a_launch_specialises_on() -> None:
+    """Plans (and their bound launches) are reused only for tensors of equal dtype, shape, strides and
+    16-byte alignment; new data of the same layout shares the plan."""
+    from pathoflash.kernels import attention as fa
+
+    q = torch.zeros(2, 3, 40, 64, dtype=torch.float16)
+    base = fa._signature(q, q, q)
+    assert fa._signature(torch.ones_like(q), q, q) == base
+    storage = torch.zeros(2 * 3 * 40 * 64 + 8, dtype=torch.float16)
+    others = {
+        "dtype": q.to(torch.bfloat16),
+        "shape": torch.zeros(2, 3, 41, 64, dtype=torch.float16),
+        "strides": torch.zeros(2, 40, 3, 64, dtype=torch.float16).transpose(1, 2),
+        "alignment": storage[1 : 1 + q.numel()].view(q.shape),
+    }
+    for change, t in others.items():
+        assert fa._signature(q, t, q) != base, change
+    assert fa._signature(q, storage[8:].view(q.shape), q) == base  # 16 bytes further: still aligned
+
+
+def _same_launch(got: list, expected: tuple) -> bool:
+    """Argument lists equal, descriptors field by field (their base tensors: the same memory and layout)."""
+    import dataclasses
+
+    if len(got) != len(expected):
+        return False
+    for a, b in zip(got, expected, strict=True):
+        if dataclasses.is_dataclass(b):
+            fields = {f.name for f in dataclasses.fields(b)}
+            if type(a) is not type(b):
+                return False
+            views = [(t.data_ptr(), t.dtype, t.shape, t.stride()) for t in (a.base, b.base)]
+            if views[0] != views[1]:
+                return False
+            if any(getattr(a, f) != getattr(b, f) for f in fields - {"base"}):
+                return False
+        elif a is not b and a != b:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_plans_relaunch_with_what_a_fresh_build_gives(head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ForwardPlan`` and ``BackwardPlan`` re-point their first call's descriptors at later calls' tensors
+    (``rebased``): every later launch must get exactly the arguments built from scratch, split head dims
+    (built from scratch every call) included."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+    from pathoflash.kernels import attention_hopper_bwd as bwd
+
+    launches: list[list] = []
+
+    class FakeKernel:
+        def __getitem__(self, grid: tuple[int, ...]):  # type: ignore[no-untyped-def]
+            return lambda *args, **kwargs: launches.append(list(args))
+
+    for name in ("_attn_fwd_pingpong_kernel", "_attn_fwd_hopper_kernel"):
+        monkeypatch.setattr(hop, name, FakeKernel())
+    monkeypatch.setattr(bwd, "_attn_bwd_hopper_kernel", FakeKernel())
+    import pathoflash.kernels.attention_hopper_persistent as persistent
+
+    monkeypatch.setattr(persistent, "_attn_fwd_persistent_kernel", FakeKernel())
+    monkeypatch.setattr(hop, "sm_count", lambda device: 132)
+    monkeypatch.setattr(bwd, "sm_count", lambda device: 132)
+
+    def tensors(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        qkv = torch.randn(2, 300, 3, 4, head_dim, dtype=torch.bfloat16).permute(2, 0, 3, 1, 4)
+        rest = [torch.randn(2, 4, 300, head_dim, dtype=torch.bfloat16) for _ in range(4)]
+        stats = [torch.randn(2, 4, 300) for _ in range(2)]
+        return [*qkv, *rest, *stats, torch.randn(2, 4, 300, head_dim)]
+
+    configs = [hop.HopperConfig(128, 4, 2, 2, pingpong=True, consumers=3)]
+    if head_dim != 80:
+        configs += [
+            hop.HopperConfig(128, 4, 2, 2, pingpong=True, persistent=True),
+            hop.HopperConfig(128, 4, 2, 2),
+        ]
+    for cfg in configs:
+        plan = hop.ForwardPlan(cfg, *tensors(0)[:2])
+        for seed, scale in ((1, 0.125), (2, 0.5), (3, 0.25)):
+            q, k, v, o, _, _, _, lse, _, _ = tensors(seed)
+            plan(q, k, v, o, lse, scale)
+            assert _same_launch(launches[-1], hop._forward_args(cfg, q, k, v, o, lse, scale)), (cfg, seed)
+        assert (plan._descs is None) == (head_dim == 80)
+    backward = bwd.BackwardPlan(*tensors(0)[:2])
+    for seed, scale in ((1, 0.125), (2, 0.5), (3, 0.25)):
+        q, k, v, do, dk, dv, _, lse, delta, acc = tensors(seed)
+        backward(q, k, v, do, lse, delta, dk, dv, scale, acc)
+        expected = bwd._backward_args(backward.cfg, q, k, v, do, lse, delta, dk, dv, scale, acc)
+        assert _same_launch(launches[-1], expected), seed

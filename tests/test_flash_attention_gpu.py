@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -156,14 +157,15 @@ def test_gluon_backward_matches_reference(
     from pathoflash.kernels import attention_hopper_bwd
 
     calls: list[tuple[int, ...]] = []
-    real = attention_hopper_bwd.hopper_backward
 
-    def spy(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(tuple(q.shape))
-        return real(q, *args, **kwargs)  # type: ignore[arg-type]
+    class Spy(attention_hopper_bwd.BackwardPlan):
+        def __call__(self, q: torch.Tensor, *args: Any) -> None:
+            calls.append(tuple(q.shape))
+            super().__call__(q, *args)
 
-    monkeypatch.setattr(attention_hopper_bwd, "hopper_backward", spy)
+    monkeypatch.setattr(attention_hopper_bwd, "BackwardPlan", Spy)
     monkeypatch.setattr(attention, "_hopper_bwd", None)  # re-imported, so the spy is the one taken
+    monkeypatch.setattr(attention, "_bwd_plans", {})
     monkeypatch.setattr(attention, "_gluon_bwd_override", True)
     torch.manual_seed(zlib.crc32(repr((shape, dtype)).encode()))
     _check(*shape, dtype)
@@ -300,10 +302,14 @@ def test_flash_attention_takes_the_gluon_forward_on_hopper(monkeypatch: pytest.M
     from pathoflash.kernels import attention_hopper as hop
 
     calls = []
-    original = hop.hopper_forward
-    monkeypatch.setattr(
-        hop, "hopper_forward", lambda *a, **kw: (calls.append(a[0].shape), original(*a, **kw))
-    )
+    original = hop.ForwardPlan.__call__
+
+    def spy(self: Any, *a: Any) -> None:
+        calls.append(a[0].shape)
+        original(self, *a)
+
+    monkeypatch.setattr(hop.ForwardPlan, "__call__", spy)
+    monkeypatch.setattr(attention, "_fwd_plans", {})
     q, k, v = _inputs(1, 2, 300, 64, "qkv", torch.bfloat16)
     with_gluon = flash_attention(q, k, v)
     assert calls == [q.shape]
@@ -496,6 +502,8 @@ def test_repeated_calls_launch_directly_and_stay_correct(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(JITFunction, "run", counted)
+    monkeypatch.setattr(attention, "_fwd_plans", {})  # new plans: their first launches go through Triton
+    monkeypatch.setattr(attention, "_bwd_plans", {})
     torch.manual_seed(head_dim)
     shape = (2, 3, 1031, head_dim, "qkv")
     _check(*shape, torch.bfloat16)  # first: through Triton, keys kept
@@ -514,3 +522,40 @@ def test_repeated_calls_launch_directly_and_stay_correct(
     again = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
     assert through_triton, "with the switch off the launches go through Triton"
     assert torch.equal(got["o"], again["o"]) and torch.equal(got["lse"], again["lse"])
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon kernels run on sm_90 only")
+def test_plans_are_made_once_per_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated call of one layout reuses its plan (forward and backward); another length or an unaligned
+    view gets a plan of its own, and every result still matches the reference."""
+    from pathoflash.kernels import attention_hopper as hop
+
+    monkeypatch.setattr(attention, "_fwd_plans", {})
+    monkeypatch.setattr(attention, "_bwd_plans", {})
+    monkeypatch.setattr(attention, "_gluon_bwd_override", True)
+    made: list[tuple[int, ...]] = []
+    original = hop.forward_plan
+
+    def spy(*a: Any) -> Any:
+        made.append(tuple(a[0].shape))
+        return original(*a)
+
+    monkeypatch.setattr(hop, "forward_plan", spy)
+    torch.manual_seed(24)
+    for n in (300, 300, 300, 301):
+        q, k, v = _inputs(1, 2, n, 64, "qkv", torch.bfloat16)
+        do = torch.randn_like(q)
+        got = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+        assert_within_tolerance(
+            got,
+            _grads(attention_reference, q, k, v, do),
+            _grads(attention_reference, q.float(), k.float(), v.float(), do),
+        )
+    assert made == [(1, 2, 300, 64), (1, 2, 301, 64)]
+    assert len(attention._fwd_plans) == 2 and len(attention._bwd_plans) == 2
+    flat = torch.randn(2 * 300 * 64 + 8, device="cuda", dtype=torch.bfloat16)
+    unaligned = flat[1 : 1 + 2 * 300 * 64].view(1, 2, 300, 64)  # 2 bytes off: no TMA, the Triton kernel
+    out = flash_attention(unaligned, unaligned, unaligned)
+    exact, _ = attention_reference(unaligned.float(), unaligned.float(), unaligned.float())
+    assert (out.float() - exact).abs().max().item() < 2e-2
+    assert len(attention._fwd_plans) == 3 and None in attention._fwd_plans.values()

@@ -172,3 +172,56 @@ def test_equal_keys_mean_equal_triton_specialisations(kernel: _Kernel) -> None:
             spec_b = native(CUDABackend, b, False, True, True)
             assert spec_a == spec_b, (a, b)
     assert equal_keys >= 5  # floats, descriptors of other shapes, tensors of other offsets: compared above
+
+
+def test_a_site_launches_its_first_compiled_kernel_directly_ever_after(kernel: _Kernel) -> None:
+    """``Site``: the grid, constexprs and options given once; the first call through ``kernel[grid]``, every
+    later one straight to that compiled kernel, its parameters in the kernel's order (no key computed)."""
+    site = fast.Site(kernel, (5, 2), FLAG=False)
+    x, y = torch.zeros(64), torch.ones(64)
+    site(x, 7, 0.5)
+    assert kernel.triton_calls == [((5, 2), (x, 7, 0.5), {"FLAG": False})]
+    site(y, 7, 0.25)
+    site(x, 7, 0.125)
+    assert len(kernel.triton_calls) == 1
+    assert kernel.compiled[0].launches == [
+        (5, 2, 1, 1234, "function-handle", "packed-metadata", None, None, None, y, 7, 0.25, False, 16),
+        (5, 2, 1, 1234, "function-handle", "packed-metadata", None, None, None, x, 7, 0.125, False, 16),
+    ]
+
+
+def test_a_site_goes_through_triton_under_hooks_the_switch_or_another_debug_mode(
+    kernel: _Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = fast.Site(kernel, (1,), FLAG=True, BLOCK=32)
+    x = torch.zeros(64)
+    site(x, 3, 0.5)
+    hook = lambda metadata: None  # noqa: E731
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        site(x, 3, 0.5)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    monkeypatch.setattr(fast, "ENABLED", False)
+    site(x, 3, 0.5)
+    monkeypatch.setattr(fast, "ENABLED", True)
+    debug = knobs.runtime.debug
+    monkeypatch.setattr(knobs.runtime, "debug", not debug)
+    site(x, 3, 0.5)
+    assert len(kernel.triton_calls) == 4 and kernel.compiled[0].launches == []
+    monkeypatch.setattr(knobs.runtime, "debug", debug)
+    site(x, 3, 0.5)
+    assert len(kernel.triton_calls) == 4 and kernel.compiled[0].launches[0][-3:] == (0.5, True, 32)
+
+
+def test_a_site_of_an_interpreted_kernel_calls_it_every_time() -> None:
+    calls = []
+
+    class Interpreted:
+        def __getitem__(self, grid: tuple[int, ...]):  # type: ignore[no-untyped-def]
+            return lambda *args, **kwargs: calls.append((grid, args, kwargs))
+
+    site = fast.Site(Interpreted(), (3,), FLAG=1)
+    site(1, 2)
+    site(1, 2)
+    assert calls == [((3,), (1, 2), {"FLAG": 1})] * 2
