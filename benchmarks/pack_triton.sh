@@ -13,6 +13,9 @@
 # (3.9's alone is 101 MB); what is left compiles and launches every kernel here (session 20). Without the AMD
 # backend Triton must find its backends by directory, not by the installed packages' entry points (the device's
 # own Triton lists AMD there): hence TRITON_BACKENDS_IN_TREE=1, which Triton 3.6 and newer read.
+# Triton 3.9 compiles sm_90 with ptxas-blackwell, which goes too (52 MB): point it at the legacy ptxas that
+# stays, TRITON_PTXAS_BLACKWELL_PATH=/tmp/t/triton/backends/nvidia/bin/ptxas (session 24; without it every
+# compile fails "Cannot find ptxas-blackwell").
 # torch.compile does not work with it (torch 2.11's Inductor expects its own Triton), hence
 # `-k "not torch_compile"`.
 set -euo pipefail

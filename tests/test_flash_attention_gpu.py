@@ -559,3 +559,42 @@ def test_plans_are_made_once_per_signature(monkeypatch: pytest.MonkeyPatch) -> N
     exact, _ = attention_reference(unaligned.float(), unaligned.float(), unaligned.float())
     assert (out.float() - exact).abs().max().item() < 2e-2
     assert len(attention._fwd_plans) == 3 and None in attention._fwd_plans.values()
+
+
+@pytest.mark.parametrize("head_dim", [32, 64])
+def test_repeated_triton_kernel_calls_skip_the_autotuner(
+    head_dim: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Triton kernels' path (Ampere, other head dims, or where their backward times faster): once the
+    autotuner has chosen, a repeated call launches its choice directly, neither through the autotuner nor
+    through ``kernel[grid]``, and still matches the reference."""
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+
+    monkeypatch.setattr(attention, "_gluon_override", False)
+    monkeypatch.setattr(attention, "_gluon_bwd_override", False)
+    monkeypatch.setattr(attention, "_tuned_choices", {})
+    through: list[str] = []
+    for cls, name in ((JITFunction, "jit"), (Autotuner, "autotuner")):
+        original = cls.run
+
+        def counted(
+            self: Any, *args: Any, _original: Any = original, _name: str = name, **kwargs: Any
+        ) -> Any:
+            through.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "run", counted)
+    torch.manual_seed(head_dim)
+    shape = (1, 2, 1031, head_dim, "qkv")
+    for _ in range(3):
+        through.clear()
+        q, k, v = _inputs(*shape, torch.bfloat16)
+        do = torch.randn_like(q)
+        got = _grads(lambda *x: flash_attention(*x, return_lse=True), q, k, v, do)
+        assert_within_tolerance(
+            got,
+            _grads(attention_reference, q, k, v, do),
+            _grads(attention_reference, q.float(), k.float(), v.float(), do),
+        )
+    assert through == [], f"the third call went through {through}"
