@@ -15,6 +15,8 @@ ViT-S call: ``--compare s22 --shapes 1x6x4096x64``.
 
 ``--ladder`` times each layer of a forward and of a backward call instead (every function with the one it
 calls, down to Triton's launcher and one TMA encode), with all cuts on: where a call's host time goes.
+``--threads`` times ``_backward`` (and two small workloads) on the main thread, looped on another thread, and
+handed to another thread one call at a time, as autograd's engine runs each backward.
 """
 
 from __future__ import annotations
