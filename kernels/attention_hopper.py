@@ -954,14 +954,8 @@ class ForwardPlan:
         self._ints: tuple[int, ...] = ()
 
     def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        o: torch.Tensor,
-        lse: torch.Tensor,
-        scale: float,
-    ) -> None:
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float,
+    ) -> None:  # fmt: skip
         descs = self._descs
         if descs is None:
             args = _forward_args(self.cfg, q, k, v, o, lse, scale)
