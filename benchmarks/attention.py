@@ -239,7 +239,7 @@ def tuning_snapshot() -> dict[str, Any]:
         ("fused", attention._attn_bwd_fused_tuned),
     ):
         out[label] = {str(key): str(KernelConfig.of(cfg)) for key, cfg in tuned.cache.items()}
-    # The Gluon kernels' choices, keyed (head dim, dtype, query and key length buckets).
+    # The Gluon kernels' choices, keyed (head dim, dtype, query, key and batch × heads buckets).
     out["gluon_bwd"] = {str(key): gluon for key, gluon in attention._gluon_bwd_chosen.items()}
     with contextlib.suppress(ImportError):  # a Triton without Gluon's Hopper module
         from pathoflash.kernels import attention_hopper

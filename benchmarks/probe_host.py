@@ -97,9 +97,8 @@ def stages(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
     acc = torch.zeros(shape, device="cuda", dtype=torch.float32)
     delta = attention._delta(o, do, None, zero=acc)
     dq, dk, dv = (torch.empty_like(t) for t in (qd, kd, vd))
-    key = (shape[3], dtype, triton.next_power_of_2(shape[2]), triton.next_power_of_2(shape[2]))
     attention_hopper.hopper_forward(qd, kd, vd, o, lse, scale)  # chooses the candidate
-    cfg = attention_hopper._chosen[key]
+    cfg = attention_hopper._chosen[attention.choice_key(q, k)]
 
     def cudnn_fwdbwd() -> object:
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -198,8 +197,7 @@ def ladder(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
     do = torch.randn(shape, device="cuda", dtype=dtype)
     scale = shape[3] ** -0.5
     o, lse = attention._forward(q, k, v, scale)
-    key = (shape[3], dtype, triton.next_power_of_2(shape[2]), triton.next_power_of_2(shape[2]))
-    cfg = attention_hopper._chosen[key]
+    cfg = attention_hopper._chosen[attention.choice_key(q, k)]
     (fwd_launch,) = _captured_launch(lambda: attention_hopper.hopper_forward(q, k, v, o, lse, scale, cfg))
     fwd_run, fwd_compiled = _direct(*fwd_launch)
     descs = [a for a in fwd_launch[2] if hasattr(a, "block_shape")]

@@ -24,7 +24,8 @@ On Hopper (sm_90) the forward at head dims 48, 64, 80, 96 and 128 runs instead i
 warp-specialised ping-pong with a TMA loader warp, which Triton's compiler cannot express); this file's
 forward stays the path for Ampere, other head dims, float32, the CPU interpreter, and the reference. The
 backward there may run ``attention_hopper_bwd.py`` instead (one pass, dQ by TMA reduce-adds), where the first
-call per length bucket times it faster than this file's two-kernel backward (``_gluon_backward_wins``).
+call per length bucket (and batch × heads bucket) times it faster than this file's two-kernel backward
+(``_gluon_backward_wins``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def cdiv(a: int, b: int) -> int:
 def pow2_at_least(n: int) -> int:
     """The smallest power of two ≥ ``n`` (n ≥ 1): ``triton.next_power_of_2`` without its 3–6 µs host call."""
     return 1 << (n - 1).bit_length()
+
+
+def choice_key(q: torch.Tensor, k: torch.Tensor) -> tuple[int, torch.dtype, int, int, int]:
+    """What a timed choice between kernels (the Gluon forward's candidates, Gluon or Triton backward) is kept
+    under: head dim, dtype, and power-of-two buckets of both lengths and of batch × heads. The last (new in
+    session 24) keeps a pick made on a grid of a fraction of a wave, such as a batch-1 warm-up, from deciding
+    for grids of many waves, where a persistent kernel and one tile a CTA, say, need not rank the same."""
+    return (
+        q.shape[3],
+        q.dtype,
+        pow2_at_least(q.shape[2]),
+        pow2_at_least(k.shape[2]),
+        pow2_at_least(q.shape[0] * q.shape[1]),
+    )
 
 
 def capability(device: torch.device) -> tuple[int, int]:
@@ -1012,7 +1027,7 @@ _hopper: Any = None  # the attention_hopper module once imported; False where Gl
 PREFER_GLUON_BACKWARD = os.environ.get("PATHOFLASH_GLUON_BACKWARD", "1") != "0"
 _gluon_bwd_override: bool | None = None
 _hopper_bwd: Any = None  # (hopper_usable, hopper_backward) once imported; False where they are unavailable
-_gluon_bwd_chosen: dict[tuple[int, torch.dtype, int, int], bool] = {}
+_gluon_bwd_chosen: dict[tuple[int, torch.dtype, int, int, int], bool] = {}
 # Calls that record no graph run the forward without autograd's Function.apply (host time; session 22).
 # benchmarks/probe_host.py turns it off to time the difference in one process.
 _skip_apply_without_grad = True
@@ -1325,7 +1340,7 @@ def _gluon_backward(
 ) -> _GluonBackward | None:
     """The Hopper Gluon backward for tensors like these (a call writes dq, dk, dv), or None where it does not
     apply: not sm_90 or not a head dim/dtype/stride it takes, the switch off, deterministic mode, or the Triton
-    backward timed faster in this length bucket (:func:`_gluon_backward_wins`). Planned once per signature."""
+    backward timed faster in this bucket (:func:`_gluon_backward_wins`). Planned once per signature."""
     global _hopper_bwd
     wanted = PREFER_GLUON_BACKWARD if _gluon_bwd_override is None else _gluon_bwd_override
     if not wanted or _INTERPRETED or not q.is_cuda or _hopper_bwd is False:
@@ -1378,7 +1393,7 @@ def _gluon_backward_wins(
     q: torch.Tensor, k: torch.Tensor, gluon: Callable[[], None], triton_backward: Callable[[], None]
 ) -> bool:
     """Whether the Gluon backward is the one to run: always when forced (``_gluon_bwd_override``), else the
-    faster of the two, timed at the first call per (head dim, dtype, power-of-two bucket of both lengths).
+    faster of the two, timed at the first call per :func:`choice_key`.
 
     Neither wins everywhere on an H100: the Gluon kernel is 1.1–1.2× the Triton backward at 16k tokens and
     level at 4,096, but 5–8 % slower at 4,100 (a key block of 4 rows runs a whole pass; RESULTS.md).
@@ -1386,7 +1401,7 @@ def _gluon_backward_wins(
     global _hopper_bwd
     if _gluon_bwd_override:
         return True
-    key = (q.shape[3], q.dtype, pow2_at_least(q.shape[2]), pow2_at_least(k.shape[2]))
+    key = choice_key(q, k)
     if key not in _gluon_bwd_chosen:
         from pathoflash.kernels.attention_hopper import fastest
 

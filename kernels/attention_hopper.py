@@ -61,7 +61,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .attention import LOG2E, capability, cdiv, pow2_at_least
+from .attention import LOG2E, capability, cdiv, choice_key
 from .launch import Site, launch
 
 # The TMA copies: async_load / async_store from Triton 3.8 on (3.8 keeps the old names as aliases, 3.9 drops
@@ -839,7 +839,8 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
 
 
 # Candidates per head dim, fastest first in the latest sweep (benchmarks/ATTENTION_NOTES.md); the first
-# call of each (head dim, dtype, sequence-length bucket) times them and keeps the faster.
+# call of each ``attention.choice_key`` (head dim, dtype, length and batch × heads buckets) times them and keeps
+# the faster.
 CANDIDATES = {
     # Three consumers win every D64 shape of the issue. At N = 4100 the one-CTA kernel and the persistent one
     # with two consumers are 1-2 % ahead, and 7-10 % behind at 4,096 tokens, where the chooser picked the
@@ -865,7 +866,7 @@ CANDIDATES = {
         for d in (48, 80, 96)
     },
 }
-_chosen: dict[tuple[int, torch.dtype, int, int], HopperConfig] = {}
+_chosen: dict[tuple[int, torch.dtype, int, int, int], HopperConfig] = {}
 
 
 def _forward_kernel(
@@ -982,7 +983,7 @@ class ForwardPlan:
 def forward_plan(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float
 ) -> ForwardPlan:
-    """The plan for tensors like these (:class:`ForwardPlan`); where their length bucket has no chosen
+    """The plan for tensors like these (:class:`ForwardPlan`); where their bucket (``choice_key``) has no chosen
     configuration yet, the candidates are first timed on these tensors (which writes ``o`` and ``lse``)."""
     return ForwardPlan(_choose(q, k, v, o, lse, scale), q, k)
 
@@ -997,14 +998,25 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(torch.cuda.current_device() if device.index is None else device.index)
 
 
-def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:
-    """GPU time of ``launches`` back-to-back calls of ``run``.
+# A GPU sleep queued before each timed batch: ~2.5 ms on an H100, longer than the host takes to queue four
+# calls even where a call's host time exceeds its GPU time (~0.1-0.4 ms at batch 1; session 24).
+SLEEP_CYCLES = 5_000_000
 
-    Several launches per measurement keep the GPU's queue full, so the host's launch time (~0.1 ms, as long
-    as a whole call at 4,096 tokens) is hidden as it is in a model, instead of being timed with each kernel.
+
+def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:
+    """GPU time of ``launches`` back-to-back calls of ``run``, host time excluded.
+
+    The calls are queued behind a GPU sleep, so they run back to back however long the host takes to launch
+    them. Before session 24 one call ran ahead instead, which hid the host only where a call's GPU time
+    exceeded its host time: at batch-1 sizes the candidates were then timed by their host time (noise, as
+    they launch alike) and the pick carried over to larger batches of the same lengths.
     """
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    run()  # the GPU works on this one while the timed launches are queued: no host time in the window
+    sleep = getattr(torch.cuda, "_sleep", None)  # private, but in torch for years; without it, the old way
+    if sleep is None:
+        run()
+    else:
+        sleep(SLEEP_CYCLES)
     start.record()
     for _ in range(launches):
         run()
@@ -1035,7 +1047,7 @@ def fastest(runs: dict[K, Callable[[], None]], rounds: int = 7) -> K:
 def _choose(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, scale: float
 ) -> HopperConfig:
-    key = (q.shape[3], q.dtype, pow2_at_least(q.shape[2]), pow2_at_least(k.shape[2]))
+    key = choice_key(q, k)
     if key not in _chosen:
         runs: dict[HopperConfig, Callable[[], None]] = {}
         for cfg in CANDIDATES[q.shape[3]]:
@@ -1059,7 +1071,7 @@ def hopper_forward(
 ) -> None:
     """Write softmax(q·kᵀ·scale)·v into ``o`` and the natural log-sum-exp into ``lse`` (all (B, H, N, ·)).
 
-    Without ``config`` the first call per (head dim, dtype, power-of-two bucket of both lengths) times the
-    :data:`CANDIDATES` and keeps the faster, as the Triton kernel's autotuner does.
+    Without ``config`` the first call per ``attention.choice_key`` (head dim, dtype, buckets of both lengths and
+    of batch × heads) times the :data:`CANDIDATES` and keeps the faster, as the Triton kernel's autotuner does.
     """
     _launch(q, k, v, o, lse, scale, config or _choose(q, k, v, o, lse, scale))

@@ -597,8 +597,8 @@ def test_the_backward_mode_follows_determinism_and_the_overrides() -> None:
 
 
 def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first call per (head dim, dtype, length bucket) times both backwards and keeps the faster; a
-    forced override skips the timing."""
+    """The first call per (head dim, dtype, length buckets, batch × heads bucket) times both backwards and keeps
+    the faster; a forced override skips the timing."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     import triton
     from pathoflash.kernels import attention
@@ -627,6 +627,11 @@ def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pyt
         q = torch.empty(1, 2, n, 64, dtype=torch.float16)
         assert attention._gluon_backward_wins(q, q, gluon, triton_backward) is expected, n
     assert len(attention._gluon_bwd_chosen) == 2  # 4,000 shares 4,096's bucket: timed once
+    current["n"] = 4096
+    for batch, heads, timed in ((2, 1, 2), (1, 3, 3), (2, 2, 3)):  # batch × heads 2, 3 → 4, 4
+        q = torch.empty(batch, heads, 4096, 64, dtype=torch.float16)
+        assert attention._gluon_backward_wins(q, q, gluon, triton_backward)
+        assert len(attention._gluon_bwd_chosen) == timed, (batch, heads)
     ran.clear()
     monkeypatch.setattr(attention, "_gluon_bwd_override", True)
     assert attention._gluon_backward_wins(q, q, gluon, triton_backward) and not ran
