@@ -998,8 +998,9 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(torch.cuda.current_device() if device.index is None else device.index)
 
 
-# A GPU sleep queued before each timed batch: ~2.5 ms on an H100, longer than the host takes to queue four
-# calls even where a call's host time exceeds its GPU time (~0.1-0.4 ms at batch 1; session 24).
+# A GPU sleep queued before each timed batch: 5·10⁶ clock cycles, ~2.5 ms at an H100's ~2 GHz (computed, not
+# timed), longer than the host takes to queue four calls where a call's host time exceeds its GPU time
+# (~0.1-0.4 ms a call at batch 1, measured in session 24).
 SLEEP_CYCLES = 5_000_000
 
 
