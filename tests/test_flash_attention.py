@@ -578,6 +578,34 @@ def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins
     assert "".join(order) == "aabb" + "ab" * 5  # compile and warm each, then alternate
 
 
+def test_another_candidate_replaces_the_first_only_when_faster_by_more_than_the_margin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first candidate is the default: a rival ~0.5 % faster (noise at the first-call timing) does not
+    replace it, one 3 % faster does, and of several rivals past the margin the fastest wins."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper as hop
+
+    assert 0 < hop.MARGIN < 0.05
+    timing: dict[str, float] = {}
+
+    def fake_gpu_ms(run: object) -> float:
+        return timing[run()]  # type: ignore[operator]
+
+    monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
+    runs = {name: (lambda name=name: name) for name in ("default", "rival", "third")}
+    for times, expected in (
+        ({"default": 1.0, "rival": 0.995, "third": 1.2}, "default"),
+        ({"default": 1.0, "rival": 0.97, "third": 1.2}, "rival"),
+        ({"default": 1.0, "rival": 0.97, "third": 0.95}, "third"),
+        ({"default": 1.0, "rival": 1.5, "third": 1.2}, "default"),
+    ):
+        timing.update(times)
+        assert hop.fastest(runs) == expected, times
+    timing.update({"default": 1.0, "rival": 0.995, "third": 1.2})
+    assert hop.fastest(runs, margin=0.0) == "rival"
+
+
 def test_the_backward_mode_follows_determinism_and_the_overrides() -> None:
     """Two kernels by default; the one-pass backward (atomic adds on CPU tensors, not TMA reduce-adds) when
     asked for, except under torch's deterministic mode."""
