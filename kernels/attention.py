@@ -44,7 +44,7 @@ import triton.language as tl
 
 from pathoflash.errors import PathoflashError
 
-from .launch import Site, launch
+from .launch import OPTIONS, Site, launch
 
 log = logging.getLogger(__name__)
 
@@ -1161,7 +1161,7 @@ def _run(
         memo = (tuned, args[0].dtype, args[0].device, *[a for a in args if type(a) is int], *meta.values())
         config = _tuned_choices.get(memo)
         if config is None:
-            tuned[lambda m: (cdiv(rows, m[block]) * batch_heads,)](*args, **meta)
+            tuned[lambda m: (cdiv(rows, m[block]) * batch_heads,)](*args, **meta, **OPTIONS)
             best = getattr(tuned, "best_config", None)
             if best is not None:
                 _keep(_tuned_choices, memo, KernelConfig.of(best))

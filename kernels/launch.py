@@ -31,6 +31,11 @@ from triton import knobs
 from triton.runtime.jit import JITFunction
 
 ENABLED = os.environ.get("PATHOFLASH_DIRECT_LAUNCH", "1") != "0"
+# Compile options every kernel launched here is compiled with. Floating-point contraction (a·b + c as one FMA)
+# is what the kernels were written and timed with and Triton's default up to 3.9, which warns that the default
+# turns to off in 3.10 (``TRITON_DEFAULT_FP_FUSION``): a multiply and an add where the softmax has one FMA.
+# ``TRITON_FORCE_DISABLE_FP_FUSION=1`` still turns it off.
+OPTIONS: dict[str, Any] = {"enable_fp_fusion": True}
 MAX_KERNELS = 256  # compiled kernels kept; past that many the cache starts over
 
 _compiled: dict[tuple[Any, ...], Any] = {}
@@ -124,12 +129,12 @@ def _key(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, .
 def launch(fn: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     """``fn[grid](*args, **kwargs)``, launched directly when these arguments' key has been launched before."""
     if not ENABLED or not isinstance(fn, JITFunction) or _hooked():  # the interpreter's functions are not
-        fn[grid](*args, **kwargs)
+        fn[grid](*args, **OPTIONS, **kwargs)
         return
     key = _key(fn, args, kwargs)
     compiled = None if key is None else _compiled.get(key)
     if compiled is None:
-        compiled = fn[grid](*args, **kwargs)  # compiles or finds it, and launches
+        compiled = fn[grid](*args, **OPTIONS, **kwargs)  # compiles or finds it, and launches
         if key is not None and compiled is not None and hasattr(compiled, "run"):
             if len(_compiled) >= MAX_KERNELS:
                 _compiled.clear()  # a model has a few shapes: past that many, start over
@@ -137,7 +142,7 @@ def launch(fn: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         return
     values = _ordered(fn, args, kwargs)
     if values is None:
-        fn[grid](*args, **kwargs)
+        fn[grid](*args, **OPTIONS, **kwargs)
         return
     stream = _current_stream(key[1])  # type: ignore[index]
     grid_y = grid[1] if len(grid) > 1 else 1
@@ -163,7 +168,7 @@ class Site:
     __slots__ = ("_compiled", "_debug", "_device", "_grid3", "_tail", "fn", "grid", "static")
 
     def __init__(self, fn: Any, grid: tuple[int, ...], **static: Any) -> None:
-        self.fn, self.grid, self.static = fn, grid, static
+        self.fn, self.grid, self.static = fn, grid, {**OPTIONS, **static}
         self._compiled: Any = None
         self._grid3 = (*grid, 1, 1)[:3]
         self._tail: tuple[Any, ...] = ()

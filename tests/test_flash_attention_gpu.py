@@ -598,3 +598,49 @@ def test_repeated_triton_kernel_calls_skip_the_autotuner(
         do = torch.randn_like(q)
         _assert_grads_match_reference(q, k, v, do)
     assert through == [], f"the third call went through {through}"
+
+
+_FP_FUSION_PROBE = """
+import json, sys, torch
+from triton import knobs
+from pathoflash.kernels import attention, flash_attention
+
+assert knobs.language.default_fp_fusion is False  # TRITON_DEFAULT_FP_FUSION=0: Triton's default turned off
+seen = []
+
+def record(*, fn, compile, **_):
+    seen.append([fn.name, compile["enable_fp_fusion"]])
+    return None  # go on and compile
+
+knobs.runtime.jit_cache_hook = record
+torch.manual_seed(0)
+for gluon in (True, False):  # the Hopper kernels where they apply, then the Triton ones (the autotuner's path)
+    attention._gluon_override = attention._gluon_bwd_override = None if gluon else False
+    for _ in range(2):  # the second call: plans and direct launches
+        q, k, v = (torch.randn(1, 2, 300, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
+        flash_attention(q, k, v).sum().backward()
+torch.cuda.synchronize()
+print(json.dumps(seen))
+"""
+
+
+def test_every_kernel_is_compiled_with_fp_fusion_whatever_tritons_default() -> None:
+    """a·b + c as one FMA is what the kernels were written and timed with. Triton 3.9 warns that its default
+    turns to off in 3.10; with the default off already (``TRITON_DEFAULT_FP_FUSION=0``), every kernel a
+    forward and backward compile, the autotuner's candidates included, still asks for it (a fresh process,
+    so that every compile passes Triton's compile hook)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_DEFAULT_FP_FUSION": "0"}
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _FP_FUSION_PROBE], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    names = {name for name, _ in seen}
+    assert {"_attn_fwd_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_dq_kernel"} <= names, names
+    assert [entry for entry in seen if entry[1] is not True] == []

@@ -141,7 +141,7 @@ def test_an_interpreted_kernel_is_called_as_is() -> None:
 
     fast.launch(Interpreted(), (3,), 1, 2, FLAG=1)
     fast.launch(Interpreted(), (3,), 1, 2, FLAG=1)
-    assert calls == [((3,), (1, 2), {"FLAG": 1})] * 2
+    assert calls == [((3,), (1, 2), {"enable_fp_fusion": True, "FLAG": 1})] * 2
 
 
 def test_equal_keys_mean_equal_triton_specialisations(kernel: _Kernel) -> None:
@@ -180,7 +180,7 @@ def test_a_site_launches_its_first_compiled_kernel_directly_ever_after(kernel: _
     site = fast.Site(kernel, (5, 2), FLAG=False)
     x, y = torch.zeros(64), torch.ones(64)
     site(x, 7, 0.5)
-    assert kernel.triton_calls == [((5, 2), (x, 7, 0.5), {"FLAG": False})]
+    assert kernel.triton_calls == [((5, 2), (x, 7, 0.5), {"enable_fp_fusion": True, "FLAG": False})]
     site(y, 7, 0.25)
     site(x, 7, 0.125)
     assert len(kernel.triton_calls) == 1
@@ -224,4 +224,18 @@ def test_a_site_of_an_interpreted_kernel_calls_it_every_time() -> None:
     site = fast.Site(Interpreted(), (3,), FLAG=1)
     site(1, 2)
     site(1, 2)
-    assert calls == [((3,), (1, 2), {"FLAG": 1})] * 2
+    assert calls == [((3,), (1, 2), {"enable_fp_fusion": True, "FLAG": 1})] * 2
+
+
+def test_every_compile_asks_for_fp_fusion_whatever_tritons_default(kernel: _Kernel) -> None:
+    """a·b + c as one FMA is what the kernels were written and timed with; Triton 3.9 warns that its default
+    turns to off in 3.10. Every path through ``kernel[grid]`` asks for it: a new key, an argument the key does
+    not know, the switch off, and a site's first call."""
+    x = torch.zeros(64)
+    fast.launch(kernel, (1,), x, 3, 0.5, FLAG=1)
+    fast.launch(kernel, (1,), x, [3], 0.5, FLAG=1)
+    fast.Site(kernel, (1,), FLAG=1)(x, 5, 0.5)
+    fast.ENABLED = False  # restored by the fixture's monkeypatch
+    fast.launch(kernel, (1,), x, 7, 0.5, FLAG=1)
+    assert len(kernel.triton_calls) == 4
+    assert all(kwargs.get("enable_fp_fusion") is True for _, _, kwargs in kernel.triton_calls)
