@@ -3,6 +3,7 @@
     python3 benchmarks/probe_hopper.py check            # errors vs a float32 reference, odd N, fused-qkv views
     python3 benchmarks/probe_hopper.py sweep [--json F] # forward TFLOP/s of every configuration, cuDNN and Triton
     python3 benchmarks/probe_hopper.py ab [--shapes ... --configs pp:k2v2,...]  # alternated, median rounds
+        [--planned]   # ours through a ForwardPlan with kept outputs: GPU time at batch-1 sizes too
     python3 benchmarks/probe_hopper.py clocks           # SM clock and board power while each kernel runs
 
 Prints one line per case; the sweep ends with the best configuration per head dim.
@@ -199,11 +200,15 @@ def parse_shapes(spec: str) -> list[tuple[int, int, int, int]]:
 def ab(
     json_path: str | None, rounds: int, head_dims: tuple[int, ...],
     shapes: list[tuple[int, int, int, int]] | None = None, configs: list[hop.HopperConfig] | None = None,
-    fresh: bool = False,
+    fresh: bool = False, planned: bool = False,
 ) -> None:  # fmt: skip
     """cuDNN and every candidate of the head dim (or ``configs``), timed in alternation; each one's median
     round, and in brackets its slowest. ``shapes`` replaces the issue's shapes; ``fresh`` draws new inputs
-    (new allocations) every round, as benchmarks/attention.py does."""
+    (new allocations) every round, as benchmarks/attention.py does. ``planned`` launches ours through a
+    ``ForwardPlan`` into outputs allocated once, as a model's repeated call does: ~30-40 µs of host time a call
+    instead of ~100-150, which ``do_bench``'s cache clearing before each call hides (256 MB zeroed: ~85 µs of
+    GPU time at ~3 TB/s, computed, not timed), so batch-1 sizes are timed by their GPU time (session 25: without it every configuration measured 0.24-0.31×
+    cuDNN at (1, 12, 1024, 64), host-bound)."""
     rows = []
     shapes = shapes or [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
     for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
@@ -223,6 +228,13 @@ def ab(
                         times[name].append(
                             bench(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
                         )
+                elif planned:
+                    o = torch.empty((b, n, h, d), device="cuda", dtype=dtype).permute(0, 2, 1, 3)
+                    lse = torch.empty((b, h, n), device="cuda", dtype=torch.float32)
+                    plan = hop.ForwardPlan(cfg, q, k)
+                    times[name].append(
+                        bench(lambda q=q, k=k, v=v, o=o, lse=lse, s=scale, p=plan: p(q, k, v, o, lse, s))
+                    )
                 else:
                     times[name].append(bench(lambda q=q, k=k, v=v, s=scale, c=cfg: run_hopper(q, k, v, s, c)))
         row: dict[str, Any] = {"shape": shape, "dtype": str(dtype)[6:]}
@@ -307,6 +319,9 @@ def main() -> int:
     parser.add_argument("--shapes", help="ab: B,H,N,D;B,H,N,D;... instead of the issue's shapes")
     parser.add_argument("--configs", help="ab, check: pp:k2v2,persistent:k2v2,... instead of the candidates")
     parser.add_argument("--fresh", action="store_true", help="ab: new inputs (allocations) every round")
+    parser.add_argument(
+        "--planned", action="store_true", help="ab: ours through a ForwardPlan with kept outputs (GPU time)"
+    )
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     if args.what == "check":
@@ -316,7 +331,7 @@ def main() -> int:
     if args.what == "ab":
         shapes = parse_shapes(args.shapes) if args.shapes else None
         configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
-        ab(args.json, args.rounds, head_dims, shapes, configs, args.fresh)
+        ab(args.json, args.rounds, head_dims, shapes, configs, args.fresh, args.planned)
         return 0
     if args.what == "clocks":
         configs = [parse_config(c) for c in (args.configs or "pp:k2v2,persistent:k2v2").split(",")]
