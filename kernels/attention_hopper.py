@@ -1032,8 +1032,8 @@ def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:
 
 
 def fastest(runs: dict[K, Callable[[], None]], rounds: int = 7, margin: float = MARGIN) -> K:
-    """The configuration whose median time is lowest, the candidates timed in alternation; the first one is
-    the default, which another replaces only when its median is lower by more than ``margin`` (a fraction).
+    """The fastest configuration by median time, the candidates timed in alternation; the first one is the
+    default, which another replaces only when its median is lower by more than ``margin`` (a fraction).
 
     Alternating keeps a drift of the clock or of other work on the card from favouring whichever candidate
     happened to be timed first. (Session 6, H100: timing single launches picked the slowest of three

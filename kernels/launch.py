@@ -127,7 +127,8 @@ def _key(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, .
 
 
 def launch(fn: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
-    """``fn[grid](*args, **kwargs)``, launched directly when these arguments' key has been launched before."""
+    """``fn[grid](*args, **OPTIONS, **kwargs)``, launched directly when these arguments' key has been launched
+    before."""
     if not ENABLED or not isinstance(fn, JITFunction) or _hooked():  # the interpreter's functions are not
         fn[grid](*args, **OPTIONS, **kwargs)
         return
