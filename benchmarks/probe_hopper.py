@@ -205,10 +205,11 @@ def ab(
     """cuDNN and every candidate of the head dim (or ``configs``), timed in alternation; each one's median
     round, and in brackets its slowest. ``shapes`` replaces the issue's shapes; ``fresh`` draws new inputs
     (new allocations) every round, as benchmarks/attention.py does. ``planned`` launches ours through a
-    ``ForwardPlan`` into outputs allocated once, as a model's repeated call does: ~30-40 µs of host time a call
-    instead of ~100-150, which ``do_bench``'s cache clearing before each call hides (256 MB zeroed: ~85 µs of
-    GPU time at ~3 TB/s, computed, not timed), so batch-1 sizes are timed by their GPU time (session 25: without it every configuration measured 0.24-0.31×
-    cuDNN at (1, 12, 1024, 64), host-bound)."""
+    ``ForwardPlan`` into outputs allocated once, as a model's repeated call does: 29-34 µs of host time a call
+    against ~90-110 for ``hopper_forward`` with fresh outputs (session 24's ladder), which ``do_bench``'s
+    cache clearing before each call hides (256 MB zeroed: ~85 µs of GPU time at ~3 TB/s, computed, not timed).
+    So batch-1 sizes are timed by their GPU time; without it every configuration measured 0.24-0.31× cuDNN at
+    (1, 12, 1024, 64) in session 25, host-bound."""
     rows = []
     shapes = shapes or [s for s in [*SHAPES, (4, 16, 4096, 80)] if s[3] in head_dims]
     for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):

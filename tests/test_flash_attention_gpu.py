@@ -601,7 +601,9 @@ def test_repeated_triton_kernel_calls_skip_the_autotuner(
 
 
 _FP_FUSION_PROBE = """
-import json, sys, torch
+import json
+
+import torch
 from triton import knobs
 from pathoflash.kernels import attention, flash_attention
 
@@ -617,7 +619,9 @@ torch.manual_seed(0)
 for gluon in (True, False):  # the Hopper kernels where they apply, then the Triton ones (the autotuner's path)
     attention._gluon_override = attention._gluon_bwd_override = None if gluon else False
     for _ in range(2):  # the second call: plans and direct launches
-        q, k, v = (torch.randn(1, 2, 300, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
+        q, k, v = (
+            torch.randn(1, 2, 300, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3)
+        )
         flash_attention(q, k, v).sum().backward()
 torch.cuda.synchronize()
 print(json.dumps(seen))
