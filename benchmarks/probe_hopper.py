@@ -174,14 +174,17 @@ def _tag(cfg: hop.HopperConfig) -> str:
 
 def parse_config(spec: str) -> hop.HopperConfig:
     """``pp:k2v2`` (ping-pong, K and V ring slots), ``pp3:k2v2`` (three consumers), ``persistent:k2v2``,
-    ``persistent3:k2v2``; ``:bn64`` after any of them takes 64 keys a step instead of 128."""
+    ``persistent3:k2v2``, ``w4:k2v2`` / ``w8:k2v2`` (one kernel body on 4 or 8 warps, 16 rows a warp, no warp specialisation);
+    ``:bn64`` after any of them takes 64 keys a step instead of 128."""
     kind, stages, *rest = spec.split(":")
     block_n = int(rest[0].removeprefix("bn")) if rest else 128
-    if kind not in ("pp", "pp3", "persistent", "persistent3"):
+    if kind not in ("pp", "pp3", "persistent", "persistent3", "w4", "w8"):
         raise SystemExit(
-            f"unknown configuration kind {kind!r} in {spec!r}: pp, pp3, persistent or persistent3"
+            f"unknown configuration kind {kind!r} in {spec!r}: pp, pp3, persistent, persistent3, w4 or w8"
         )
     k_stages, v_stages = (int(x) for x in stages.lstrip("k").split("v"))
+    if kind in ("w4", "w8"):
+        return hop.HopperConfig(block_n, int(kind[1]), k_stages, v_stages)
     return hop.HopperConfig(
         block_n, 4, k_stages, v_stages, pingpong=True, consumers=3 if kind.endswith("3") else 2,
         persistent=kind.startswith("persistent"),

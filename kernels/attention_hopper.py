@@ -838,27 +838,36 @@ def hopper_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     return True
 
 
-# Candidates per head dim, fastest first in the latest sweep (benchmarks/ATTENTION_NOTES.md); the first
-# call of each ``attention.choice_key`` (head dim, dtype, length and batch × heads buckets) times them and keeps
-# the faster.
+# Candidates per head dim, the default first (benchmarks/ATTENTION_NOTES.md has the sweeps); the first call of
+# each ``attention.choice_key`` (head dim, dtype, length and batch × heads buckets) times them and keeps the
+# default unless another is faster by more than ``MARGIN`` (:func:`fastest`).
 CANDIDATES = {
     # Three consumers win every D64 shape of the issue. At N = 4100 the one-CTA kernel and the persistent one
     # with two consumers are 1-2 % ahead, and 7-10 % behind at 4,096 tokens, where the chooser picked the
     # one-CTA kernel in a run of session 11 (0.94x cuDNN): too little gained for the risk, so neither is a
-    # candidate (both stay in benchmarks/probe_hopper.py's sweep).
+    # candidate (both stay in benchmarks/probe_hopper.py's sweep). Session 26, ViT-sized sequences (N ≤ 1,025
+    # and batch × heads ≤ 384): 192-row tiles leave a third of the last tile empty at N = 1,024 and one CTA
+    # a SM idles through its prologue and epilogue (0.72-0.81x cuDNN); the one-warpgroup kernel (64 rows a
+    # CTA, several CTAs a SM) measured 0.98-1.11x there and 1.04-1.06x with 64 keys a step at N = 577, and
+    # is 8-13 % behind at 4,096 tokens, where the margin keeps the default.
     64: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=3, pingpong=True, consumers=3),
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
+        HopperConfig(block_n=64, num_warps=4, k_stages=2, v_stages=2),
     ),
     # Head dim 128: persistent +1 % at 4,096 tokens, level at 16k in session 11; in session 13 level at 4,096
     # and 2-5 % behind one tile a CTA at 16k, ahead only at 2,048. A third K slot was 3-7 % slower in
     # every row of four runs of session 13 (the same SASS loop): no longer a candidate. Session 25, alternated
     # timings in six processes: under Triton 3.6 one tile a CTA ahead in 10 of 12 rows at 4,096 tokens (~1 %)
     # and in 4 of 4 at 16k (2-3 %); under 3.8 the persistent one ahead at 4,096 (1.5-3 %), level at 16k. One
-    # tile a CTA is therefore the default (first: see `fastest`).
+    # tile a CTA is therefore the default (first: see `fastest`). Session 26: the one-warpgroup kernel 1.18-1.26x
+    # cuDNN at (1, 8, 1024, 128), where 64 CTAs of 128 rows leave half the SMs idle (ping-pong 0.99-1.00x);
+    # 0.62-0.78x at larger batches and shorter sequences, and 0.76x at 2,048 tokens.
     128: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
+        HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
     ),
     # Split head dims (two column pieces): the ping-pong kernel only; not yet swept on a GPU.
     **{
