@@ -869,11 +869,14 @@ CANDIDATES = {
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
     ),
-    # Split head dims (two column pieces): the ping-pong kernel only; not yet swept on a GPU.
+    # Split head dims (two column pieces): the ping-pong kernel only. Session 26 (head dims 80 and 96, N 197 to
+    # 4,096): two consumers 1.10-1.14x cuDNN at 1,025 and 4,096 tokens, three 0.75-0.78x; at 197-257 tokens
+    # two 0.49-0.93x, three 0.51-0.72x. Two consumers are the default; three stay a candidate (head dim 48 is
+    # not measured).
     **{
         d: (
-            HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
             HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
+            HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
         )
         for d in (48, 80, 96)
     },
