@@ -863,11 +863,13 @@ CANDIDATES = {
     # and in 4 of 4 at 16k (2-3 %); under 3.8 the persistent one ahead at 4,096 (1.5-3 %), level at 16k. One
     # tile a CTA is therefore the default (first: see `fastest`). Session 26: the one-warpgroup kernel 1.18-1.26x
     # cuDNN at (1, 8, 1024, 128), where 64 CTAs of 128 rows leave half the SMs idle (ping-pong 0.99-1.00x);
-    # 0.62-0.78x at larger batches and shorter sequences, and 0.76x at 2,048 tokens.
+    # 0.62-0.78x at larger batches and shorter sequences, and 0.76x at 2,048 tokens. With 32 keys a step it
+    # measured 0.88-0.90x at (32, 8, 197, 128), where the ping-pong kernel measured 0.75x.
     128: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, persistent=True),
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2),
+        HopperConfig(block_n=32, num_warps=4, k_stages=2, v_stages=2),
     ),
     # Split head dims (two column pieces): the ping-pong kernel only. Session 26 (head dims 80 and 96, N 197 to
     # 4,096): two consumers 1.10-1.14x cuDNN at 1,025 and 4,096 tokens, three 0.75-0.78x; at 197-257 tokens
