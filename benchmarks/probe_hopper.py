@@ -5,6 +5,7 @@
     python3 benchmarks/probe_hopper.py ab [--shapes ... --configs pp:k2v2,...]  # alternated, median rounds
         [--planned]   # ours through a ForwardPlan with kept outputs: GPU time at batch-1 sizes too
     python3 benchmarks/probe_hopper.py clocks           # SM clock and board power while each kernel runs
+    python3 benchmarks/probe_hopper.py gputime --shapes 32,12,197,64;...  # GPU time of whole calls, fwd and fwd+bwd
 
 Prints one line per case; the sweep ends with the best configuration per head dim.
 """
@@ -254,6 +255,77 @@ def ab(
                        "rounds": rounds, "rows": rows}, fh, indent=1)  # fmt: skip
 
 
+SLEEP_CYCLES = 40_000_000  # ~20 ms at ~2 GHz (computed): longer than the host takes to queue CALLS calls
+CALLS = 20
+
+
+def gpu_ms(fn) -> tuple[float, bool]:  # type: ignore[no-untyped-def]
+    """GPU milliseconds a call of ``fn``: CALLS calls queued behind a GPU sleep, so the host never keeps the
+    GPU waiting (whatever the host time of a call), timed between two events. The flag says whether the
+    queue was filled before the sleep ended (if not, the time includes host waits)."""
+    start, end, slept = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+    torch.cuda._sleep(SLEEP_CYCLES)
+    slept.record()
+    start.record()
+    for _ in range(CALLS):
+        fn()
+    end.record()
+    clean = not slept.query()
+    end.synchronize()
+    return start.elapsed_time(end) / CALLS, clean
+
+
+def _cudnn(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return F.scaled_dot_product_attention(a, b, c)
+
+
+def _calls(shape: tuple[int, int, int, int], dtype: torch.dtype) -> dict[str, Any]:
+    """Forward (no grad) and forward+backward calls of ours and cuDNN on one set of inputs."""
+    torch.manual_seed(0)
+    q, k, v, do = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(4))
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+    runs = {}
+    for name, attn in (("ours", tri.flash_attention), ("cudnn", _cudnn)):
+        runs[f"{name} fwd"] = lambda attn=attn: attn(q, k, v)
+        runs[f"{name} fwdbwd"] = lambda attn=attn: torch.autograd.grad(attn(qg, kg, vg), (qg, kg, vg), do)
+    return runs
+
+
+def gputime(shapes: list[tuple[int, int, int, int]], rounds: int, json_path: str | None) -> None:
+    """Ours (``flash_attention``, autograd included) and cuDNN by GPU time, forward and forward+backward
+    (``torch.autograd.grad``, no gradient accumulation), alternated, median of ``rounds``: what the kernels
+    cost where the host keeps ahead, e.g. at ViT-sized shapes, where ``attention.py``'s timings are host-bound."""
+    rows = []
+    for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
+        runs = _calls(shape, dtype)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        dirty = set()
+        for fn in runs.values():
+            fn()
+            fn()
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                ms, clean = gpu_ms(fn)
+                times[name].append(ms)
+                if not clean:
+                    dirty.add(name)
+        med = {name: statistics.median(t) for name, t in times.items()}
+        row = {"shape": shape, "dtype": str(dtype)[6:], "ms": med, "dirty": sorted(dirty)}
+        rows.append(row)
+        print(
+            f"{shape} {row['dtype']}: fwd ours {med['ours fwd'] * 1e3:.1f} us cudnn {med['cudnn fwd'] * 1e3:.1f}"
+            f" ({med['cudnn fwd'] / med['ours fwd']:.3f}); fwd+bwd ours {med['ours fwdbwd'] * 1e3:.1f}"
+            f" cudnn {med['cudnn fwdbwd'] * 1e3:.1f} ({med['cudnn fwdbwd'] / med['ours fwdbwd']:.3f})"
+            + (f"  host-bound rounds: {sorted(dirty)}" if dirty else ""),
+            flush=True,
+        )
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                       "rounds": rounds, "rows": rows}, fh, indent=1)  # fmt: skip
+
+
 def clocks(
     json_path: str | None, shapes: list[tuple[int, int, int, int]], configs: list[hop.HopperConfig]
 ) -> None:
@@ -314,7 +386,7 @@ def clocks(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["check", "sweep", "ab", "clocks"])
+    parser.add_argument("what", choices=["check", "sweep", "ab", "clocks", "gputime"])
     parser.add_argument("--rounds", type=int, default=5, help="ab: rounds of alternated timings")
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
@@ -336,6 +408,9 @@ def main() -> int:
         shapes = parse_shapes(args.shapes) if args.shapes else None
         configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
         ab(args.json, args.rounds, head_dims, shapes, configs, args.fresh, args.planned)
+        return 0
+    if args.what == "gputime":
+        gputime(parse_shapes(args.shapes or "1,12,1024,64"), args.rounds, args.json)
         return 0
     if args.what == "clocks":
         configs = [parse_config(c) for c in (args.configs or "pp:k2v2,persistent:k2v2").split(",")]
