@@ -65,16 +65,28 @@ def pow2_at_least(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def length_bucket(n: int) -> int:
+    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, …, 2ᵏ, 3·2ᵏ⁻¹ that is ≥ ``n``: two buckets an octave, so no
+    bucket spans more than 1.5× in length."""
+    p = pow2_at_least(n)
+    three_quarters = p - p // 4
+    return three_quarters if n <= three_quarters and p >= 4 else p
+
+
 def choice_key(q: torch.Tensor, k: torch.Tensor) -> tuple[int, torch.dtype, int, int, int]:
     """What a timed choice between kernels (the Gluon forward's candidates, Gluon or Triton backward) is kept
-    under: head dim, dtype, and power-of-two buckets of both lengths and of batch × heads. The last (new in
-    session 24) keeps a pick made on a grid of a fraction of a wave, such as a batch-1 warm-up, from deciding
-    for grids of many waves, where a persistent kernel and one tile a CTA, say, need not rank the same."""
+    under: head dim, dtype, :func:`length_bucket` of both lengths and a power-of-two bucket of batch × heads.
+    The last (new in session 24) keeps a pick made on a grid of a fraction of a wave, such as a batch-1
+    warm-up, from deciding for grids of many waves, where a persistent kernel and one tile a CTA, say, need
+    not rank the same. Lengths had power-of-two buckets until session 26, when the candidates came to differ
+    within one: at (1, 12, N, 64) the one-warpgroup forward measured 1.11x cuDNN at N = 1,025 and three
+    consumers 0.81x, but 1.21x and 1.23x at N = 2,048, so a pick at either length cost up to a quarter at
+    the other."""
     return (
         q.shape[3],
         q.dtype,
-        pow2_at_least(q.shape[2]),
-        pow2_at_least(k.shape[2]),
+        length_bucket(q.shape[2]),
+        length_bucket(k.shape[2]),
         pow2_at_least(q.shape[0] * q.shape[1]),
     )
 

@@ -624,6 +624,23 @@ def test_the_backward_mode_follows_determinism_and_the_overrides() -> None:
         fa._fused_override = None
 
 
+def test_length_buckets_are_two_an_octave() -> None:
+    """``length_bucket``: at least the length, at most 1.5× it, each bucket 2ᵏ or 3·2ᵏ⁻¹, and
+    lengths where the forward's candidates rank differently (1,025 and 2,048, session 26) kept apart."""
+    from pathoflash.kernels import attention as fa
+
+    buckets = set()
+    for n in range(1, 70_000):
+        b = fa.length_bucket(n)
+        assert n <= b <= 1.5 * n, n
+        assert b & (b - 1) == 0 or (b % 3 == 0 and (b // 3) & (b // 3 - 1) == 0), (n, b)
+        buckets.add(b)
+    assert sorted(buckets)[:8] == [1, 2, 3, 4, 6, 8, 12, 16]
+    assert fa.length_bucket(1025) == 1536 and fa.length_bucket(2048) == 2048
+    assert fa.length_bucket(4000) == fa.length_bucket(4096) == 4096 and fa.length_bucket(4100) == 6144
+    assert fa.length_bucket(197) == 256 and fa.length_bucket(577) == 768
+
+
 def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first call per (head dim, dtype, length buckets, batch × heads bucket) times both backwards and keeps
     the faster; a forced override skips the timing."""
