@@ -175,8 +175,8 @@ def _tag(cfg: hop.HopperConfig) -> str:
 
 def parse_config(spec: str) -> hop.HopperConfig:
     """``pp:k2v2`` (ping-pong, K and V ring slots), ``pp3:k2v2`` (three consumers), ``persistent:k2v2``,
-    ``persistent3:k2v2``, ``w4:k2v2`` / ``w8:k2v2`` (one kernel body on 4 or 8 warps, 16 rows a warp, no warp specialisation);
-    ``:bn64`` after any of them takes 64 keys a step instead of 128."""
+    ``persistent3:k2v2``, ``w4:k2v2`` / ``w8:k2v2`` (one kernel body on 4 or 8 warps, 16 rows a warp, no
+    warp specialisation); ``:bn64`` (or ``:bn32``) after any of them takes that many keys a step, not 128."""
     kind, stages, *rest = spec.split(":")
     block_n = int(rest[0].removeprefix("bn")) if rest else 128
     if kind not in ("pp", "pp3", "persistent", "persistent3", "w4", "w8"):

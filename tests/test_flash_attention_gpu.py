@@ -273,7 +273,7 @@ GLUON_SHAPES = [
     (2, 32, 777, 80, "qkv"),
     (8, 24, 300, 96, "contiguous"),
     (2, 16, 1000, 48, "bnhd"),
-    # ViT-sized sequences, where the one-warpgroup kernel is a candidate (64 or 128 keys a step)
+    # ViT-sized sequences, where the one-warpgroup kernel is a candidate (32, 64 or 128 keys a step)
     (8, 12, 197, 64, "qkv"),
     (4, 8, 577, 128, "qkv"),
 ]
