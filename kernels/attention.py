@@ -70,7 +70,7 @@ def length_bucket(n: int) -> int:
     bucket spans more than 1.5× in length."""
     p = pow2_at_least(n)
     three_quarters = p - p // 4
-    return three_quarters if n <= three_quarters and p >= 4 else p
+    return three_quarters if n <= three_quarters else p  # p ≤ 2: three_quarters is p
 
 
 def choice_key(q: torch.Tensor, k: torch.Tensor) -> tuple[int, torch.dtype, int, int, int]:
