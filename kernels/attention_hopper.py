@@ -91,18 +91,14 @@ LOADER_REGS = 24
 # Ids: Triton's warp specialisation takes 0 to the consumer count (3 at most here); K slots 4-7, V slots 8-11,
 # turns 13-15.
 NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") != "0")
-# P carried across the three-consumer ping-pong's step loop as 32-bit words of two 16-bit values (_pack_p /
-# _unpack_p) instead of 16-bit values, which ptxas re-packs with 32 PRMT a step in some consumers' loops
-# (Triton 3.8: every three-consumer loop; 3.6: one of three). Session 23 (H100, four processes each way,
-# against cuDNN in each): under Triton 3.8 level to +1 % at 4,096 and 16,384 tokens and +1-4 % at N = 4100;
-# under 3.6 1-2 % slower at 4,096 and 16,384 tokens, +2 % at 4100. So on from Triton 3.8 on (3.7, untimed,
-# compiles to SASS like 3.6's); PATHOFLASH_PACKED_P=0 / 1 overrides (read once, at import). Two consumers
-# never pack: they have no PRMT to save, and ~10 instructions a step to add. ATTENTION_NOTES "Session 22",
-# item 6, and "Session 23".
-_TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
-PACKED_P = gl.constexpr(
-    os.environ.get("PATHOFLASH_PACKED_P", "1" if _TRITON_VERSION >= (3, 8) else "0") == "1"
-)
+# P carried from one key step to the next (ping-pong and persistent consumers) as 32-bit words of two 16-bit
+# values (_pack_p / _unpack_p), not as 16-bit values, which ptxas re-packs with 32 PRMT a step. Session 23
+# (the masked last block still inside the loop) found it 1-2 % slower under Triton 3.6 and kept it to 3.8 and
+# three consumers. Since the last block's step runs outside the loop (_pp_work, session 27), every such loop
+# without packing has the 32 PRMT under 3.6 and 3.8, with packing none, and the two changes together
+# measured 1.01-1.12x the session-26 kernels at the issue's shapes under both (H100; ATTENTION_NOTES
+# "Session 27"). On for every Triton and consumer count; PATHOFLASH_PACKED_P=0 turns it off (read at import).
+PACKED_P = gl.constexpr(os.environ.get("PATHOFLASH_PACKED_P", "1") == "1")
 K_FREE_BAR = gl.constexpr(4)
 V_FREE_BAR = gl.constexpr(8)
 MAX_RING_SLOTS = 4  # per ring: the named-barrier ids above leave room for four
@@ -165,14 +161,29 @@ def _softmax_block(
     Returns p, the rescale factor alpha and the new row max and sum.
     """
     if block == n_blocks - 1:
-        cols = block * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(0, s_layout))
-        scaled = gl.where((cols < N_KV)[None, :], s * qk_scale, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(scaled, 1))
-        p = gl.exp2(scaled - m_new[:, None])
+        p, alpha, m_new, l_new = _softmax_masked(s, m_i, l_i, qk_scale, block, N_KV, BLOCK_N, s_layout)
     else:
-        # scale ≥ 0, so max(s) · scale is the max of the scaled scores; one FMA per score below.
-        m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
-        p = gl.exp2(s * qk_scale - m_new[:, None])
+        p, alpha, m_new, l_new = _softmax_full(s, m_i, l_i, qk_scale)
+    return p, alpha, m_new, l_new
+
+
+@gluon.jit
+def _softmax_full(s, m_i, l_i, qk_scale):
+    """:func:`_softmax_block` for a block with no column past N_KV."""
+    # scale ≥ 0, so max(s) · scale is the max of the scaled scores; one FMA per score below.
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    p = gl.exp2(s * qk_scale - m_new[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
+
+
+@gluon.jit
+def _softmax_masked(s, m_i, l_i, qk_scale, block, N_KV, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
+    """:func:`_softmax_block` for the last key block: columns past N_KV count as -inf."""
+    cols = block * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(0, s_layout))
+    scaled = gl.where((cols < N_KV)[None, :], s * qk_scale, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(scaled, 1))
+    p = gl.exp2(scaled - m_new[:, None])
     alpha = gl.exp2(m_i - m_new)
     return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
@@ -517,6 +528,61 @@ def _unpack_p(packed, dtype: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
+def _pp_step(
+    p_op, acc, acc_tail, m_i, l_i, q, q_tail, k_ring, v_ring, k_tail_ring, v_tail_ring, k_ready, k_empty,
+    v_ready, v_empty, turn, zero_s, j, n_kv, N_KV, qk_scale, ME: gl.constexpr, LAST: gl.constexpr,
+    PACK: gl.constexpr,
+):  # fmt: skip
+    """One key step of a ping-pong consumer: S(j+1) = Q·K(j+1)ᵀ and O += P(j)·V(j) issued in its turn, the
+    softmax of S(j+1) beside the P·V product. ``j`` counts ring steps (a persistent kernel's go on across
+    tiles). ``p_op`` holds P(j) (packed words with ``PACK``) and comes back holding P(j+1). ``LAST``: S(j+1)
+    is the tile's last key block (of ``n_kv``), whose columns past N_KV are masked. Without a second column
+    piece (``q_tail`` is ``q``) ``acc_tail`` comes back as it came."""
+    dtype: gl.constexpr = q.dtype
+    HEAD_DIM: gl.constexpr = q.shape[1]
+    TAIL: gl.constexpr = q_tail.shape[1]
+    SPLIT: gl.constexpr = TAIL != HEAD_DIM
+    PV_GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups of O += P·V
+    BLOCK_N: gl.constexpr = k_ring.shape[3]
+    K_STAGES: gl.constexpr = k_ring.shape[0]
+    V_STAGES: gl.constexpr = v_ring.shape[0]
+    CONSUMERS: gl.constexpr = turn.shape[0]
+    other: gl.constexpr = (ME + 1) % CONSUMERS  # the warpgroup whose turn comes next
+    s_layout: gl.constexpr = zero_s.type.layout
+    rows_o: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
+    rows_t: gl.constexpr = gl.SliceLayout(1, acc_tail.type.layout)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2)
+
+    if PACK:
+        p_op = _unpack_p(p_op, dtype, p_layout)
+    _wait_loaded(k_ready, j + 1, K_STAGES)
+    _wait_loaded(v_ready, j, V_STAGES)
+    _pp_take_turn(turn, ME, j + 1)
+    s_next = _scores(q, q_tail, k_ring, k_tail_ring, (j + 1) % K_STAGES, zero_s, SPLIT)
+    pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+    if SPLIT:
+        pv_tail = warpgroup_mma(
+            p_op, _tile(v_tail_ring, j % V_STAGES, BLOCK_N, TAIL), acc_tail, is_async=True
+        )
+    _pp_pass_turn(turn, other)
+    s = warpgroup_mma_wait(PV_GROUPS, deps=(s_next,))
+    _slot_release(k_empty, (j + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
+    if LAST:
+        p, alpha, m_i, l_i = _softmax_masked(s, m_i, l_i, qk_scale, n_kv - 1, N_KV, BLOCK_N, s_layout)
+    else:
+        p, alpha, m_i, l_i = _softmax_full(s, m_i, l_i, qk_scale)
+    if SPLIT:
+        acc, acc_tail, p_op = warpgroup_mma_wait(0, deps=(pv, pv_tail, p_op))
+        acc_tail = acc_tail * gl.convert_layout(alpha, rows_t)[:, None]
+    else:
+        acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
+    _slot_release(v_empty, j % V_STAGES, V_FREE_BAR, CONSUMERS)
+    acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
+    p_op = _pack_p(p, dtype) if PACK else gl.convert_layout(p.to(dtype), p_layout)
+    return p_op, acc, acc_tail, m_i, l_i
+
+
+@gluon.jit
 def _pp_work(
     o_desc, o_tail_desc, LSE, q_smem, k_ring, v_ring, q_tail_smem, k_tail_ring, v_tail_ring, q_ready, k_ready,
     k_empty, v_ready, v_empty, turn, pid_bh, b, h, start_m, n_kv, N_Q, N_KV, qk_scale, ME: gl.constexpr,
@@ -525,7 +591,6 @@ def _pp_work(
     HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]  # the first column piece (the whole head dim unsplit)
     TAIL: gl.constexpr = o_tail_desc.block_type.shape[3]
     SPLIT: gl.constexpr = TAIL != HEAD_DIM
-    PV_GROUPS: gl.constexpr = 2 if SPLIT else 1  # async wgmma groups of O += P·V
     BLOCK_N: gl.constexpr = k_ring.shape[3]
     K_STAGES: gl.constexpr = k_ring.shape[0]
     V_STAGES: gl.constexpr = v_ring.shape[0]
@@ -545,7 +610,7 @@ def _pp_work(
     rows_t: gl.constexpr = gl.SliceLayout(1, tail_layout)
     CONSUMERS: gl.constexpr = q_smem.shape[0]
     other: gl.constexpr = (ME + 1) % CONSUMERS  # the warpgroup whose turn comes next
-    PACK: gl.constexpr = PACKED_P and CONSUMERS == 3  # P kept as packed words between steps
+    PACK: gl.constexpr = PACKED_P  # P kept as packed words between steps
 
     q = q_smem.index(ME).reshape([ROWS, HEAD_DIM])
     q_tail = q_tail_smem.index(ME).reshape([ROWS, TAIL])  # q itself where the head dim is not split
@@ -559,44 +624,34 @@ def _pp_work(
     _slot_release(k_empty, 0, K_FREE_BAR, CONSUMERS)
     m_i = gl.full([ROWS], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([ROWS], gl.float32, rows_s)
-    p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
+    p, _, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     if SPLIT:
         acc_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
 
     if PACK:
-        p_w = _pack_p(p, dtype)
-    for j in range(0, n_kv - 1):
-        if PACK:
-            p_op = _unpack_p(p_w, dtype, p_layout)
-        _wait_loaded(k_ready, j + 1, K_STAGES)
-        _wait_loaded(v_ready, j, V_STAGES)
-        _pp_take_turn(turn, ME, j + 1)
-        s_next = _scores(q, q_tail, k_ring, k_tail_ring, (j + 1) % K_STAGES, zero_s, SPLIT)
-        pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-        if SPLIT:
-            pv_tail = warpgroup_mma(
-                p_op, _tile(v_tail_ring, j % V_STAGES, BLOCK_N, TAIL), acc_tail, is_async=True
-            )
-        _pp_pass_turn(turn, other)
-        s = warpgroup_mma_wait(PV_GROUPS, deps=(s_next,))
-        _slot_release(k_empty, (j + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
-        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
-        if SPLIT:
-            acc, acc_tail, p_op = warpgroup_mma_wait(0, deps=(pv, pv_tail, p_op))
-            acc_tail = acc_tail * gl.convert_layout(alpha, rows_t)[:, None]
-        else:
-            acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
-        _slot_release(v_empty, j % V_STAGES, V_FREE_BAR, CONSUMERS)
-        acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
-        if PACK:
-            p_w = _pack_p(p, dtype)
-        else:
-            p_op = gl.convert_layout(p.to(dtype), p_layout)
+        p_op = _pack_p(p, dtype)  # P(j) between steps: packed words, or the P·V operand itself
+    if not SPLIT:
+        acc_tail = acc  # unused: one loop-carried name for both cases
+    # Only the step that reads the last key block masks columns, so it runs after the loop: with the masked
+    # branch inside, ptxas kept the column bounds live through every step and, under Triton 3.8, spilled the
+    # row sums and maxima of two of three consumers every step (session 27: 11-12 local loads and stores a
+    # step; 3.6 spilled in the branch). Without it no consumer spills under either and each step is ~420-490
+    # instructions instead of ~820 (ATTENTION_NOTES "Session 27").
+    for j in range(0, n_kv - 2):
+        p_op, acc, acc_tail, m_i, l_i = _pp_step(
+            p_op, acc, acc_tail, m_i, l_i, q, q_tail, k_ring, v_ring, k_tail_ring, v_tail_ring, k_ready,
+            k_empty, v_ready, v_empty, turn, zero_s, j, n_kv, N_KV, qk_scale, ME, False, PACK,
+        )  # fmt: skip
+    if n_kv >= 2:
+        p_op, acc, acc_tail, m_i, l_i = _pp_step(
+            p_op, acc, acc_tail, m_i, l_i, q, q_tail, k_ring, v_ring, k_tail_ring, v_tail_ring, k_ready,
+            k_empty, v_ready, v_empty, turn, zero_s, n_kv - 2, n_kv, N_KV, qk_scale, ME, True, PACK,
+        )  # fmt: skip
 
     if PACK:
-        p_op = _unpack_p(p_w, dtype, p_layout)
+        p_op = _unpack_p(p_op, dtype, p_layout)
     last = n_kv - 1
     _wait_loaded(v_ready, last, V_STAGES)
     _pp_take_turn(turn, ME, n_kv)

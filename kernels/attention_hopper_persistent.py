@@ -38,17 +38,21 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from .attention_hopper import (
     K_FREE_BAR,
+    PACKED_P,
     V_FREE_BAR,
     _init_turns,
     _kv_ring_barriers,
     _load_pieces,
+    _pack_p,
     _pp_pass_turn,
+    _pp_step,
     _pp_take_turn,
     _slot_drain,
     _slot_release,
     _slot_wait_free,
     _softmax_block,
     _tile,
+    _unpack_p,
     _wait_loaded,
     tma_store,
 )
@@ -118,41 +122,33 @@ def _ps_store(
 
 @gluon.jit
 def _ps_blocks(
-    q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p_op, acc, base, n_kv, N_KV, qk_scale,
+    q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p, acc, base, n_kv, N_KV, qk_scale,
     ME: gl.constexpr,
 ):  # fmt: skip
     """Blocks 1 … n_kv − 1 of a tile whose block 0 is at step ``base``: issue S(g + 1) and O += P(g)·V(g),
-    the softmax of S(g + 1) while O runs, then rescale O (the ping-pong kernel's loop, steps counted on)."""
+    the softmax of S(g + 1) while O runs, then rescale O (the ping-pong kernel's loop, steps counted on).
+    ``p`` is P of block 0 in float32; returns the last block's P as the P·V operand."""
     dtype: gl.constexpr = q.dtype
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2)
+    p_op = _pack_p(p, dtype) if PACKED_P else gl.convert_layout(p.to(dtype), p_layout)
     ROWS: gl.constexpr = q.shape[0]
-    HEAD_DIM: gl.constexpr = q.shape[1]
     BLOCK_N: gl.constexpr = k_ring.shape[3]
-    K_STAGES: gl.constexpr = k_ring.shape[0]
-    V_STAGES: gl.constexpr = v_ring.shape[0]
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
     )
-    p_layout: gl.constexpr = p_op.type.layout
-    rows_o: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
-    CONSUMERS: gl.constexpr = turn.shape[0]
-    other: gl.constexpr = (ME + 1) % CONSUMERS
     zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
-    for j in range(0, n_kv - 1):
-        g = base + j
-        _wait_loaded(k_ready, g + 1, K_STAGES)
-        _wait_loaded(v_ready, g, V_STAGES)
-        _pp_take_turn(turn, ME, g + 1)
-        k_next = _tile(k_ring, (g + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
-        s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
-        pv = warpgroup_mma(p_op, _tile(v_ring, g % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-        _pp_pass_turn(turn, other)
-        s = warpgroup_mma_wait(1, deps=(s_next,))
-        _slot_release(k_empty, (g + 1) % K_STAGES, K_FREE_BAR, CONSUMERS)
-        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
-        acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))
-        _slot_release(v_empty, g % V_STAGES, V_FREE_BAR, CONSUMERS)
-        acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
+    for j in range(0, n_kv - 2):  # the last block's step alone masks its columns (see _pp_work)
+        p_op, acc, _, m_i, l_i = _pp_step(
+            p_op, acc, acc, m_i, l_i, q, q, k_ring, v_ring, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty,
+            turn, zero_s, base + j, n_kv, N_KV, qk_scale, ME, False, PACKED_P,
+        )  # fmt: skip
+    if n_kv >= 2:
+        p_op, acc, _, m_i, l_i = _pp_step(
+            p_op, acc, acc, m_i, l_i, q, q, k_ring, v_ring, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty,
+            turn, zero_s, base + n_kv - 2, n_kv, N_KV, qk_scale, ME, True, PACKED_P,
+        )  # fmt: skip
+    if PACKED_P:
+        p_op = _unpack_p(p_op, dtype, p_layout)
     return p_op, acc, m_i, l_i
 
 
@@ -161,7 +157,6 @@ def _ps_consumer(
     o_desc, LSE, q_smem, o_smem, k_ring, v_ring, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn, H,
     N_Q, N_KV, n_tiles, n_kv, qk_scale, ME: gl.constexpr,
 ):  # fmt: skip
-    dtype: gl.constexpr = o_desc.dtype
     HEAD_DIM: gl.constexpr = o_desc.block_type.shape[3]
     ROWS: gl.constexpr = o_smem.shape[3]
     CONSUMERS: gl.constexpr = o_smem.shape[0]
@@ -174,7 +169,6 @@ def _ps_consumer(
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
     )
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     other: gl.constexpr = (ME + 1) % CONSUMERS  # the warpgroup whose turn comes next
@@ -204,9 +198,8 @@ def _ps_consumer(
 
     for t in range(0, mine - 1):  # every tile but the last, then the step into the next one
         q = q_smem.index((t % 2) * CONSUMERS + ME).reshape([ROWS, HEAD_DIM])
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
         p_op, acc, m_i, l_i = _ps_blocks(
-            q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p_op, acc, t * n_kv, n_kv,
+            q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p, acc, t * n_kv, n_kv,
             N_KV, qk_scale, ME,
         )  # fmt: skip
         # The step between tiles: S(block 0 of tile t + 1) and O += P·V of tile t's last block.
@@ -234,9 +227,8 @@ def _ps_consumer(
 
     t = mine - 1
     q = q_smem.index((t % 2) * CONSUMERS + ME).reshape([ROWS, HEAD_DIM])
-    p_op = gl.convert_layout(p.to(dtype), p_layout)
     p_op, acc, m_i, l_i = _ps_blocks(
-        q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p_op, acc, t * n_kv, n_kv, N_KV,
+        q, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, turn, m_i, l_i, p, acc, t * n_kv, n_kv, N_KV,
         qk_scale, ME,
     )  # fmt: skip
     last = (t + 1) * n_kv - 1
