@@ -91,7 +91,7 @@ LOADER_REGS = 24
 # Ids: Triton's warp specialisation takes 0 to the consumer count (3 at most here); K slots 4-7, V slots 8-11,
 # turns 13-15.
 NAMED_BARRIERS = gl.constexpr(os.environ.get("PATHOFLASH_NAMED_BARRIERS", "1") != "0")
-# P carried from one key step to the next (ping-pong and persistent consumers) as 32-bit words of two 16-bit
+# P carried from one key step to the next (every Gluon forward's step loop) as 32-bit words of two 16-bit
 # values (_pack_p / _unpack_p), not as 16-bit values, which ptxas re-packs with 32 PRMT a step. Session 23
 # (the masked last block still inside the loop) found it 1-2 % slower under Triton 3.6 and kept it to 3.8 and
 # three consumers. Since the last block's step runs outside the loop (_pp_work, session 27), every such loop
@@ -189,6 +189,44 @@ def _softmax_masked(s, m_i, l_i, qk_scale, block, N_KV, BLOCK_N: gl.constexpr, s
 
 
 @gluon.jit
+def _one_group_step(
+    p_op, acc, m_i, l_i, q, k_desc, v_desc, k_ring, v_ring, k_ready, v_ready, zero_s, j, n_kv, N_KV, b, h,
+    qk_scale, LAST: gl.constexpr,
+):  # fmt: skip
+    """One key step of :func:`_attn_fwd_hopper_kernel`: S(j+1) = Q·K(j+1)ᵀ and O += P(j)·V(j) issued back to
+    back, the softmax of S(j+1) while O runs, then the loads of the ring slots this step freed. ``p_op``
+    holds P(j) (packed words with PACKED_P) and comes back holding P(j+1); ``LAST`` as in :func:`_pp_step`."""
+    dtype: gl.constexpr = q.dtype
+    HEAD_DIM: gl.constexpr = q.shape[1]
+    BLOCK_N: gl.constexpr = k_ring.shape[3]
+    K_STAGES: gl.constexpr = k_ring.shape[0]
+    V_STAGES: gl.constexpr = v_ring.shape[0]
+    s_layout: gl.constexpr = zero_s.type.layout
+    rows_o: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2)
+
+    if PACKED_P:
+        p_op = _unpack_p(p_op, dtype, p_layout)
+    _wait_loaded(k_ready, j + 1, K_STAGES)
+    k_next = _tile(k_ring, (j + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
+    s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
+    _wait_loaded(v_ready, j, V_STAGES)
+    pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
+    s = warpgroup_mma_wait(1, deps=(s_next,))  # S(j+1) is done; O += P(j)·V(j) still runs ...
+    if LAST:
+        p, alpha, m_i, l_i = _softmax_masked(s, m_i, l_i, qk_scale, n_kv - 1, N_KV, BLOCK_N, s_layout)
+    else:
+        p, alpha, m_i, l_i = _softmax_full(s, m_i, l_i, qk_scale)
+    acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))  # ... beside this softmax
+    cta_barrier()  # every warp is past the wgmmas that read K(j+1) and V(j)
+    _issue_load(k_desc, k_ring, k_ready, j + 1 + K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
+    _issue_load(v_desc, v_ring, v_ready, j + V_STAGES, n_kv, b, h, BLOCK_N, V_STAGES)
+    acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
+    p_op = _pack_p(p, dtype) if PACKED_P else gl.convert_layout(p.to(dtype), p_layout)
+    return p_op, acc, m_i, l_i
+
+
+@gluon.jit
 def _attn_fwd_hopper_kernel(
     q_desc,
     k_desc,
@@ -256,24 +294,24 @@ def _attn_fwd_hopper_kernel(
     _issue_load(k_desc, k_ring, k_ready, K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([BLOCK_M], gl.float32, rows_s)
-    p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
+    p, _, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout)
 
-    for j in range(0, n_kv - 1):  # at the top: P(j) in registers, O rescaled up to block j
-        _wait_loaded(k_ready, j + 1, K_STAGES)
-        k_next = _tile(k_ring, (j + 1) % K_STAGES, BLOCK_N, HEAD_DIM).permute((1, 0))
-        s_next = warpgroup_mma(q, k_next, zero_s, use_acc=False, is_async=True)
-        _wait_loaded(v_ready, j, V_STAGES)
-        pv = warpgroup_mma(p_op, _tile(v_ring, j % V_STAGES, BLOCK_N, HEAD_DIM), acc, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_next,))  # S(j+1) is done; O += P(j)·V(j) still runs ...
-        p, alpha, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, j + 1, n_kv, N_KV, BLOCK_N, s_layout)
-        acc, p_op = warpgroup_mma_wait(0, deps=(pv, p_op))  # ... beside this softmax
-        cta_barrier()  # every warp is past the wgmmas that read K(j+1) and V(j)
-        _issue_load(k_desc, k_ring, k_ready, j + 1 + K_STAGES, n_kv, b, h, BLOCK_N, K_STAGES)
-        _issue_load(v_desc, v_ring, v_ready, j + V_STAGES, n_kv, b, h, BLOCK_N, V_STAGES)
-        acc = acc * gl.convert_layout(alpha, rows_o)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
+    if PACKED_P:
+        p_op = _pack_p(p, dtype)
+    for j in range(0, n_kv - 2):  # at the top: P(j) in registers, O rescaled up to block j
+        p_op, acc, m_i, l_i = _one_group_step(
+            p_op, acc, m_i, l_i, q, k_desc, v_desc, k_ring, v_ring, k_ready, v_ready, zero_s, j, n_kv, N_KV,
+            b, h, qk_scale, False,
+        )  # fmt: skip
+    if n_kv >= 2:  # the last block's step alone masks columns (see _pp_work)
+        p_op, acc, m_i, l_i = _one_group_step(
+            p_op, acc, m_i, l_i, q, k_desc, v_desc, k_ring, v_ring, k_ready, v_ready, zero_s, n_kv - 2, n_kv,
+            N_KV, b, h, qk_scale, True,
+        )  # fmt: skip
+    if PACKED_P:
+        p_op = _unpack_p(p_op, dtype, p_layout)
 
     last = n_kv - 1
     _wait_loaded(v_ready, last, V_STAGES)
