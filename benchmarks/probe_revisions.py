@@ -69,26 +69,28 @@ def load_revision(rev: str | None, old_dir: Path | None) -> ModuleType:
     return modules[0]
 
 
+def _outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """O as attention.py allocates it ((B, N, H, D) storage seen as (B, H, N, D)) and the float32 lse."""
+    b, h, n, d = q.shape
+    o = torch.empty((b, n, h, d), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
+    return o, torch.empty((b, h, n), device=q.device, dtype=torch.float32)
+
+
 def _timed_call(
     mod: ModuleType, cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> Any:
     """A call of ``mod``'s forward with ``cfg``: planned into kept outputs at N ≤ 2,048, else fresh outputs."""
-    b, h, n, d = q.shape
-    o = torch.empty((b, n, h, d), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
-    lse = torch.empty((b, h, n), device=q.device, dtype=torch.float32)
-    if n <= 2048:
-        plan = mod.ForwardPlan(cfg, q, k)
+    if q.shape[2] <= 2048:
+        plan, (o, lse) = mod.ForwardPlan(cfg, q, k), _outputs(q)
         return lambda: plan(q, k, v, o, lse, scale)
-    return lambda: mod.hopper_forward(q, k, v, torch.empty_like(o), torch.empty_like(lse), scale, cfg)
+    return lambda: mod.hopper_forward(q, k, v, *_outputs(q), scale, cfg)
 
 
 def _check(
     mod: ModuleType, cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> None:
     """``mod``'s output with ``cfg`` against SDPA's (whichever backend it picks): a wrong kernel, not rounding."""
-    b, h, n, d = q.shape
-    o = torch.empty((b, n, h, d), device=q.device, dtype=q.dtype).permute(0, 2, 1, 3)
-    lse = torch.empty((b, h, n), device=q.device, dtype=torch.float32)
+    o, lse = _outputs(q)
     mod.hopper_forward(q, k, v, o, lse, scale, cfg)
     error = (o.float() - F.scaled_dot_product_attention(q, k, v).float()).abs().max().item()
     assert error < 2e-2, f"{mod.__name__} {cfg}: error {error:.3g} against SDPA"
