@@ -1049,6 +1049,18 @@ def rebased(template: TensorDescriptor, t: torch.Tensor) -> TensorDescriptor:
     return made
 
 
+def rebasable(args: tuple[Any, ...], tensors: tuple[torch.Tensor, ...], tails_end: int) -> bool:
+    """Whether a plan may keep these launch arguments' descriptors and re-point them (:func:`rebased`): the
+    first ``len(tensors)`` are descriptors of exactly those tensors (whole, one column piece each), the rest
+    up to ``tails_end`` None (no second pieces), and descriptors can be made by :func:`rebased` at all."""
+    n = len(tensors)
+    return (
+        _DESCRIPTOR_DEFAULTS is not None
+        and all(getattr(d, "base", None) is t for d, t in zip(args[:n], tensors, strict=True))
+        and all(arg is None for arg in args[n:tails_end])
+    )
+
+
 class ForwardPlan:
     """The forward at one signature of (q, k, v): shapes, strides, dtype, device and 16-byte alignment, on
     which attention.py keys its plans. The configuration is chosen and the launch bound once (``launch.Site``);
@@ -1085,8 +1097,7 @@ class ForwardPlan:
         """Keep the descriptors of q, k, v, o and the ints, where the kernel's arguments are those four
         descriptors, Nones, lse, ints and the scale (not where a head dim is split into pieces)."""
         at = next(i for i, arg in enumerate(args) if arg is lse)
-        whole = all(getattr(d, "base", None) is t for d, t in zip(args[:4], tensors, strict=True))
-        if _DESCRIPTOR_DEFAULTS is not None and whole and all(arg is None for arg in args[4:at]):
+        if rebasable(args, tensors, at):
             self._descs, self._middle, self._ints = args[:4], args[4:at], args[at + 1 : -1]
 
 

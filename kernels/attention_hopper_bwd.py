@@ -74,6 +74,7 @@ from .attention_hopper import (
     descriptor,
     head_pieces,
     piece_descriptors,
+    rebasable,
     rebased,
     sm_count,
     tma_load,
@@ -848,15 +849,8 @@ class BackwardPlan:
         d = self._descs
         if d is None:
             args = _backward_args(self.cfg, q, k, v, do, lse, delta, dk, dv, scale, dq_acc)
-            whole = all(
-                getattr(desc, "base", None) is t
-                for desc, t in zip(args[:7], (q, k, v, do, dk, dv, dq_acc), strict=True)
-            )
-            if (
-                attention_hopper._DESCRIPTOR_DEFAULTS is not None
-                and whole
-                and all(a is None for a in args[7:14])
-            ):
+            # seven descriptors, their seven second pieces (None), lse, delta, ints, two scales
+            if rebasable(args, (q, k, v, do, dk, dv, dq_acc), 14):
                 self._descs, self._ints = args[:7], args[16:-2]
             self.site(*args)
             return

@@ -1146,3 +1146,6 @@ def test_plans_relaunch_with_what_a_fresh_build_gives(head_dim: int, monkeypatch
         backward(q, k, v, do, lse, delta, dk, dv, scale, acc)
         expected = bwd._backward_args(backward.cfg, q, k, v, do, lse, delta, dk, dv, scale, acc)
         assert _same_launch(launches[-1], expected), seed
+    assert (backward._descs is None) == (
+        head_dim == 80
+    )  # kept and re-pointed where the head dim is one piece
