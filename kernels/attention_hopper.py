@@ -295,11 +295,9 @@ def _attn_fwd_hopper_kernel(
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([BLOCK_M], gl.float32, rows_s)
     p, _, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
-    p_op = gl.convert_layout(p.to(dtype), p_layout)
+    p_op = _pack_p(p, dtype) if PACKED_P else gl.convert_layout(p.to(dtype), p_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout)
 
-    if PACKED_P:
-        p_op = _pack_p(p, dtype)
     for j in range(0, n_kv - 2):  # at the top: P(j) in registers, O rescaled up to block j
         p_op, acc, m_i, l_i = _one_group_step(
             p_op, acc, m_i, l_i, q, k_desc, v_desc, k_ring, v_ring, k_ready, v_ready, zero_s, j, n_kv, N_KV,
@@ -663,15 +661,11 @@ def _pp_work(
     m_i = gl.full([ROWS], float("-inf"), gl.float32, rows_s)
     l_i = gl.zeros([ROWS], gl.float32, rows_s)
     p, _, m_i, l_i = _softmax_block(s, m_i, l_i, qk_scale, 0, n_kv, N_KV, BLOCK_N, s_layout)
-    p_op = gl.convert_layout(p.to(dtype), p_layout)
+    # P(j) between steps: packed words, or the P·V operand itself
+    p_op = _pack_p(p, dtype) if PACK else gl.convert_layout(p.to(dtype), p_layout)
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
-    if SPLIT:
-        acc_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout)
-
-    if PACK:
-        p_op = _pack_p(p, dtype)  # P(j) between steps: packed words, or the P·V operand itself
-    if not SPLIT:
-        acc_tail = acc  # unused: one loop-carried name for both cases
+    # unsplit: acc stands in, unused, so that both cases carry the same names through the loop
+    acc_tail = gl.zeros([ROWS, TAIL], gl.float32, tail_layout) if SPLIT else acc
     # Only the step that reads the last key block masks columns, so it runs after the loop: with the masked
     # branch inside, ptxas kept the column bounds live through every step and, under Triton 3.8, spilled the
     # row sums and maxima of two of three consumers every step (session 27: 11-12 local loads and stores a
