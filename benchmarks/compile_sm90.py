@@ -164,6 +164,10 @@ def _gluon_bwd_source(args: argparse.Namespace, dtype: str) -> tuple[ASTSource, 
         signature.update({f"{n}{suffix}_desc": desc(bwd.ROWS.value, cols) for n in ("k", "v", "dk", "dv")})
         dq_cols = cols // 2 if args.dq_halves else cols
         signature[f"dq{suffix}_desc"] = desc(args.block_m, dq_cols, fp32=True)
+        fragments = {"fragment_dq": False} if args.no_fragments else {}  # else the default
+        cfg = bwd.BackwardConfig(block_m=args.block_m, dq_halves=args.dq_halves, **fragments)
+        if tail == first and cfg.fragments(args.head_dim):  # dQ staged in fragment order: an unswizzled box
+            signature["dq_desc"] = f"tensordesc<fp32[1,1,{args.block_m},{dq_cols}],{bwd.DQ_FRAGMENT_BOX!r}>"
     signature.update({name: "*fp32" for name in ("LSE", "DELTA")})
     signature.update({name: "fp32" for name in ("qk_scale", "sm_scale")})
     signature.update({name: "i32" for name in _INTS if name in fn.arg_names})
@@ -237,6 +241,11 @@ def main() -> int:
     )
     parser.add_argument("--dq-halves", action="store_true", help="hopper_bwd: dQ columns shared out")
     parser.add_argument("--persistent", action="store_true", help="hopper_bwd: one CTA per SM (head dim 128)")
+    parser.add_argument(
+        "--no-fragments",
+        action="store_true",
+        help="hopper_bwd: dQ staged through the 128-byte swizzle (before s28)",
+    )
     parser.add_argument("--out", type=Path, help="also write the TTGIR, PTX and SASS here")
     parser.add_argument(
         "--every-candidate",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 import triton
 from pathoflash.kernels import attention
-from pathoflash.kernels.attention_hopper_bwd import BackwardConfig, hopper_backward
+from pathoflash.kernels.attention_hopper_bwd import BackwardConfig, dq_accumulator, hopper_backward
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SHAPES = [
@@ -60,11 +60,12 @@ def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype, qkv: bool = Fa
 def _gluon(q, k, v, o, lse, do, scale, cfg: BackwardConfig | None = None):  # type: ignore[no-untyped-def]
     """The whole backward as ``attention._backward`` runs it with this configuration: delta by the Triton
     preprocess kernel (which zeroes the float32 dQ), the Gluon kernel, dQ scaled and cast by a Triton kernel."""
-    acc = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+    cfg = cfg or BackwardConfig()
+    acc = dq_accumulator(q, cfg)
     delta = attention._delta(o, do, None, zero=acc)
     dk, dv, dq = torch.empty_like(k), torch.empty_like(v), torch.empty_like(q)
     hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, cfg, dq_acc=acc)
-    attention._dq_cast(acc, scale, dq)
+    attention._dq_cast(acc, scale, dq, cfg.fragments(q.shape[3]))
     return dq, dk, dv
 
 

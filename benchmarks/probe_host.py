@@ -94,7 +94,7 @@ def stages(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
     with torch.no_grad():
         o, lse = attention._forward(q, k, v, scale)
     qd, kd, vd = q.detach(), k.detach(), v.detach()
-    acc = torch.zeros(shape, device="cuda", dtype=torch.float32)
+    acc = attention_hopper_bwd.dq_accumulator(qd).zero_()
     delta = attention._delta(o, do, None, zero=acc)
     dq, dk, dv = (torch.empty_like(t) for t in (qd, kd, vd))
     attention_hopper.hopper_forward(qd, kd, vd, o, lse, scale)  # chooses the candidate
@@ -144,7 +144,9 @@ def stages(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
             qd, kd, vd, do, lse, delta, dk, dv, scale, dq_acc=acc
         ),
         "_delta": lambda: attention._delta(o, do, None, zero=acc),
-        "_dq_cast": lambda: attention._dq_cast(acc, scale, dq),
+        "_dq_cast": lambda: attention._dq_cast(
+            acc, scale, dq, attention_hopper_bwd.BackwardConfig().fragments(dq.shape[3])
+        ),
         "descriptor() x1": lambda: attention_hopper.descriptor(qd, 128),
         "cuDNN fwd+bwd": cudnn_fwdbwd,
         "cuDNN fwd, no grad": cudnn_fwd,
@@ -206,7 +208,7 @@ def ladder(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
     extra = (None,) * (n_params - 2)
 
     dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
-    acc = torch.zeros(shape, device="cuda", dtype=torch.float32)
+    acc = attention_hopper_bwd.dq_accumulator(q).zero_()
     delta = attention._delta(o, do, None, zero=acc)
     attention._backward(q, k, v, o, lse, do, None, scale)  # chooses Gluon or Triton's backward
     gluon = attention._gluon_backward(q, k, v, o, lse, do, None, dq, dk, dv, scale)
@@ -260,13 +262,15 @@ def ladder(shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Callable[[],
             q, k, v, o, lse, do, None, dq, dk, dv, scale
         ),
         ". . plan call": (lambda: gluon(q, k, v, o, lse, do, None, dq, dk, dv, scale)) if planned else gluon,
-        ". . . acc = torch.empty": lambda: torch.empty(shape, device="cuda", dtype=torch.float32),
+        ". . . acc = dq_accumulator": lambda: attention_hopper_bwd.dq_accumulator(q),
         ". . . _delta": lambda: attention._delta(o, do, None, zero=acc),
         ". . . hopper_backward": lambda: attention_hopper_bwd.hopper_backward(
             q, k, v, do, lse, delta, dk, dv, scale, dq_acc=acc
         ),
         ". . . . Triton's launcher": bwd_run,
-        ". . . _dq_cast": lambda: attention._dq_cast(acc, scale, dq),
+        ". . . _dq_cast": lambda: attention._dq_cast(
+            acc, scale, dq, attention_hopper_bwd.BackwardConfig().fragments(dq.shape[3])
+        ),
     }
     if planned:
         layers[". . . . ForwardPlan call"] = lambda: fwd_plan(q, k, v, o, lse, scale)

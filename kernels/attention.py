@@ -433,7 +433,7 @@ def _attn_fwd_kernel(
     tl.store(LSE + pid_bh.to(tl.int64) * N_Q + rows, lse, mask=rows < N_Q)
 
 
-@triton.jit(do_not_specialize=["N_Q"])
+@triton.jit(do_not_specialize=["N_Q", "ZERO_ROWS"])
 def _attn_bwd_preprocess_kernel(
     Out,
     DO,
@@ -450,6 +450,7 @@ def _attn_bwd_preprocess_kernel(
     stride_dod,
     H,
     N_Q,
+    ZERO_ROWS,
     HEAD_DIM: tl.constexpr,
     HEAD_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -457,8 +458,9 @@ def _attn_bwd_preprocess_kernel(
     HAS_ZERO: tl.constexpr,
 ):
     """delta = rowsum(dO ∘ O) − dLSE (the gradient of the log-sum-exp output enters here); with HAS_ZERO it
-    also zeroes the same rows of ZERO, a contiguous float32 (B, H, N, HEAD_DIM): the Gluon backward's dQ
-    accumulator, zeroed here instead of by a kernel of its own."""
+    also zeroes the same blocks of ZERO, a contiguous float32 (B, H, ZERO_ROWS, HEAD_DIM) with ZERO_ROWS = N or
+    N rounded up to a whole block: the Gluon backward's dQ accumulator, zeroed here instead of by a kernel of
+    its own."""
     pid_m, pid_bh, b, h = _block_and_head(N_Q, BLOCK_M, H)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, HEAD_PAD)
@@ -473,11 +475,13 @@ def _attn_bwd_preprocess_kernel(
         delta -= tl.load(DLSE + offs, mask=rows < N_Q, other=0.0)
     tl.store(DELTA + offs, delta, mask=rows < N_Q)
     if HAS_ZERO:
-        zero_ptrs = ZERO + offs[:, None] * HEAD_DIM + cols[None, :]
-        tl.store(zero_ptrs, tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32), mask=mask)
+        zero_rows = pid_bh.to(tl.int64) * ZERO_ROWS + rows
+        zero_ptrs = ZERO + zero_rows[:, None] * HEAD_DIM + cols[None, :]
+        zero_mask = (rows[:, None] < ZERO_ROWS) & (cols[None, :] < HEAD_DIM)
+        tl.store(zero_ptrs, tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32), mask=zero_mask)
 
 
-@triton.jit(do_not_specialize=["N_Q"])
+@triton.jit(do_not_specialize=["N_Q", "N_ACC"])
 def _dq_cast_kernel(
     ACC,
     DQ,
@@ -488,16 +492,33 @@ def _dq_cast_kernel(
     stride_d,
     H,
     N_Q,
+    N_ACC,
     HEAD_DIM: tl.constexpr,
     HEAD_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    FRAGMENTS: tl.constexpr,
 ):
-    """dQ = scale · ACC in dQ's dtype and strides; ACC is a contiguous float32 (B, H, N, HEAD_DIM)."""
+    """dQ = scale · ACC in dQ's dtype and strides; ACC is a contiguous float32 (B, H, N_ACC, HEAD_DIM). With
+    FRAGMENTS (BLOCK_M = 64) each (64, 64) piece of a query block is in the order of the Gluon backward's
+    accumulator registers (``attention_hopper_bwd.DQ_FRAGMENTS``): element (m, d) of the piece lies at offset
+    d0 + 2·m3 + 4·d1 + 8·d2 + 16·m0 + 32·m1 + 64·m2 + 128·d3 + 256·d4 + 512·d5 + 1024·m4 + 2048·m5 (bits of m, d)."""
     pid_m, pid_bh, b, h = _block_and_head(N_Q, BLOCK_M, H)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, HEAD_PAD)
     mask = (rows[:, None] < N_Q) & (cols[None, :] < HEAD_DIM)
-    acc = tl.load(ACC + (pid_bh.to(tl.int64) * N_Q + rows)[:, None] * HEAD_DIM + cols[None, :], mask=mask)
+    if FRAGMENTS:
+        m = tl.arange(0, BLOCK_M)[:, None]
+        d = cols[None, :] % 64
+        box_row = ((m >> 2) & 1) | (((d >> 3) & 7) << 1) | (((m >> 4) & 3) << 4)
+        box_col = (d & 1) | (((m >> 3) & 1) << 1) | (((d >> 1) & 3) << 2) | ((m & 3) << 4)
+        src = (
+            (pid_bh.to(tl.int64) * N_ACC + pid_m * BLOCK_M + box_row) * HEAD_DIM
+            + (cols[None, :] - d)
+            + box_col
+        )
+    else:
+        src = (pid_bh.to(tl.int64) * N_ACC + rows)[:, None] * HEAD_DIM + cols[None, :]
+    acc = tl.load(ACC + src, mask=mask)
     dq_ptrs = DQ + b * stride_b + h * stride_h + rows[:, None] * stride_n + cols[None, :] * stride_d
     tl.store(dq_ptrs, (acc * scale).to(DQ.dtype.element_ty), mask=mask)
 
@@ -1315,7 +1336,7 @@ class _GluonBackward:
         grid = (cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
         common = {"HEAD_DIM": head_dim, "HEAD_PAD": _head_pad(head_dim), "BLOCK_M": _PREPROCESS_BLOCK}
         self.delta = Site(_attn_bwd_preprocess_kernel, grid, **common, HAS_DLSE=dlse_given, HAS_ZERO=True)
-        self.cast = Site(_dq_cast_kernel, grid, **common)
+        self.cast = Site(_dq_cast_kernel, grid, **common, FRAGMENTS=kernel.cfg.fragments(head_dim))
         self.kernel = kernel  # attention_hopper_bwd.BackwardPlan
         self.contiguous_do = contiguous_do
 
@@ -1327,14 +1348,15 @@ class _GluonBackward:
         batch, heads, n_q, _ = q.shape
         if self.contiguous_do:
             do = do.contiguous()  # e.g. an expanded gradient with zero strides
-        acc = q.new_empty(q.shape, dtype=torch.float32)  # dQ / scale, summed by the kernel
+        acc = self.kernel.accumulator(q)  # dQ / scale, summed by the kernel
         delta = q.new_empty((batch, heads, n_q), dtype=torch.float32)
         if dlse is not None:
             dlse = dlse.to(torch.float32).contiguous()
         rows = delta if dlse is None else dlse
-        self.delta(o, do, rows, delta, acc, *o.stride(), *do.stride(), heads, n_q)  # zeroes acc on the way
+        n_acc = acc.shape[2]
+        self.delta(o, do, rows, delta, acc, *o.stride(), *do.stride(), heads, n_q, n_acc)  # zeroes acc too
         self.kernel(q, k, v, do, lse, delta, dk, dv, scale, acc)
-        self.cast(acc, dq, scale, *dq.stride(), heads, n_q)
+        self.cast(acc, dq, scale, *dq.stride(), heads, n_q, n_acc)
 
 
 def _gluon_backward(
@@ -1466,7 +1488,7 @@ def _delta(
     o: torch.Tensor, do: torch.Tensor, dlse: torch.Tensor | None, zero: torch.Tensor | None = None
 ) -> torch.Tensor:
     """rowsum(dO ∘ O) − dLSE as a contiguous float32 (B, H, N), by one Triton kernel, which also zeroes
-    ``zero`` (a contiguous float32 shaped as ``o``) where given."""
+    ``zero`` (a contiguous float32 dQ accumulator: ``o``'s shape, or N rounded up to a block) where given."""
     batch, heads, n_q, head_dim = o.shape
     delta = torch.empty((batch, heads, n_q), device=o.device, dtype=torch.float32)
     if dlse is not None:
@@ -1474,20 +1496,22 @@ def _delta(
     pre_grid = (cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     launch(
         _attn_bwd_preprocess_kernel, pre_grid, o, do, delta if dlse is None else dlse, delta,
-        delta if zero is None else zero, *o.stride(), *do.stride(), heads, n_q, HEAD_DIM=head_dim,
+        delta if zero is None else zero, *o.stride(), *do.stride(), heads, n_q,
+        n_q if zero is None else zero.shape[2], HEAD_DIM=head_dim,
         HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, HAS_DLSE=dlse is not None, HAS_ZERO=zero is not None,
     )  # fmt: skip
     return delta
 
 
-def _dq_cast(acc: torch.Tensor, scale: float, dq: torch.Tensor) -> None:
-    """dq = scale · acc (a contiguous float32 shaped as dq) in dq's dtype and strides, by one Triton kernel:
-    2.2-2.6 TB/s on an H100, where torch.mul(acc, scale, out=dq) moved 2.0-2.3 (RESULTS.md run 12)."""
+def _dq_cast(acc: torch.Tensor, scale: float, dq: torch.Tensor, fragments: bool = False) -> None:
+    """dq = scale · acc (a contiguous float32 dQ accumulator, in fragment order where ``fragments``:
+    ``attention_hopper_bwd.dq_accumulator``) in dq's dtype and strides, by one Triton kernel: 2.2-2.6 TB/s on an
+    H100, where torch.mul(acc, scale, out=dq) moved 2.0-2.3 (RESULTS.md run 12)."""
     batch, heads, n_q, head_dim = dq.shape
     grid = (cdiv(n_q, _PREPROCESS_BLOCK) * batch * heads,)
     launch(
-        _dq_cast_kernel, grid, acc, dq, scale, *dq.stride(), heads, n_q, HEAD_DIM=head_dim,
-        HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK,
+        _dq_cast_kernel, grid, acc, dq, scale, *dq.stride(), heads, n_q, acc.shape[2], HEAD_DIM=head_dim,
+        HEAD_PAD=_head_pad(head_dim), BLOCK_M=_PREPROCESS_BLOCK, FRAGMENTS=fragments,
     )  # fmt: skip
 
 

@@ -875,9 +875,11 @@ def _descriptor_defaults() -> dict[str, object] | None:
 _DESCRIPTOR_DEFAULTS = _descriptor_defaults()
 
 
-def descriptor(t: torch.Tensor, rows: int, cols: int | None = None) -> TensorDescriptor:
+def descriptor(
+    t: torch.Tensor, rows: int, cols: int | None = None, layout: gl.NVMMASharedLayout | None = None
+) -> TensorDescriptor:
     """A TMA descriptor over the whole (B, H, N, D) tensor with its own strides; boxes of (1, 1, rows, cols)
-    (cols: all D by default).
+    (cols: all D by default) in ``layout`` (default: the 128-byte swizzle, :func:`_box_layout`).
 
     Built without the dataclass's own checks (16-byte aligned base and strides, unit last stride, power-of-two
     box), about a fifth of a Gluon backward launch's Python under cProfile (session 21): every tensor given here
@@ -886,7 +888,7 @@ def descriptor(t: torch.Tensor, rows: int, cols: int | None = None) -> TensorDes
     encodes the descriptor. Same fields, same values (``tests/test_flash_attention.py``).
     """
     cols = cols or t.shape[3]
-    layout = _box_layout(rows, cols, t.dtype)
+    layout = layout or _box_layout(rows, cols, t.dtype)
     if _DESCRIPTOR_DEFAULTS is None:
         return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols], layout)
     made = object.__new__(TensorDescriptor)

@@ -26,7 +26,9 @@ Here one kernel runs five products per pair and orders the asynchronous work its
   faster at head dim 128, ~2 % at 64 and 80 (H100, RESULTS.md run 10).
 
 * the dQ of a query block is added once per CTA (not once per consumer) into a float32 accumulator by
-  ``cp.reduce.async.bulk.tensor`` from a shared-memory staging tile. These adds are what limits the kernel
+  ``cp.reduce.async.bulk.tensor`` from a shared-memory staging tile, written in the accumulator registers' own
+  order where the tile is (64, 64) (``DQ_FRAGMENTS``: no bank conflicts; 1.004–1.03× on an H100, RESULTS.md
+  session 28), so the float32 accumulator holds dQ in that order until the cast. These adds are what limits the kernel
   (H100, RESULTS.md run 7: without any adds it ran 1.2–1.6× faster); atomic adds from registers were 8–18 %
   slower than the TMA ones, and one atomic add per consumer 22–32 % slower again. Each CTA starts its walk over the
   query blocks at a different block, so the CTAs of one head do not add into the same rows at once. The
@@ -101,6 +103,18 @@ ROWS = gl.constexpr(64)  # key rows per consumer warpgroup (one wgmma row tile)
 CONSUMER_WARPGROUPS = 2  # the kernel's CONSUMERS
 LOADER_REGS = 24
 
+# dQ's (64, 64) float32 staging tile in the order of the wgmma accumulator's registers (``BackwardConfig.
+# fragment_dq``): offset bit i of an element is the (row, column) step in entry i. Bits 0-1 are a thread's two
+# columns and its row + 8 (so each thread stores 16 contiguous bytes), bits 2-6 its lane (so a warp's store is
+# 512 contiguous bytes: no bank conflicts), then the column groups and the warp. Stored through the TMA's
+# 128-byte swizzle instead, rows r and r ^ 1 of a half-warp hit the same banks: every dQ store took twice its
+# wavefronts (Nsight Compute on an H100, session 28: 9 % of the backward's shared-memory wavefronts).
+_FRAGMENT_BASES = [[0, 1], [8, 0], [0, 2], [0, 4], [1, 0], [2, 0], [4, 0], [0, 8], [0, 16], [0, 32], [16, 0], [32, 0]]  # fmt: skip
+DQ_FRAGMENTS = gl.constexpr(gl.SharedLinearLayout(offset_bases=_FRAGMENT_BASES))
+# The TMA's view of such a tile: a plain row-major (64, 64) box, so global row r' of a query block holds
+# fragment offsets 64·r' … 64·r' + 63 (``attention._dq_cast_kernel`` puts them back in place).
+DQ_FRAGMENT_BOX = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=4)
+
 
 @dataclass(frozen=True)
 class BackwardConfig:
@@ -118,10 +132,19 @@ class BackwardConfig:
     # written out. None: at head dim 128, where it measured 3-4 % faster on an H100 (at 64: -3.5 to +1.5 %,
     # RESULTS.md run 12). True runs it at any power-of-two head dim.
     persistent: bool | None = None
+    # dQ's staging tiles in the accumulator's register order (DQ_FRAGMENTS) where they are (64, 64): head dim 64,
+    # and 128 with dq_halves. The float32 accumulator then holds each query block's dQ in that order, padded
+    # to whole blocks (dq_accumulator), and attention._dq_cast_kernel puts it back in place.
+    fragment_dq: bool = True
 
     @property
     def block_n(self) -> int:
         return CONSUMER_WARPGROUPS * ROWS.value
+
+    def fragments(self, head_dim: int) -> bool:
+        """Whether dQ is staged and accumulated in fragment order at this head dim."""
+        tile = head_dim // 2 if self.dq_halves and head_dim == 128 else head_dim
+        return self.fragment_dq and self.block_m == 64 and tile == 64
 
 
 @gluon.jit
@@ -193,6 +216,32 @@ def _bwd_loader(
 
 
 @gluon.jit
+def _reinterpret(buf, dtype: gl.constexpr, shape: gl.constexpr, layout: gl.constexpr):
+    """``buf``'s bytes as another type, shape and layout."""
+    if PUBLIC_REINTERPRET:
+        view = buf.reinterpret(dtype, shape, layout)
+    else:
+        view = buf._reinterpret(dtype, shape, layout)
+    return view
+
+
+@gluon.jit
+def _dq_views(stage, dq_desc):
+    """One dQ staging buffer as the (BLOCK_M, DQ_W) tile that dQ's registers are stored into, and as the box the
+    TMA reduce-add reads: in fragment order where the descriptor's box is unswizzled (``DQ_FRAGMENTS``)."""
+    BLOCK_M: gl.constexpr = dq_desc.block_type.shape[2]
+    DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
+    BOX: gl.constexpr = dq_desc.layout
+    if BOX.swizzle_byte_width == 0:
+        tile = _reinterpret(stage, gl.float32, [BLOCK_M, DQ_W], DQ_FRAGMENTS)
+        box = _reinterpret(stage, gl.float32, [1, 1, BLOCK_M, DQ_W], BOX)
+    else:
+        tile = stage.reshape([BLOCK_M, DQ_W])
+        box = stage
+    return tile, box
+
+
+@gluon.jit
 def _dq_issue(ds_all, k_all, c: gl.constexpr, KEYS: gl.constexpr, DQ_COLS: gl.constexpr, zero_dq):
     """Issue columns [c·DQ_COLS, (c+1)·DQ_COLS) of dS·K over the first KEYS keys: KEYS / 64 chained products
     (as many wgmma groups), not waited for."""
@@ -233,12 +282,15 @@ def _dq_tma_add(ds_all, k_all, KEYS: gl.constexpr, dq_desc, stage, b, h, start_m
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16]
     )
     zero_dq = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout)
-    flat = stage.reshape([BLOCK_M, HEAD_DIM])
-    for c in gl.static_range(HEAD_DIM // DQ_COLS):
-        dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
-        flat.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
+    tile, box = _dq_views(stage, dq_desc)
+    if HEAD_DIM == DQ_COLS:
+        tile.store(_dq_product(ds_all, k_all, 0, KEYS, DQ_COLS, zero_dq))
+    else:
+        for c in gl.static_range(HEAD_DIM // DQ_COLS):
+            dq = _dq_product(ds_all, k_all, c, KEYS, DQ_COLS, zero_dq)
+            tile.slice(c * DQ_COLS, DQ_COLS, 1).store(dq)
     fence_async_shared()
-    _tma_add(dq_desc, [b, h, start_m, col], stage)
+    _tma_add(dq_desc, [b, h, start_m, col], box)
 
 
 @gluon.jit
@@ -322,10 +374,10 @@ def _bwd_step(
         dq = warpgroup_mma_wait(GROUPS, deps=(dq,))  # Sᵀ still running
         if i > 0:
             tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
-            stage = dq_stage.index(2 * ME + prev)
-            stage.reshape([BLOCK_M, DQ_W]).store(dq)
+            tile, box = _dq_views(dq_stage.index(2 * ME + prev), dq_desc)
+            tile.store(dq)
             fence_async_shared()
-            _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], stage)
+            _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], box)
             mbarrier.arrive(ds_empty.index(prev))
     dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
     if SPLIT:
@@ -362,9 +414,10 @@ def _bwd_step(
         mbarrier.arrive(empty.index(slot))
         if i > 0:
             tma.store_wait(0)  # this consumer's previous adds have read the staging buffer
-            dq_stage.index(ME).reshape([BLOCK_M, HEAD_DIM]).store(dq)
+            tile, box = _dq_views(dq_stage.index(ME), dq_desc)
+            tile.store(dq)
             fence_async_shared()
-            _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, 0], dq_stage.index(ME))
+            _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, 0], box)
             mbarrier.arrive(ds_empty.index(prev))
     else:
         if SPLIT:
@@ -561,6 +614,8 @@ def _pbwd_work(
     kv_empty, ready, empty, ds_full, ds_empty, H, N_Q, N_KV, BH, qk_scale, sm_scale, ME: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = dk_desc.dtype
+    DK_BOX: gl.constexpr = dk_desc.layout
+    DV_BOX: gl.constexpr = dv_desc.layout
     HEAD_DIM: gl.constexpr = dk_desc.block_type.shape[3]
     DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
     BLOCK_M: gl.constexpr = q_ring.shape[3]
@@ -624,17 +679,10 @@ def _pbwd_work(
             # read (dV's store is the newer group then).
             dk_buf = dq_stage.index(2 * ME + (g + 1) % 2)
             dv_buf = dq_stage.index(2 * ME + g % 2)
-            if PUBLIC_REINTERPRET:
-                dk_stage = dk_buf.reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dk_desc.layout)
-                dv_stage = dv_buf.reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dv_desc.layout)
-            else:
-                dk_stage = dk_buf._reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dk_desc.layout)
-                dv_stage = dv_buf._reinterpret(dtype, [1, 1, ROWS, HEAD_DIM], dv_desc.layout)
+            dk_stage = _reinterpret(dk_buf, dtype, [1, 1, ROWS, HEAD_DIM], DK_BOX)
+            dv_stage = _reinterpret(dv_buf, dtype, [1, 1, ROWS, HEAD_DIM], DV_BOX)
         else:  # one float32 buffer holds both (the next add waits for every store)
-            if PUBLIC_REINTERPRET:
-                both = dq_stage.index(ME).reinterpret(dtype, [2, 1, 1, ROWS, HEAD_DIM], dk_desc.layout)
-            else:
-                both = dq_stage.index(ME)._reinterpret(dtype, [2, 1, 1, ROWS, HEAD_DIM], dk_desc.layout)
+            both = _reinterpret(dq_stage.index(ME), dtype, [2, 1, 1, ROWS, HEAD_DIM], DK_BOX)
             dk_stage = both.index(0)
             dv_stage = both.index(1)
         dk_stage.reshape([ROWS, HEAD_DIM]).store((dk * sm_scale).to(dtype))
@@ -707,10 +755,16 @@ def _attn_bwd_hopper_kernel(
     v_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, 1, ROWS, HEAD_DIM], v_desc.layout)
     # staging for the TMA reduce-add of dQ, one per consumer; dS of all keys, two by the parity of the step
     DQ_W: gl.constexpr = dq_desc.block_type.shape[3]
-    if DQ_W != HEAD_DIM:  # dQ's columns shared out between the consumers: one buffer per consumer and parity
-        dq_stage = gl.allocate_shared_memory(gl.float32, [2 * CONSUMERS, 1, 1, BLOCK_M, DQ_W], dq_desc.layout)
+    # Fragment order (an unswizzled box, DQ_FRAGMENTS) is a view of the buffers: they keep the 128-byte swizzle's
+    # 1,024-byte alignment, which dK and dV need where they leave through them (the persistent kernel).
+    if dq_desc.layout.swizzle_byte_width == 0:
+        stage_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=4)
     else:
-        dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], dq_desc.layout)
+        stage_layout: gl.constexpr = dq_desc.layout  # type: ignore[no-redef]
+    if DQ_W != HEAD_DIM:  # dQ's columns shared out between the consumers: one buffer per consumer and parity
+        dq_stage = gl.allocate_shared_memory(gl.float32, [2 * CONSUMERS, 1, 1, BLOCK_M, DQ_W], stage_layout)
+    else:
+        dq_stage = gl.allocate_shared_memory(gl.float32, [CONSUMERS, 1, 1, BLOCK_M, HEAD_DIM], stage_layout)
     if TAIL != HEAD_DIM:  # a head dim split in two column pieces (80 = 64 + 16): the second one's buffers
         q_tail_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, TAIL], q_tail_desc.layout)
         do_tail_ring = gl.allocate_shared_memory(dtype, [STAGES, 1, 1, BLOCK_M, TAIL], do_tail_desc.layout)
@@ -813,7 +867,9 @@ def _backward_args(
     v_d, v_t = piece_descriptors(v, ROWS.value)
     dk_d, dk_t = piece_descriptors(dk, ROWS.value)
     dv_d, dv_t = piece_descriptors(dv, ROWS.value)
-    if cfg.dq_halves and head_dim == 128:
+    if cfg.fragments(head_dim):
+        dq_d = dq_t = descriptor(dq_acc, block_m, cols=64, layout=DQ_FRAGMENT_BOX)
+    elif cfg.dq_halves and head_dim == 128:
         dq_d = dq_t = descriptor(dq_acc, block_m, cols=head_dim // 2)
     else:
         dq_d, dq_t = piece_descriptors(dq_acc, block_m)
@@ -842,6 +898,10 @@ class BackwardPlan:
         self._descs: tuple[Any, ...] | None = None
         self._ints: tuple[int, ...] = ()
 
+    def accumulator(self, q: torch.Tensor) -> torch.Tensor:
+        """An uninitialised dQ accumulator for this plan (:func:`dq_accumulator`)."""
+        return dq_accumulator(q, self.cfg)
+
     def __call__(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, lse: torch.Tensor,
         delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, scale: float, dq_acc: torch.Tensor,
@@ -863,6 +923,20 @@ class BackwardPlan:
 _NO_TAILS = (None,) * 7
 
 
+def dq_accumulator(q: torch.Tensor, config: BackwardConfig | None = None) -> torch.Tensor:
+    """An uninitialised float32 accumulator for the backward's dQ of ``q`` (B, H, N, D): shaped as ``q``, or with
+    N rounded up to whole query blocks where dQ is accumulated in fragment order (``BackwardConfig.fragments``:
+    a block's rows are spread over all of its box, so none may be clipped at N)."""
+    batch, heads, n_q, head_dim = q.shape
+    rows = dq_accumulator_rows(n_q, head_dim, config or BackwardConfig())
+    return torch.empty((batch, heads, rows, head_dim), device=q.device, dtype=torch.float32)
+
+
+def dq_accumulator_rows(n_q: int, head_dim: int, cfg: BackwardConfig) -> int:
+    """Rows per head of :func:`dq_accumulator`."""
+    return cdiv(n_q, cfg.block_m) * cfg.block_m if cfg.fragments(head_dim) else n_q
+
+
 def hopper_backward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -876,8 +950,9 @@ def hopper_backward(
     config: BackwardConfig | None = None,
     dq_acc: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Write dK and dV into ``dk``/``dv`` and return dQ / ``scale`` as a float32 (B, H, N, D) tensor: ``dq_acc``
-    where given (contiguous and zeroed by the caller: ``attention._delta`` zeroes it), else a new one.
+    """Write dK and dV into ``dk``/``dv`` and return dQ / ``scale`` summed in a float32 accumulator: ``dq_acc``
+    where given (from :func:`dq_accumulator`, zeroed by the caller: ``attention._delta`` zeroes it), else a new
+    one. ``attention._dq_cast`` makes dQ of it (in fragment order where ``config.fragments(D)``).
 
     ``lse`` is the forward's natural log-sum-exp and ``delta`` rowsum(dO ∘ O) (minus the lse's gradient),
     both (B, H, N) contiguous float32. Every tensor must pass ``attention_hopper.hopper_usable``'s checks.
@@ -885,7 +960,11 @@ def hopper_backward(
     """
     cfg = config or BackwardConfig()
     if dq_acc is None:
-        dq_acc = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+        dq_acc = dq_accumulator(q, cfg).zero_()
+    elif dq_acc.shape != (*q.shape[:2], dq_accumulator_rows(q.shape[2], q.shape[3], cfg), q.shape[3]):
+        raise ValueError(
+            f"dq_acc is {tuple(dq_acc.shape)}, not the shape of dq_accumulator() for q {tuple(q.shape)}"
+        )
     fn, grid, static = _backward_kernel(cfg, q, k)
     launch(fn, grid, *_backward_args(cfg, q, k, v, do, lse, delta, dk, dv, scale, dq_acc), **static)
     return dq_acc

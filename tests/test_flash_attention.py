@@ -12,6 +12,7 @@ textbook softmax(QKᵀ·scale)·V with autograd, in float16 or float32) against 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -291,6 +292,42 @@ def _backward_pieces(fa: object) -> dict[str, object]:
         "delta_err": (delta - (o.float() * do.float()).sum(-1)).abs().max().item(),
         "zeroed": bool((acc == 0).all()),
         "cast_err": (dq.float() - (acc2 * 0.3).half().float()).abs().max().item(),
+        **_fragment_pieces(fa, gen),
+    }
+
+
+def _fragment_order(bases: list[list[int]], tile: torch.Tensor) -> torch.Tensor:
+    """A (64, 64) tile as the Gluon backward stages it in shared memory: element at offset o is the tile's
+    element at the XOR of the (row, column) bases of o's set bits (a SharedLinearLayout), as a (64, 64) box."""
+    out = torch.empty(64 * 64, dtype=tile.dtype)
+    for offset in range(64 * 64):
+        row = col = 0
+        for bit, (dr, dc) in enumerate(bases):
+            if offset >> bit & 1:
+                row, col = row ^ dr, col ^ dc
+        out[offset] = tile[row, col]
+    return out.view(64, 64)
+
+
+def _fragment_pieces(fa: object, gen: torch.Generator) -> dict[str, object]:
+    """The dQ accumulator in fragment order (``attention_hopper_bwd.DQ_FRAGMENTS``), N = 70 padded to 128 rows:
+    delta zeroes every row of it, padding included, and the cast puts each (64, 64) piece back in place."""
+    from pathoflash.kernels.attention_hopper_bwd import DQ_FRAGMENTS
+
+    bases = DQ_FRAGMENTS.value.offset_bases
+    o = torch.randn(2, 3, 70, 128, generator=gen).half()
+    acc = torch.full((2, 3, 128, 128), 7.0)
+    fa._delta(o, o, None, zero=acc)  # type: ignore[attr-defined]
+    zeroed = bool((acc == 0).all())
+    want = torch.randn(2, 3, 128, 128, generator=gen)
+    for b, h, block, piece in itertools.product(range(2), range(3), range(2), range(2)):
+        rows, cols = slice(64 * block, 64 * block + 64), slice(64 * piece, 64 * piece + 64)
+        acc[b, h, rows, cols] = _fragment_order(bases, want[b, h, rows, cols])
+    dq = torch.empty(2, 70, 3, 128, dtype=torch.float16).transpose(1, 2)
+    fa._dq_cast(acc, 0.5, dq, True)  # type: ignore[attr-defined]
+    return {
+        "fragments_zeroed": zeroed,
+        "fragments_cast_err": (dq.float() - (want[:, :, :70] * 0.5).half().float()).abs().max().item(),
     }
 
 
@@ -415,6 +452,7 @@ def test_delta_zeroes_the_dq_accumulator_and_the_cast_writes_strided_dq(interpre
     pieces = interpreted_results["pieces"]
     assert pieces["zeroed"] is True
     assert pieces["delta_err"] < 1e-4 and pieces["cast_err"] == 0.0, pieces
+    assert pieces["fragments_zeroed"] is True and pieces["fragments_cast_err"] == 0.0, pieces
 
 
 def test_zero_stride_incoming_gradient(interpreted_results: dict) -> None:
@@ -861,17 +899,23 @@ def test_the_single_warpgroup_hopper_forward_compiles_to_a_lean_step_loop(tmp_pa
 
 @pytest.mark.parametrize(
     "options",
-    [["--head-dim", "128", "--dq-halves", "--persistent"], ["--head-dim", "64"]],
-    ids=["persistent-128", "64"],
+    [["--head-dim", "128", "--dq-halves", "--persistent"], ["--head-dim", "64"], ["--head-dim", "80"]],
+    ids=["persistent-128", "64", "split-80"],
 )
 def test_no_store_of_the_gluon_backward_lands_on_an_mbarrier(options: list[str], tmp_path: Path) -> None:
     """The forward's failure mode (plain data on initialised mbarriers, session 20) checked in the Hopper
     backward's PTX too, at the configurations the chooser runs (head dim 128: persistent, dQ columns shared
-    out; 64: one key tile a CTA)."""
+    out; 64: one key tile a CTA; 80: two column pieces). Where dQ is staged in fragment order (64 and 128,
+    ``DQ_FRAGMENTS``) its stores are 16 bytes a thread: eight STS.128 per (64, 64) tile, no STS.64 left
+    from a swizzled staging (session 28; with ``--no-fragments`` there are 16 STS.64 per tile instead)."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     proc = _compile_sm90("hopper_bwd", "--block-m", "64", *options, "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-4000:]
     _assert_no_store_on_mbarriers((tmp_path / "kernel.ptx").read_text())
+    if "80" not in options:
+        sass = (tmp_path / "kernel.sass").read_text()
+        wide, narrow = sass.count("STS.128"), sass.count("STS.64")
+        assert wide >= 32 and narrow <= 5, f"{wide} STS.128 and {narrow} STS.64"
 
 
 @pytest.mark.parametrize(
@@ -961,6 +1005,41 @@ def test_the_persistent_backward_runs_at_head_dim_128_with_at_most_one_cta_per_s
         launch(1, 2, 300, 80, bwd.BackwardConfig(persistent=True))
 
 
+def test_dq_fragment_order_gives_each_warp_one_contiguous_store() -> None:
+    """The backward's dQ staging order (DQ_FRAGMENTS) is the wgmma accumulator's own register order: a thread's
+    first two register bits (its two columns, its row + 8) are the lowest offset bits, so it stores 16 contiguous
+    bytes, and the lane bits come next, so a warp's store is 512 contiguous bytes, free of bank conflicts."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels.attention_hopper_bwd import DQ_FRAGMENTS
+    from triton._C.libtriton import gluon_ir, ir
+    from triton.experimental.gluon import language as gl
+
+    context = ir.context()
+    ir.load_dialects(context)
+    builder = gluon_ir.GluonOpBuilder(context)
+    acc = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
+    regs = builder.to_linear_layout(acc._to_ir(builder), [64, 64])
+    expected = regs.reg_bases[:2] + regs.lane_bases + regs.reg_bases[2:] + regs.warp_bases
+    assert DQ_FRAGMENTS.value.offset_bases == expected
+
+
+def test_the_dq_accumulator_is_padded_to_whole_query_blocks_where_fragment_ordered() -> None:
+    """In fragment order a query block's rows spread over its whole (64, 64) box, so the accumulator has N rounded
+    up to 64 rows (no row of a box is clipped at N); a caller's accumulator of another shape is refused."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from pathoflash.kernels import attention_hopper_bwd as bwd
+
+    for head_dim, rows in ((64, 320), (128, 320), (80, 300), (48, 300)):
+        assert bwd.dq_accumulator(torch.zeros(2, 3, 300, head_dim)).shape == (2, 3, rows, head_dim)
+    assert (
+        bwd.dq_accumulator(torch.zeros(1, 1, 300, 128), bwd.BackwardConfig(fragment_dq=False)).shape[2] == 300
+    )
+    t = torch.zeros(1, 2, 300, 64, dtype=torch.bfloat16)
+    lse = torch.zeros(1, 2, 300)
+    with pytest.raises(ValueError, match="dq_accumulator"):
+        bwd.hopper_backward(t, t, t, t, lse, lse, t, t, 0.1, dq_acc=torch.zeros(1, 2, 300, 64))
+
+
 def test_unsplit_head_dims_pass_no_second_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a head dim is one column piece, the ping-pong forward and the backward get None for the second
     pieces (the kernels use the first), so Triton encodes 4 and 7 TMA maps per launch instead of 8 and 14;
@@ -983,7 +1062,7 @@ def test_unsplit_head_dims_pass_no_second_pieces(monkeypatch: pytest.MonkeyPatch
         t = torch.zeros(1, 2, 300, head_dim, dtype=torch.bfloat16)
         lse = torch.zeros(1, 2, 300)
         hop._launch(t, t, t, t, lse, 0.1, cfg)
-        bwd.hopper_backward(t, t, t, t, lse, lse, t, t, 0.1, dq_acc=torch.zeros(t.shape))
+        bwd.hopper_backward(t, t, t, t, lse, lse, t, t, 0.1, dq_acc=bwd.dq_accumulator(t))
         forward, backward = launches[-2][4:8], launches[-1][7:14]
         if tail is None:
             assert forward == [None] * 4 and backward == [None] * 7, head_dim
@@ -995,7 +1074,7 @@ def test_unsplit_head_dims_pass_no_second_pieces(monkeypatch: pytest.MonkeyPatch
     t = torch.zeros(1, 2, 300, 64, dtype=torch.bfloat16)
     hop._launch(t, t, t, t, torch.zeros(1, 2, 300), 0.1, cfg)
     bwd.hopper_backward(
-        t, t, t, t, torch.zeros(1, 2, 300), torch.zeros(1, 2, 300), t, t, 0.1, dq_acc=t.float()
+        t, t, t, t, torch.zeros(1, 2, 300), torch.zeros(1, 2, 300), t, t, 0.1, dq_acc=bwd.dq_accumulator(t)
     )
     assert launches[-2][4:8] == launches[-2][:4] and launches[-1][7:14] == launches[-1][:7]
 

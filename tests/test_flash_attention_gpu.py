@@ -188,18 +188,19 @@ def test_the_gluon_backward_not_taken_by_default_matches_reference(head_dim: int
     more key tiles than SMs and an odd number of query blocks."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon backward is for sm_90")
-    from pathoflash.kernels.attention_hopper_bwd import BackwardConfig, hopper_backward
+    from pathoflash.kernels.attention_hopper_bwd import BackwardConfig, dq_accumulator, hopper_backward
 
     torch.manual_seed(head_dim)
     q, k, v = _inputs(3, 16, 2100, head_dim, "qkv", torch.bfloat16)
     do = torch.randn_like(q)
     scale = head_dim**-0.5
     o, lse = attention._forward(q, k, v, scale)
-    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     cfg = BackwardConfig(persistent=persistent)
-    dq = (hopper_backward(q, k, v, do, lse, attention._delta(o, do, None), dk, dv, scale, cfg) * scale).to(
-        q.dtype
-    )
+    acc = dq_accumulator(q, cfg)
+    delta = attention._delta(o, do, None, zero=acc)
+    hopper_backward(q, k, v, do, lse, delta, dk, dv, scale, cfg, dq_acc=acc)
+    attention._dq_cast(acc, scale, dq, cfg.fragments(head_dim))
     exact = _grads(attention_reference, q.float(), k.float(), v.float(), do)
     plain = _grads(attention_reference, q, k, v, do)
     for name, ours in zip(("dq", "dk", "dv"), (dq, dk, dv), strict=True):
