@@ -586,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, Any] = {}
     flex_spent = 0.0
     started = time.perf_counter()
+    fell_back: str | None = None  # the first row after which a Gluon kernel was found switched off
     for dtype_name in dtypes:
         for mode in modes:
             for shape in shapes:
@@ -619,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         torch.cuda.empty_cache()
                 results += [_median_round(rounds[m]) for m in methods]
+                gone = gluon_switched_off()
+                if gone and fell_back is None:
+                    fell_back = f"{dtype_name} {mode} {shape}"
+                    report["gluon_switched_off"] = {"at_row": fell_back, "kernels": gone}
+                    print(
+                        f"  WARNING: {FELL_BACK.format(gone=' and '.join(gone), row=fell_back)}", flush=True
+                    )
                 if args.json:  # partial results survive a timeout
                     with open(args.json, "w") as fh:
                         json.dump({**report, "results": [asdict(r) for r in results]}, fh, indent=1)
@@ -632,7 +640,29 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results, methods, env))
     for key, cfg in report["tuning"].get("hopper_fwd", {}).items():
         print(f"Gluon forward for {key}: {cfg}")
+    if fell_back is not None:
+        print(
+            "WARNING:",
+            FELL_BACK.format(gone=" and ".join(report["gluon_switched_off"]["kernels"]), row=fell_back),
+        )
     return 0
+
+
+FELL_BACK = (
+    "the Gluon {gone} failed in this process (see the log above) and was switched off during row {row}: "
+    "'ours' in that row and every later one ran the Triton kernels instead"
+)
+
+
+def gluon_switched_off() -> list[str]:
+    """Which of the Gluon forward and backward the library has switched off in this process (a compile error
+    makes ``attention`` fall back to the Triton kernels for good, with one log line): a table measured after
+    that is not the shipped kernels' (session 28)."""
+    return [
+        name
+        for name, state in (("forward", attention._hopper), ("backward", attention._hopper_bwd))
+        if state is False
+    ]
 
 
 if __name__ == "__main__":
