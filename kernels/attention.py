@@ -507,6 +507,7 @@ def _dq_cast_kernel(
     cols = tl.arange(0, HEAD_PAD)
     mask = (rows[:, None] < N_Q) & (cols[None, :] < HEAD_DIM)
     if FRAGMENTS:
+        tl.static_assert(BLOCK_M == 64, "fragment order comes in (64, 64) pieces")
         m = tl.arange(0, BLOCK_M)[:, None]
         d = cols[None, :] % 64
         box_row = ((m >> 2) & 1) | (((d >> 3) & 7) << 1) | (((m >> 4) & 3) << 4)
