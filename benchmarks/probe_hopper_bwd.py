@@ -30,6 +30,7 @@ SHAPES = [
 ]  # fmt: skip
 DTYPES = [torch.bfloat16, torch.float16]
 KERNEL_ONLY = False  # --kernel-only
+TRITON = True  # --no-triton leaves Triton's backward (slow to autotune) out
 CHECK = [
     (1, 1, 1, 64),
     (1, 2, 7, 128),
@@ -136,7 +137,8 @@ def _time_shape(
         with attention_variant(False):
             return attention._backward(q, k, v, o, lse, do, None, scale)
 
-    runs["triton"] = triton_bwd
+    if TRITON:
+        runs["triton"] = triton_bwd
     qr, kr, vr = (x.detach().requires_grad_() for x in (q, k, v))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         out = torch.nn.functional.scaled_dot_product_attention(qr, kr, vr)
@@ -154,7 +156,8 @@ def _time_shape(
     first = next(iter(times))
     print(
         f"{dtype} {shape}: " + ", ".join(f"{n} {row[n]:.0f}" for n in times)
-        + f"  gluon/cudnn {row[first] / row['cudnn']:.2f}  gluon/triton {row[first] / row['triton']:.2f}",
+        + f"  gluon/cudnn {row[first] / row['cudnn']:.2f}"
+        + (f"  gluon/triton {row[first] / row['triton']:.2f}" if TRITON else ""),
         flush=True,
     )  # fmt: skip
     return row
@@ -209,6 +212,7 @@ def main() -> int:
     parser.add_argument("--configs", default="", help='more BackwardConfig variants, e.g. "dq_halves=0"')
     parser.add_argument("--dtypes", default="bf16,fp16")
     parser.add_argument("--kernel-only", action="store_true", help="also time the Gluon kernel alone")
+    parser.add_argument("--no-triton", action="store_true", help="leave Triton's backward out of `time`")
     parser.add_argument("--json")
     args = parser.parse_args()
     configs: list[BackwardConfig | None] = [None]
@@ -230,8 +234,8 @@ def main() -> int:
                 json.dump(result, fh, indent=1, default=str)
         return 0
     print(configs)
-    global KERNEL_ONLY
-    KERNEL_ONLY = args.kernel_only
+    global KERNEL_ONLY, TRITON
+    KERNEL_ONLY, TRITON = args.kernel_only, not args.no_triton
     DTYPES[:] = [{"bf16": torch.bfloat16, "fp16": torch.float16}[d] for d in args.dtypes.split(",")]
     if args.shapes:
         dims = [[int(x) for x in t.split("x")] for t in args.shapes.split(",")]

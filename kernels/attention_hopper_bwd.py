@@ -55,7 +55,6 @@ versions without the adds) are in commit d188820 (``BackwardConfig.dq_mode``, ``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,12 +109,6 @@ LOADER_REGS = 24
 # 512 contiguous bytes: no bank conflicts), then the column groups and the warp. Stored through the TMA's
 # 128-byte swizzle instead, rows r and r ^ 1 of a half-warp hit the same banks: every dQ store took twice its
 # wavefronts (Nsight Compute on an H100, session 28: 9 % of the backward's shared-memory wavefronts).
-# Session 28's lead, for an A/B on the GPU (read at import; off by default; compiled, never run on a GPU): at
-# head dim 128 issue dPᵀ between dQ's staging store and the fence in front of its TMA add, so the tensor cores
-# start while the store lands (ATTENTION_NOTES "Session 28", item 5). The step loops compile without spills
-# or extra wgmma waits under Triton 3.6 and 3.8 (STS.128 ×8, HGMMA ×8, FENCE, UTMAREDG in that order).
-EARLY_DP = gl.constexpr(os.environ.get("PATHOFLASH_BWD_EARLY_DP", "0") == "1")
-
 _FRAGMENT_BASES = [[0, 1], [8, 0], [0, 2], [0, 4], [1, 0], [2, 0], [4, 0], [0, 8], [0, 16], [0, 32], [16, 0], [32, 0]]  # fmt: skip
 DQ_FRAGMENTS = gl.constexpr(gl.SharedLinearLayout(offset_bases=_FRAGMENT_BASES))
 # The TMA's view of such a tile: a plain row-major (64, 64) box, so global row r' of a query block holds
@@ -383,19 +376,13 @@ def _bwd_step(
             tma.store_wait(1)  # the add of two steps ago has read this parity's staging buffer
             tile, box = _dq_views(dq_stage.index(2 * ME + prev), dq_desc)
             tile.store(dq)
-            if not EARLY_DP:
-                fence_async_shared()
-                _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], box)
-                mbarrier.arrive(ds_empty.index(prev))
-    dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
-    if SPLIT:
-        dp_t = warpgroup_mma(v_tail, do_tail.permute((1, 0)), dp_t, is_async=True)
-    if HALVES and EARLY_DP:  # noqa: SIM102 (a constexpr test, then a run-time one)
-        if i > 0:  # the store above has landed by now, or nearly
-            tile, box = _dq_views(dq_stage.index(2 * ME + prev), dq_desc)
+            # (Moving the fence and add behind dPᵀ's issue measured 0-2 % slower on an H100: session 29.)
             fence_async_shared()
             _tma_add(dq_desc, [b, h, ((first + i - 1) % n_q) * BLOCK_M, ME * DQ_W], box)
             mbarrier.arrive(ds_empty.index(prev))
+    dp_t = warpgroup_mma(v, do.permute((1, 0)), zero_st, use_acc=False, is_async=True)
+    if SPLIT:
+        dp_t = warpgroup_mma(v_tail, do_tail.permute((1, 0)), dp_t, is_async=True)
     lse2 = lse_ring.index(slot).load(cols_st)
     s_t = warpgroup_mma_wait(GROUPS, deps=(s_t,))
     p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
