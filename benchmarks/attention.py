@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                             timings[f"{dtype_name} {mode} {shape}"] = last_timings()
                         rounds[m].append(r)
                         print(
-                            f"  {m:9} {dtype_name} {mode:6} {shape}: {r.tflops or 0:7.1f} TFLOP/s"
+                            f"{time.strftime('%H:%M:%S')} {m:9} {dtype_name} {mode:6} {shape}: {r.tflops or 0:7.1f} TFLOP/s"
                             f" {r.ms or 0:8.3f} ms  mem {r.peak_extra_mib or 0:8.0f} MiB"
                             f"  diff {r.max_abs_diff_vs_ours}  {r.error or ''}",
                             flush=True,
