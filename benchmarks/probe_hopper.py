@@ -6,6 +6,7 @@
         [--planned]   # ours through a ForwardPlan with kept outputs: GPU time at batch-1 sizes too
     python3 benchmarks/probe_hopper.py clocks           # SM clock and board power while each kernel runs
     python3 benchmarks/probe_hopper.py gputime --shapes 32,12,197,64;...  # GPU time of whole calls, fwd and fwd+bwd
+    python3 benchmarks/probe_hopper.py picks --shapes 4,16,4096,64 --rounds 9  # what the first-call chooser takes
 
 Prints one line per case; the sweep ends with the best configuration per head dim.
 """
@@ -384,10 +385,28 @@ def clocks(
             )
 
 
+def picks(shapes: list[tuple[int, int, int, int]], repeats: int) -> None:
+    """How often the first-call chooser (``attention_hopper._choose``) takes each candidate: ``repeats`` fresh
+    choices per shape and dtype in one process (compiled once), as the first calls of as many processes would."""
+    for shape, dtype in itertools.product(shapes, (torch.bfloat16, torch.float16)):
+        b, h, n, d = shape
+        q, k, v = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(3))
+        o = torch.empty((b, n, h, d), device="cuda", dtype=dtype).permute(0, 2, 1, 3)
+        lse = torch.empty((b, h, n), device="cuda", dtype=torch.float32)
+        taken: dict[str, int] = {}
+        for _ in range(repeats):
+            hop._chosen.clear()
+            tag = _tag(hop._choose(q, k, v, o, lse, 1 / math.sqrt(d)))
+            taken[tag] = taken.get(tag, 0) + 1
+        print(f"{shape} {str(dtype)[6:]}: " + " ".join(f"{t}={c}" for t, c in taken.items()), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["check", "sweep", "ab", "clocks", "gputime"])
-    parser.add_argument("--rounds", type=int, default=5, help="ab: rounds of alternated timings")
+    parser.add_argument("what", choices=["check", "sweep", "ab", "clocks", "gputime", "picks"])
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="ab: rounds of alternated timings; picks: choices"
+    )
     parser.add_argument("--json")
     parser.add_argument("--pp-only", action="store_true", help="check only the ping-pong configurations")
     parser.add_argument("--consumers", type=int, help="check only ping-pong configurations with this many")
@@ -408,6 +427,9 @@ def main() -> int:
         shapes = parse_shapes(args.shapes) if args.shapes else None
         configs = [parse_config(c) for c in args.configs.split(",")] if args.configs else None
         ab(args.json, args.rounds, head_dims, shapes, configs, args.fresh, args.planned)
+        return 0
+    if args.what == "picks":
+        picks(parse_shapes(args.shapes or "4,16,4096,64"), args.rounds)
         return 0
     if args.what == "gputime":
         gputime(parse_shapes(args.shapes or "1,12,1024,64"), args.rounds, args.json)
