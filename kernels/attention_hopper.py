@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -939,7 +938,8 @@ CANDIDATES = {
     # and batch × heads ≤ 384): 192-row tiles leave a third of the last tile empty at N = 1,024 and one CTA
     # a SM idles through its prologue and epilogue (0.72-0.81x cuDNN); the one-warpgroup kernel (64 rows a
     # CTA, several CTAs a SM) measured 0.98-1.11x there and 1.04-1.06x with 64 keys a step at N = 577, and
-    # is 8-13 % behind at 4,096 tokens, where the margin keeps the default.
+    # is 8-13 % behind at 4,096 tokens, where the margin was to keep the default; it did not in 4 of 9 choices
+    # (session 29), so the one-warpgroup kernels are not timed from 4,096 tokens on (``candidates``).
     64: (
         HopperConfig(block_n=128, num_warps=4, k_stages=2, v_stages=2, pingpong=True, consumers=3),
         HopperConfig(block_n=128, num_warps=4, k_stages=3, v_stages=3, pingpong=True, consumers=3),
@@ -974,6 +974,21 @@ CANDIDATES = {
     },
 }
 _chosen: dict[tuple[int, torch.dtype, int, int, int], HopperConfig] = {}
+# The one-warpgroup candidates are timed only for sequences shorter than this (by ``length_bucket``, so every
+# length of a bucket gets the same list). Session 29, H100, alternated do_bench rounds: at (4, 16, 4096, 64)
+# three consumers were 4.6-5.8 % and at (1, 16, 16384, 64) 9 % faster, yet the first-call timing took the
+# one-warpgroup kernel in 4 of 9 choices at 4,096 tokens (bf16), and always at 4,096 and 16k once it timed
+# longer batches after a heat-up; at (2, 16, 4100, 64) it is 1.6-2.5 % ahead, three consumers 1.09-1.11x cuDNN.
+ONE_WARPGROUP_BELOW = 4096
+
+
+def candidates(head_dim: int, length_bucket: int) -> tuple[HopperConfig, ...]:
+    """The configurations the chooser times for this head dim and (query) length bucket: :data:`CANDIDATES`,
+    less the one-warpgroup kernels from :data:`ONE_WARPGROUP_BELOW` tokens on."""
+    every = CANDIDATES[head_dim]
+    if length_bucket < ONE_WARPGROUP_BELOW:
+        return every
+    return tuple(cfg for cfg in every if cfg.pingpong)
 
 
 def _forward_kernel(
@@ -1122,15 +1137,6 @@ def sm_count(device: torch.device) -> int:
 SLEEP_CYCLES = 5_000_000
 # How much faster than the first (default) candidate another must time to replace it (see `fastest`).
 MARGIN = 0.01
-# Where one call takes longer than LONG_CALL_MS of GPU time (longer than its host time, so back-to-back calls
-# stay queued), a timed batch holds about BATCH_MS of calls, and HEAT_MS of untimed batches go first: the
-# timing then sees the clock a sustained load runs at. An H100 running attention hits its 700 W cap within
-# ~0.2-0.4 s and its clock falls from 1.98 to ~1.5-1.8 GHz; the candidates do not lose alike (session 29: at
-# (4, 16, 4096, 64) bf16 the one-warpgroup kernel ran at 1.70 GHz where three consumers ran at 1.83 at the
-# same 690 W, 4-5 % slower, yet batches of four calls behind a 2.5 ms sleep picked it in 4 of 9 choices).
-LONG_CALL_MS = 0.4
-BATCH_MS = 20.0
-HEAT_MS = 300.0
 
 
 def _gpu_ms(run: Callable[[], None], launches: int = 4) -> float:
@@ -1164,25 +1170,17 @@ def fastest(runs: dict[K, Callable[[], None]], rounds: int = 7, margin: float = 
     candidates for fp16 at (4, 16, 4096, 64), 0.94× cuDNN where the fastest reached 1.02×.) The margin keeps
     a difference smaller than the timing's noise from deciding: seven rounds of four calls, a few
     milliseconds in all, are not what a long run sees, and the head-dim-128 candidates, ~1 % apart under
-    Triton 3.6, were picked either way from one process to the next (session 25). Long calls are timed in
-    longer batches after a heat-up (:data:`LONG_CALL_MS`): at the power cap the ranking can differ.
+    Triton 3.6, were picked either way from one process to the next (session 25).
     """
     for run in runs.values():  # compile, then warm
         run()
         run()
-    launches, heat = 4, 0
-    call_ms = _gpu_ms(next(iter(runs.values())), 1)
-    if call_ms > LONG_CALL_MS:
-        launches = max(4, min(64, math.ceil(BATCH_MS / call_ms)))
-        heat = math.ceil(HEAT_MS / (launches * call_ms * len(runs)))
     times: dict[K, list[float]] = {cfg: [] for cfg in runs}
-    for turn in range(heat + rounds):
+    for _ in range(rounds):
         for cfg, run in runs.items():
-            ms = _gpu_ms(run, launches)
-            if turn >= heat:
-                times[cfg].append(ms)
+            times[cfg].append(_gpu_ms(run))
     medians = {cfg: sorted(t)[len(t) // 2] for cfg, t in times.items()}
-    log.debug("flash_attention hopper candidates (ms, %d calls a batch): %s", launches, medians)
+    log.debug("flash_attention hopper candidates (ms): %s", medians)
     default = next(iter(medians))
     best = min(medians, key=medians.__getitem__)
     return best if medians[best] < medians[default] * (1 - margin) else default
@@ -1194,7 +1192,7 @@ def _choose(
     key = choice_key(q, k)
     if key not in _chosen:
         runs: dict[HopperConfig, Callable[[], None]] = {}
-        for cfg in CANDIDATES[q.shape[3]]:
+        for cfg in candidates(q.shape[3], key[2]):
 
             def run(cfg: HopperConfig = cfg) -> None:
                 _launch(q, k, v, o, lse, scale, cfg)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import re
 import subprocess
@@ -603,55 +602,43 @@ def test_the_gluon_candidates_are_timed_in_alternation_and_the_lower_median_wins
     from pathoflash.kernels import attention_hopper as hop
 
     order: list[str] = []
-    batches: list[int] = []
     first, second = hop.CANDIDATES[128][:2]
     runs = {first: lambda: order.append("a"), second: lambda: order.append("b")}
-    # one call of the first (short: no heat-up, batches of four), then the rounds: the first candidate is
-    # faster in most rounds but has one slow outlier; medians decide
-    times = iter([0.1, 1.0, 2.0, 9.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0])
+    # the first candidate is faster in most rounds but has one slow outlier; medians decide
+    times = iter([1.0, 2.0, 9.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0])
 
-    def fake_gpu_ms(run: object, launches: int = 4) -> float:
+    def fake_gpu_ms(run: object) -> float:
         run()  # type: ignore[operator]
-        batches.append(launches)
         return next(times)
 
     monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
     assert hop.fastest(runs, rounds=5) == first
-    assert "".join(order) == "aabb" + "a" + "ab" * 5  # compile and warm each, time one call, then alternate
-    assert batches == [1] + [4] * 10
+    assert "".join(order) == "aabb" + "ab" * 5  # compile and warm each, then alternate
 
 
-def test_long_calls_are_timed_in_long_batches_after_an_untimed_heat_up(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Where a call takes longer than ``LONG_CALL_MS``, batches hold ~``BATCH_MS`` of calls and ~``HEAT_MS`` of
-    alternated batches run first and are not counted (at the power cap candidates can rank otherwise than in
-    short bursts, session 29): a rival that is faster only during the heat-up does not win."""
+def test_the_one_warpgroup_forward_is_timed_only_below_4096_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chooser times the one-warpgroup kernels (ViT-sized sequences) only below ``ONE_WARPGROUP_BELOW``
+    tokens by length bucket: from 4,096 on three consumers were 5-9 % faster, but the first-call timing took
+    the one-warpgroup kernel in 4 of 9 choices at (4, 16, 4096, 64) (session 29)."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     from pathoflash.kernels import attention_hopper as hop
 
-    batches: list[tuple[str, int]] = []
+    timed: list[tuple[hop.HopperConfig, ...]] = []
 
-    def fake_gpu_ms(run: object, launches: int = 4) -> float:
-        name = run()  # type: ignore[operator]
-        batches.append((name, launches))
-        if launches == 1:
-            return 1.0  # one call: 1 ms
-        heating = len(batches) <= 1 + heat_batches
-        return launches * (0.5 if heating and name == "rival" else 1.0)
+    def fake_fastest(runs: dict[hop.HopperConfig, object]) -> hop.HopperConfig:
+        timed.append(tuple(runs))
+        return next(iter(runs))
 
-    monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
-    launches = math.ceil(hop.BATCH_MS / 1.0)
-    heat_batches = 2 * math.ceil(hop.HEAT_MS / (launches * 2))
-    assert heat_batches >= 2 and launches > 4
-    runs = {name: (lambda name=name: name) for name in ("default", "rival")}
-    assert hop.fastest(runs, rounds=5) == "default"
-    assert batches == [("default", 1)] + [("default", launches), ("rival", launches)] * (
-        heat_batches // 2 + 5
-    )
-    batches.clear()
-    heat_batches = 10**6  # the rival faster throughout: it wins
-    assert hop.fastest(runs, rounds=5) == "rival"
+    monkeypatch.setattr(hop, "fastest", fake_fastest)
+    monkeypatch.setattr(hop, "_chosen", {})
+    lengths = (197, 1024, 3000, 4096, 4100, 16384)
+    for d, n in itertools.product((64, 128), lengths):
+        q = torch.empty(1, 2, n, d, dtype=torch.float16)
+        hop._choose(q, q, q, q, q, 0.1)
+    one_warpgroup = [any(not cfg.pingpong for cfg in configs) for configs in timed]
+    assert one_warpgroup == [n < 4096 for n in lengths] * 2
+    defaults = [hop.CANDIDATES[d][0] for d in (64, 128) for _ in lengths]
+    assert [configs[0] for configs in timed] == defaults  # the default stays first
 
 
 def test_another_candidate_replaces_the_first_only_when_faster_by_more_than_the_margin(
@@ -665,8 +652,8 @@ def test_another_candidate_replaces_the_first_only_when_faster_by_more_than_the_
     assert 0 < hop.MARGIN < 0.05
     timing: dict[str, float] = {}
 
-    def fake_gpu_ms(run: object, launches: int = 4) -> float:
-        return launches * timing[run()]  # type: ignore[operator]
+    def fake_gpu_ms(run: object) -> float:
+        return timing[run()]  # type: ignore[operator]
 
     monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
     runs = {name: (lambda name=name: name) for name in ("default", "rival", "third")}
@@ -729,9 +716,9 @@ def test_the_gluon_backward_is_chosen_by_time_per_length_bucket(monkeypatch: pyt
     gluon_ms = {4096: 1.0, 8192: 3.0}  # Gluon faster in the 4,096 bucket, slower in the 8,192 one
     current = {"n": 4096}
 
-    def fake_gpu_ms(run: object, launches: int = 4) -> float:
+    def fake_gpu_ms(run: object) -> float:
         run()  # type: ignore[operator]
-        return launches * (gluon_ms[current["n"]] if ran[-1] == "gluon" else 2.0)
+        return gluon_ms[current["n"]] if ran[-1] == "gluon" else 2.0
 
     monkeypatch.setattr(hop, "_gpu_ms", fake_gpu_ms)
     monkeypatch.setattr(attention, "_gluon_bwd_chosen", {})
