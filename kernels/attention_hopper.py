@@ -1192,7 +1192,7 @@ def _choose(
     key = choice_key(q, k)
     if key not in _chosen:
         runs: dict[HopperConfig, Callable[[], None]] = {}
-        for cfg in candidates(q.shape[3], key[2]):
+        for cfg in candidates(q.shape[3], key[2]):  # key[2]: the query length's bucket
 
             def run(cfg: HopperConfig = cfg) -> None:
                 _launch(q, k, v, o, lse, scale, cfg)
