@@ -14,8 +14,8 @@ For bf16 and fp16, forward and forward+backward, at the issue's (B, H, N, D) sha
 Times are medians of ``triton.testing.do_bench``; inputs are fresh random (B, H, N, D) tensors. ``--rounds R``
 measures the methods of each row in alternation R times (every other round in reverse order) and keeps each
 method's median round, so a drift of the GPU clock between one method's measurement and the next does not decide
-the ratio. At the long head-dim-128 rows an H100 runs at its 700 W cap: the clock swings between ~1.4 and
-~1.9 GHz from one 200 ms sample to the next (session 29's clock log), so a single round there can move ±5 %.
+the ratio. At the long head-dim-128 rows an H100 runs at its 700 W cap: the clock swings between ~1.3 and
+~1.95 GHz from one 200 ms sample to the next (session 29's clock log), so a single round there can move ±5 %.
 
     python3 benchmarks/attention.py [--methods ours,cudnn,...] [--dtypes bf16,fp16] [--modes fwd,fwdbwd]
         [--shapes 4x16x4096x64,...] [--rounds 5] [--precompile] [--explore] [--json PATH]
